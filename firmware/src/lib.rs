@@ -1,0 +1,12 @@
+//! otaweb companion firmware: the device side of every otaweb flow.
+//!
+//! `no_std` + `alloc`, generic over a NOR flash (`embedded_storage::nor_flash::NorFlash`).
+//! It runs natively in tests, compiles to `thumbv7em-none-eabihf` as a real device would,
+//! and compiled to wasm it is the page's built-in demo device.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;

@@ -177,7 +177,11 @@ pub struct Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the device refused ({} {}): {}", self.name, self.code, self.meaning)
+        write!(
+            f,
+            "the device refused ({} {}): {}",
+            self.name, self.code, self.meaning
+        )
     }
 }
 

@@ -1,0 +1,74 @@
+// Runs inside headless Chromium: otaweb's wasm against the browser's own implementations on
+// the same buffers in the same page. Returns rows for benches/RESULTS.md.
+import init, { digest, inflate } from "/pkg/otaweb.js";
+
+function firmwareLike(len) {
+  // Same shape as benches/image.rs: pseudo-random words with compressible 0xFF runs.
+  const out = new Uint8Array(len);
+  let s = 0x9e3779b97f4a7c15n;
+  const mask = (1n << 64n) - 1n;
+  let i = 0;
+  while (i < len) {
+    s ^= (s << 13n) & mask;
+    s ^= s >> 7n;
+    s ^= (s << 17n) & mask;
+    const lo = Number(s & 0xffffffffn);
+    const b0 = lo & 0xff;
+    if (b0 < 64) {
+      const run = ((lo >>> 8) & 0xff) % 64;
+      out.fill(0xff, i, Math.min(len, i + run));
+      i += run;
+    } else {
+      for (let k = 0; k < 4 && i < len; k++, i++) out[i] = (lo >>> (8 * k)) & 0xff;
+    }
+  }
+  return out;
+}
+
+async function best(runs, fn) {
+  let t = Infinity;
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    await fn();
+    t = Math.min(t, performance.now() - start);
+  }
+  return t;
+}
+
+const mbps = (bytes, ms) => Math.round(bytes / (ms / 1000) / 1e6);
+
+async function nativeInflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function nativeDeflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+export async function run() {
+  await init();
+  const rows = [];
+  const runs = 5;
+  for (const size of [64 << 10, 1 << 20, 16 << 20]) {
+    const label = size >= 1 << 20 ? `${size >> 20} MiB` : `${size >> 10} KiB`;
+    const data = firmwareLike(size);
+    const wasmSha = await best(runs, () => digest(data, "sha256"));
+    const subtleSha = await best(runs, () => crypto.subtle.digest("SHA-256", data));
+    const wasmMd5 = await best(runs, () => digest(data, "md5"));
+    rows.push(["SHA-256", label, "otaweb wasm", mbps(size, wasmSha)]);
+    rows.push(["SHA-256", label, "WebCrypto subtle.digest", mbps(size, subtleSha)]);
+    rows.push(["MD5", label, "otaweb wasm (WebCrypto has no MD5)", mbps(size, wasmMd5)]);
+    const zlib = await nativeDeflate(data);
+    const wasmInflate = await best(runs, () => inflate(zlib, size));
+    const streamInflate = await best(runs, () => nativeInflate(zlib));
+    const check = inflate(zlib, size);
+    if (check.length !== size || digest(check, "sha256") !== digest(data, "sha256")) {
+      throw new Error("wasm inflate disagrees with the browser's deflate output");
+    }
+    rows.push(["zlib inflate (MB/s of output)", label, "otaweb wasm (miniz_oxide)", mbps(size, wasmInflate)]);
+    rows.push(["zlib inflate (MB/s of output)", label, "browser DecompressionStream", mbps(size, streamInflate)]);
+  }
+  return { userAgent: navigator.userAgent, rows };
+}

@@ -1,0 +1,154 @@
+//! The wasm-bindgen edge: the JavaScript API of `pkg/otaweb.js`.
+//!
+//! Only I/O and translation live here: JavaScript values in, core calls, JavaScript values
+//! out. Every failure reaches JavaScript as a thrown `Error` whose `name` is
+//! `"OtawebError"`, with `code` (specific and stable, e.g. `"digest-mismatch"`), `kind` (the
+//! layer: `"verification-failed"`, `"misuse"`, …), `message` (plain language) and
+//! `retryable`.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use js_sys::{Array, Object, Reflect, JSON};
+use wasm_bindgen::prelude::*;
+
+use crate::error::{Error, Misuse};
+use crate::image::digest::{DigestAlg, Hasher};
+use crate::image::manifest::{Manifest, ManifestEntry};
+use crate::image::signature::PublicKey;
+use crate::image::verify::{verify_image, VerifyPolicy};
+
+/// The otaweb version.
+#[wasm_bindgen]
+pub fn version() -> String {
+    crate::VERSION.to_string()
+}
+
+/// Lowercase hex digest of `bytes`; `alg` is `"sha256"` or `"md5"`.
+#[wasm_bindgen]
+pub fn digest(bytes: &[u8], alg: &str) -> Result<String, JsValue> {
+    let alg: DigestAlg = alg
+        .parse()
+        .map_err(|_| misuse("invalid-argument", "alg must be \"sha256\" or \"md5\""))?;
+    let mut hasher = Hasher::new(alg);
+    hasher.update(bytes);
+    Ok(hasher.finalize().to_hex())
+}
+
+/// Inflates zlib `bytes`, refusing to produce more than `maxOutput` bytes.
+#[wasm_bindgen]
+pub fn inflate(
+    bytes: &[u8],
+    #[wasm_bindgen(js_name = maxOutput)] max_output: usize,
+) -> Result<Vec<u8>, JsValue> {
+    crate::image::zlib::inflate(bytes, max_output).map_err(|e| {
+        throwable(
+            e.code(),
+            "verification-failed",
+            &alloc::format!("the compressed image cannot be unpacked: {e}"),
+            false,
+        )
+    })
+}
+
+/// Parses an otaweb manifest and returns its image entries as plain objects.
+#[wasm_bindgen(js_name = parseManifest)]
+pub fn parse_manifest(text: &str) -> Result<Array, JsValue> {
+    let manifest = Manifest::parse(text).map_err(|e| {
+        throwable(
+            "manifest-invalid",
+            "misuse",
+            &alloc::format!("the manifest is not usable: {e}"),
+            false,
+        )
+    })?;
+    // The manifest's own serializer defines the entry shape, so JavaScript sees exactly the
+    // schema it would read from the file, normalised (hex lowercase, defaults filled).
+    let parsed = JSON::parse(&manifest.to_json())?;
+    Ok(Reflect::get(&parsed, &"images".into())?.unchecked_into())
+}
+
+/// Verifies `bytes` against a manifest entry (an object or its JSON text).
+///
+/// `publicKeyPem` is the trusted ECDSA P-256 key; without it, a signed entry is refused
+/// unless `dangerAcceptUnsigned` is set (development only).
+#[wasm_bindgen(js_name = verifyImage)]
+pub fn verify_image_js(
+    bytes: &[u8],
+    entry: JsValue,
+    #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
+    #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
+) -> Result<Object, JsValue> {
+    let entry = entry_from_js(&entry)?;
+    let policy = match (public_key_pem, danger_accept_unsigned.unwrap_or(false)) {
+        (_, true) => VerifyPolicy::danger_accept_unsigned(),
+        (Some(pem), false) => {
+            let key = PublicKey::from_pem(&pem).map_err(|e| {
+                throwable(
+                    "key-invalid",
+                    "misuse",
+                    &alloc::format!("the public key is not usable: {e}"),
+                    false,
+                )
+            })?;
+            VerifyPolicy::trusting(alloc::vec![key])
+        }
+        (None, false) => VerifyPolicy::trusting(Vec::new()),
+    };
+    let verified = verify_image(bytes, &entry, &policy).map_err(|e| {
+        let code = e.code();
+        to_js_error(code, &Error::Verification(e))
+    })?;
+    let image = verified.get();
+    let out = Object::new();
+    set(&out, "name", &JsValue::from_str(&image.name))?;
+    set(&out, "flow", &JsValue::from_str(image.flow.as_str()))?;
+    set(&out, "version", &JsValue::from_str(&image.version))?;
+    set(&out, "size", &JsValue::from_f64(image.bytes.len() as f64))?;
+    set(
+        &out,
+        "sha256",
+        &JsValue::from_str(&crate::image::digest::to_hex(&image.sha256)),
+    )?;
+    set(&out, "signed", &JsValue::from_bool(image.signed))?;
+    Ok(out)
+}
+
+fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {
+    let text = match entry.as_string() {
+        Some(text) => text,
+        None => JSON::stringify(entry)
+            .map_err(|_| misuse("invalid-argument", "entry must be an object or JSON text"))?
+            .into(),
+    };
+    ManifestEntry::parse_json(&text).map_err(|e| {
+        throwable(
+            "manifest-invalid",
+            "misuse",
+            &alloc::format!("the manifest entry is not usable: {e}"),
+            false,
+        )
+    })
+}
+
+fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
+    Reflect::set(target, &key.into(), value).map(drop)
+}
+
+fn misuse(code: &'static str, what: &'static str) -> JsValue {
+    to_js_error(code, &Error::Misuse(Misuse::InvalidArgument(what)))
+}
+
+fn to_js_error(code: &str, error: &Error) -> JsValue {
+    throwable(code, error.code(), &error.to_string(), error.retryable())
+}
+
+fn throwable(code: &str, kind: &str, message: &str, retryable: bool) -> JsValue {
+    let error = js_sys::Error::new(message);
+    error.set_name("OtawebError");
+    // Reflect::set on a fresh Error object cannot fail; ignoring keeps the error path total.
+    let _ = Reflect::set(&error, &"code".into(), &code.into());
+    let _ = Reflect::set(&error, &"kind".into(), &kind.into());
+    let _ = Reflect::set(&error, &"retryable".into(), &retryable.into());
+    error.into()
+}

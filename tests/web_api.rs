@@ -1,0 +1,101 @@
+//! The JavaScript API exported to `pkg/otaweb.js`, called as JavaScript would call it.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::Reflect;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+use otaweb::web;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/firmware-fixtures/files/",
+            $name
+        ))
+    };
+}
+macro_rules! fixture_text {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/firmware-fixtures/files/",
+            $name
+        ))
+    };
+}
+
+fn field(value: &JsValue, key: &str) -> JsValue {
+    Reflect::get(value, &key.into()).expect("readable")
+}
+
+fn app_v2_entry() -> JsValue {
+    let images = web::parse_manifest(fixture_text!("manifest.json")).expect("parses");
+    images
+        .iter()
+        .find(|e| field(e, "url").as_string().as_deref() == Some("app-v2.bin"))
+        .expect("app-v2 entry")
+}
+
+#[wasm_bindgen_test]
+fn digest_matches_sha256sums() {
+    let hex = web::digest(fixture!("app-v2.bin"), "sha256").expect("digest");
+    assert!(fixture_text!("SHA256SUMS").contains(&format!("{hex}  app-v2.bin")));
+    assert_eq!(
+        web::digest(b"abc", "MD5").expect("digest"),
+        "900150983cd24fb0d6963f7d28e17f72"
+    );
+}
+
+#[wasm_bindgen_test]
+fn bad_algorithm_throws_a_typed_error() {
+    let error = web::digest(b"abc", "crc32").expect_err("refused");
+    assert_eq!(field(&error, "name"), "OtawebError");
+    assert_eq!(field(&error, "code"), "invalid-argument");
+    assert_eq!(field(&error, "kind"), "misuse");
+    assert_eq!(field(&error, "retryable"), false);
+}
+
+#[wasm_bindgen_test]
+fn verify_image_returns_the_verified_summary() {
+    let key = fixture_text!("keys/test-signing-key.pub.pem").to_string();
+    let result = web::verify_image_js(fixture!("app-v2.bin"), app_v2_entry(), Some(key), None)
+        .expect("verifies");
+    assert_eq!(field(&result, "version"), "2");
+    assert_eq!(field(&result, "flow"), "gadget");
+    assert_eq!(field(&result, "size"), 98_304);
+    assert_eq!(field(&result, "signed"), true);
+}
+
+#[wasm_bindgen_test]
+fn verify_image_refuses_a_corrupt_image_with_code_and_message() {
+    let key = fixture_text!("keys/test-signing-key.pub.pem").to_string();
+    let error = web::verify_image_js(
+        fixture!("app-v2.corrupt.bin"),
+        app_v2_entry(),
+        Some(key),
+        None,
+    )
+    .expect_err("refused");
+    assert_eq!(field(&error, "code"), "digest-mismatch");
+    assert_eq!(field(&error, "kind"), "verification-failed");
+    let message = field(&error, "message").as_string().expect("text");
+    assert!(message.contains("SHA-256"), "{message}");
+}
+
+#[wasm_bindgen_test]
+fn verify_image_accepts_entry_json_text() {
+    let entry = js_sys::JSON::stringify(&app_v2_entry()).expect("stringify");
+    let error = web::verify_image_js(fixture!("app-v2.bin"), entry.into(), None, None)
+        .expect_err("signed entry without a key");
+    assert_eq!(field(&error, "code"), "no-trusted-key");
+}
+
+#[wasm_bindgen_test]
+fn inflate_caps_output() {
+    let error = web::inflate(fixture!("bomb.zlib"), 1 << 20).expect_err("capped");
+    assert_eq!(field(&error, "code"), "zlib-too-large");
+    let image = web::inflate(fixture!("app-v2.bin.zlib"), 1 << 20).expect("inflates");
+    assert_eq!(image, fixture!("app-v2.bin"));
+}

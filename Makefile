@@ -1,0 +1,53 @@
+# otaweb — `make demo`, `make test`, `make bench`. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# npm's wasm-opt (binaryen 132) must win over any other on PATH; cargo-installed tools next.
+export PATH := $(CURDIR)/node_modules/.bin:$(or $(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
+
+PORT ?= 8080
+FIXTURES := firmware-fixtures/files
+
+.PHONY: help setup pkg demo test bench fmt lint clean
+
+help:
+	@echo "make demo    build the wasm package and serve the page on http://127.0.0.1:$(PORT)/"
+	@echo "make test    everything CI runs: fmt, clippy, native + wasm + browser tests"
+	@echo "make bench   benchmarks (never asserted)"
+	@echo "make setup   install missing tools (rust targets, wasm-pack, wasm-bindgen, chromium, npm packages)"
+	@echo "make pkg     release wasm build into pkg/"
+	@echo "make fmt | lint | clean"
+
+setup:
+	@scripts/setup.sh
+
+pkg: setup
+	scripts/build-wasm.sh
+
+demo: setup pkg
+	@echo
+	@echo "otaweb demo: Ctrl-C stops it. Try this:"
+	@echo "  1. choose or drop $(FIXTURES)/app-v2.bin           -> size, SHA-256, MD5"
+	@echo "  2. load $(FIXTURES)/manifest.json as the manifest  -> matches entry app v2, signature verified"
+	@echo "  3. choose $(FIXTURES)/app-v2.corrupt.bin           -> digest-mismatch"
+	@echo "  4. load $(FIXTURES)/manifest-bad-signature.json with app-v2.bin -> signature rejected"
+	@echo
+	@exec node scripts/serve.mjs --port $(PORT)
+
+test:
+	@scripts/test.sh
+
+bench: setup
+	@scripts/bench.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf pkg tests/artifacts

@@ -18,7 +18,7 @@ fn firmware_like(len: usize) -> Vec<u8> {
         state ^= state << 17;
         let word = state.to_le_bytes();
         if word[0] < 64 {
-            out.extend(std::iter::repeat(0xff).take(usize::from(word[1]) % 64));
+            out.extend(std::iter::repeat_n(0xff, usize::from(word[1]) % 64));
         } else {
             out.extend_from_slice(&word[..4]);
         }

@@ -1,6 +1,9 @@
 //! The image module against the committed fixtures, natively (`cargo test`) and as wasm
 //! (`wasm-pack test --node` and `--headless --chrome`): the same assertions on both sides.
 
+#[macro_use]
+mod common;
+
 use otaweb::image::digest::{md5, sha256, to_hex};
 use otaweb::image::manifest::{FlowKind, Manifest, MicrochipEntry};
 use otaweb::image::signature::{ImageSignature, PublicKey};
@@ -9,25 +12,6 @@ use otaweb::image::zlib::{inflate, InflateError, InflateStatus, Inflater};
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/firmware-fixtures/files/",
-            $name
-        ))
-    };
-}
-macro_rules! fixture_text {
-    ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/firmware-fixtures/files/",
-            $name
-        ))
-    };
-}
 
 const SUMS: &str = fixture_text!("SHA256SUMS");
 

@@ -1,30 +1,14 @@
 //! The JavaScript API exported to `pkg/otaweb.js`, called as JavaScript would call it.
 #![cfg(target_arch = "wasm32")]
 
+#[macro_use]
+mod common;
+
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 use otaweb::web;
-
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/firmware-fixtures/files/",
-            $name
-        ))
-    };
-}
-macro_rules! fixture_text {
-    ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/firmware-fixtures/files/",
-            $name
-        ))
-    };
-}
 
 fn field(value: &JsValue, key: &str) -> JsValue {
     Reflect::get(value, &key.into()).expect("readable")

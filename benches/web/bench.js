@@ -1,29 +1,7 @@
 // Runs inside headless Chromium: otaweb's wasm against the browser's own implementations on
 // the same buffers in the same page. Returns rows for benches/RESULTS.md.
 import init, { digest, inflate } from "/pkg/otaweb.js";
-
-function firmwareLike(len) {
-  // Same shape as benches/image.rs: pseudo-random words with compressible 0xFF runs.
-  const out = new Uint8Array(len);
-  let s = 0x9e3779b97f4a7c15n;
-  const mask = (1n << 64n) - 1n;
-  let i = 0;
-  while (i < len) {
-    s ^= (s << 13n) & mask;
-    s ^= s >> 7n;
-    s ^= (s << 17n) & mask;
-    const lo = Number(s & 0xffffffffn);
-    const b0 = lo & 0xff;
-    if (b0 < 64) {
-      const run = ((lo >>> 8) & 0xff) % 64;
-      out.fill(0xff, i, Math.min(len, i + run));
-      i += run;
-    } else {
-      for (let k = 0; k < 4 && i < len; k++, i++) out[i] = (lo >>> (8 * k)) & 0xff;
-    }
-  }
-  return out;
-}
+import { firmwareLike } from "/buffer.js";
 
 // Each timed run repeats the operation until it has covered 16 MiB: the browser coarsens
 // performance.now(), so a single small input would finish below the timer's resolution.

@@ -83,7 +83,7 @@ impl Geometry {
         if self.erase_size < self.write_size {
             return Err(GeometryError::EraseSmallerThanWrite);
         }
-        if self.capacity % self.erase_size != 0 {
+        if !self.capacity.is_multiple_of(self.erase_size) {
             return Err(GeometryError::CapacityNotSectorMultiple);
         }
         // The traits address with `u32` and `erase` takes an exclusive `to`, so the capacity
@@ -436,7 +436,7 @@ impl SimFlash {
         if start > self.data.len() || len > self.data.len() - start {
             return Err(FlashError::OutOfBounds { offset, len });
         }
-        if start % align != 0 || len % align != 0 {
+        if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(FlashError::NotAligned { offset, len });
         }
         Ok(start)
@@ -727,7 +727,9 @@ impl<'a, F: NorFlash> Partition<'a, F> {
         if end as usize > capacity {
             return Err(PartitionError::OutOfBounds);
         }
-        if offset as usize % F::ERASE_SIZE != 0 || len as usize % F::ERASE_SIZE != 0 {
+        if !(offset as usize).is_multiple_of(F::ERASE_SIZE)
+            || !(len as usize).is_multiple_of(F::ERASE_SIZE)
+        {
             return Err(PartitionError::NotAligned);
         }
         Ok(Partition {

@@ -1091,7 +1091,7 @@ mod tests {
         );
         let entry = r#"{"name": "a", "flow": "enos", "version": "1", "url": "u", "size": 1, "sha256": "f54ee1e8539dece67299def1c0ffc811a100f70b468dad0b3483abdcbf1be7ba"}"#;
         let list = |n: usize| {
-            let entries: Vec<&str> = core::iter::repeat(entry).take(n).collect();
+            let entries: Vec<&str> = core::iter::repeat_n(entry, n).collect();
             alloc::format!("{{\"otaweb\": 1, \"images\": [{}]}}", entries.join(","))
         };
         assert_eq!(

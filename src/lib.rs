@@ -35,6 +35,7 @@ pub mod image;
 pub mod time;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+pub mod wire;
 
 pub use error::Error;
 pub use time::Millis;

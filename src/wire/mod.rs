@@ -1,0 +1,10 @@
+//! Wire formats: typed views over bytes and their codecs. No I/O, no clock.
+//!
+//! Contract, as in smoltcp's `wire`: a `Packet<T: AsRef<[u8]>>` view is made from peer bytes
+//! only through `new_checked`, after which no accessor can panic; a `Repr` is the validated
+//! summary with `parse`, `buffer_len` and `emit`. Code that builds a packet emits a `Repr`
+//! into a buffer of `buffer_len()` bytes. Every decoder returns [`crate::error::Malformed`]
+//! or a per-format error, never panics, and never trusts a length field.
+
+pub mod agt;
+pub mod agt_proto;

@@ -3,6 +3,10 @@
 //! `no_std` + `alloc`, generic over a NOR flash (`embedded_storage::nor_flash::NorFlash`).
 //! It runs natively in tests, compiles to `thumbv7em-none-eabihf` as a real device would,
 //! and compiled to wasm it is the page's built-in demo device.
+//!
+//! - [`flash`]: a simulated NOR flash with power-cut injection, and partitions of any flash.
+//! - [`slots`]: two image slots, a power-safe state area and the boot decision.
+//! - [`gadget`]: the Alexa Gadgets OTA responder, sans-IO, staging into the inactive slot.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -12,3 +16,5 @@ extern crate alloc;
 extern crate std;
 
 pub mod flash;
+pub mod gadget;
+pub mod slots;

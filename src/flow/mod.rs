@@ -62,6 +62,8 @@
 //! assert_eq!(flow.poll_event(), Some("timed out"));
 //! ```
 
+pub mod gadget;
+
 use alloc::vec::Vec;
 
 use crate::time::Millis;

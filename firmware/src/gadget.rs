@@ -1,0 +1,1322 @@
+//! The Alexa Gadgets (AGT) OTA responder: the gadget side of the gadget flow, sans-IO.
+//!
+//! Contract. A [`Gadget`] owns the flash and its [`Slots`]; the host loop owns the BLE link
+//! and feeds it, as the core's flows are fed:
+//!
+//! - [`Gadget::handle_connected`] when the central enables notifications: queues the PV
+//!   packet. [`Gadget::handle_disconnected`] when the link drops.
+//! - [`Gadget::handle_write`] with each value written to the TX characteristic.
+//! - After every input, [`Gadget::poll_notify`] until `None`, notifying each value on RX in
+//!   order (one transport packet, or the PV packet, per call); then [`Gadget::poll_event`].
+//!   On [`GadgetEvent::RestartRequested`] the host sends what is queued, drops the link,
+//!   runs [`Slots::boot`] and builds a new `Gadget` from the flash ([`Gadget::into_flash`]).
+//!
+//! The gadget keeps no timers, so there is no `poll_timeout`; `now` is taken for the shape
+//! the core's flows share. No input panics it; a flash error becomes an INTERNAL response.
+//!
+//! Behaviour, as both sides of this project implement it (`gadget.md` §8 and the orchestrator's
+//! module docs in `otaweb::flow::gadget`):
+//!
+//! | Input | Answer |
+//! |---|---|
+//! | connect | PV packet: version 3.0, packet size P, transaction size T |
+//! | transport fault | the [`Reassembler`]'s NACK (result 0x01) |
+//! | control 20 / 28 | `Response{DeviceInformation}` / `Response{DeviceFeatures{0x13}}` |
+//! | Alexa Discover | Discover.Response, firmwareVersion = active OTA version in decimal |
+//! | control 94 | ACK, or NACK 0x03 if the segment cannot be taken (below) |
+//! | OTA bytes | appended to the open segment; NACK 0x01 without one or past its size; when complete: `Response{94, SUCCESS \| INVALID \| INTERNAL}` |
+//! | control 95 | ACK then `Response{95, SUCCESS \| INVALID \| INTERNAL}`, NACK 0x03 if unusable |
+//! | other control | `Response{UNSUPPORTED}`, echoing the command |
+//!
+//! A transaction with the ACK flag is ACKed after it is processed and before any protobuf
+//! reply (EMB's order), unless it was NACKed. A request that must be refused but did not ask
+//! for an ACK is answered `Response{INVALID}` instead, so the orchestrator never waits in vain.
+//!
+//! Segments. UpdateComponentSegment is taken if its bounds pass
+//! [`UpdateComponentSegment::validate`], its name is not empty, its size is 1–65536 bytes, it
+//! ends within the staging slot, its signature parses, and either its offset is 0 (a fresh
+//! staging of that component, discarding any other) or it names the component being staged
+//! at an offset no greater than the bytes held. Taking it rewinds the bytes held to its
+//! offset. The segment is buffered in RAM until complete, hashed, then written to the
+//! staging slot (the inactive one) with [`Slots::write_image`], which keeps the bytes before
+//! the offset. A mismatch leaves the bytes held at the segment's offset; a flash error
+//! leaves them at the start of the sector holding the offset, as that sector may be erased.
+//! Staging progress lives in RAM only (see [`crate::slots`]): it survives a dropped link, not
+//! a restart, and the orchestrator restarts from offset 0 when its resume is NACKed.
+//!
+//! Apply. ApplyFirmware needs `firmware_information` with one component. It succeeds if the
+//! bytes held equal the component's size, their SHA-256 read back from flash equals the
+//! component's signature and `firmware_information.version` is greater than the active
+//! version; the gadget then records the image as pending ([`Slots::mark_pending`]) and asks
+//! for a restart whatever `restart_required` says, since only the boot decision activates an
+//! image. Names are not compared: the digest decides. After a successful apply, further
+//! segments are refused so the pending image stays as verified.
+
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use embedded_storage::nor_flash::NorFlash;
+use otaweb::image::digest::sha256;
+use otaweb::time::Millis;
+use otaweb::wire::agt::{
+    AckRepr, Completed, Fragmenter, Limits, PvPacket, PvRepr, Reassembler, Received, ResultCode,
+    StreamId, TransactionId, TransportPacket, MAX_TRANSACTION_LEN, MIN_PACKET_SIZE,
+};
+use otaweb::wire::agt_proto::{
+    decode_control, parse_segment_signature, peek_directive_header, ApplyFirmware, Command,
+    ControlEnvelope, ControlPayload, DeviceFeatures, DeviceInformation, DiscoverResponseEvent,
+    ErrorCode, Response, ResponsePayload, Transport, UpdateComponentSegment,
+};
+
+use crate::slots::{ImageInfo, Layout, LayoutError, SlotError, Slots};
+
+/// The default packet size P: ATT MTU 247 less the 3-byte ATT header.
+pub const DEFAULT_PACKET_SIZE: u16 = 244;
+/// The default transaction size T.
+pub const DEFAULT_MAX_TRANSACTION_SIZE: u16 = 5000;
+/// The largest packet size: the largest value Web Bluetooth carries.
+pub const MAX_PACKET_SIZE: u16 = 512;
+/// The largest segment taken, in bytes.
+pub const MAX_SEGMENT_SIZE: u32 = 65536;
+/// The feature bits reported: AGT, OTA and bit 4: 0x13, as EMB sends (§5).
+pub const FEATURES: u64 = DeviceFeatures::AGT | DeviceFeatures::OTA | 1 << 4;
+
+/// Who the gadget is and the limits it announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GadgetConfig {
+    /// P: the largest packet, header included, from [`MIN_PACKET_SIZE`] to [`MAX_PACKET_SIZE`].
+    pub packet_size: u16,
+    /// T: the largest transaction payload the gadget buffers; at least 1.
+    pub max_transaction_size: u16,
+    /// Human-readable name, reported in DeviceInformation and as the endpoint's name.
+    pub name: String,
+    /// Serial number, reported in DeviceInformation and as the endpoint ID.
+    pub serial_number: String,
+    /// Amazon device-type ID reported in DeviceInformation.
+    pub device_type: String,
+}
+
+impl Default for GadgetConfig {
+    fn default() -> Self {
+        GadgetConfig {
+            packet_size: DEFAULT_PACKET_SIZE,
+            max_transaction_size: DEFAULT_MAX_TRANSACTION_SIZE,
+            name: "otaweb demo".to_string(),
+            serial_number: "OTAWEB0001".to_string(),
+            device_type: "OTAWEBDEMO".to_string(),
+        }
+    }
+}
+
+/// Why a [`Gadget`] could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupError<E> {
+    /// The packet size is outside [`MIN_PACKET_SIZE`]..=[`MAX_PACKET_SIZE`].
+    PacketSize,
+    /// The transaction size is zero.
+    TransactionSize,
+    /// The slot layout does not fit the flash.
+    Layout(LayoutError),
+    /// The state could not be read.
+    Slots(SlotError<E>),
+}
+
+impl<E: fmt::Display> fmt::Display for SetupError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::PacketSize => write!(
+                f,
+                "packet size must be {MIN_PACKET_SIZE}..={MAX_PACKET_SIZE}"
+            ),
+            SetupError::TransactionSize => f.write_str("transaction size must not be zero"),
+            SetupError::Layout(e) => write!(f, "{e}"),
+            SetupError::Slots(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What the gadget asks of its host loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GadgetEvent {
+    /// An image was applied: send what is queued, then restart through the boot decision.
+    RestartRequested {
+        /// The OTA version that should run after the restart.
+        version: u32,
+    },
+}
+
+/// The component being staged and how much of it is in the staging slot.
+#[derive(Clone, Debug)]
+struct Staging {
+    name: String,
+    held: u32,
+}
+
+/// An announced segment whose bytes are arriving on the OTA stream.
+#[derive(Clone, Debug)]
+struct Segment {
+    offset: u32,
+    size: u32,
+    sha256: [u8; 32],
+    bytes: Vec<u8>,
+}
+
+/// The AGT gadget responder over a NOR flash; see the module docs for the poll order.
+#[derive(Debug)]
+pub struct Gadget<F: NorFlash> {
+    flash: F,
+    slots: Slots,
+    config: GadgetConfig,
+    active: ImageInfo,
+    reassembler: Reassembler,
+    outbox: VecDeque<Vec<u8>>,
+    events: VecDeque<GadgetEvent>,
+    next_transaction: TransactionId,
+    staging: Option<Staging>,
+    segment: Option<Segment>,
+    applied: bool,
+}
+
+impl<F: NorFlash> Gadget<F> {
+    /// A gadget over `flash` laid out by `layout`, running the image its state names. Run
+    /// [`Slots::boot`] first, as a bootloader would; until then a pending image counts as
+    /// applied and no segment is taken.
+    pub fn new(
+        mut flash: F,
+        layout: Layout,
+        config: GadgetConfig,
+    ) -> Result<Self, SetupError<F::Error>> {
+        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&config.packet_size) {
+            return Err(SetupError::PacketSize);
+        }
+        if config.max_transaction_size == 0 {
+            return Err(SetupError::TransactionSize);
+        }
+        let slots = Slots::new(layout, &flash).map_err(SetupError::Layout)?;
+        let state = slots.state(&mut flash).map_err(SetupError::Slots)?;
+        Ok(Gadget {
+            flash,
+            slots,
+            reassembler: Reassembler::new(config.max_transaction_size),
+            config,
+            active: state.active,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            next_transaction: TransactionId::ZERO,
+            staging: None,
+            segment: None,
+            // A pending image not yet booted is already applied; staging would clobber it.
+            applied: state.pending.is_some(),
+        })
+    }
+
+    /// The running image.
+    #[must_use]
+    pub fn active(&self) -> ImageInfo {
+        self.active
+    }
+
+    /// The component being staged and the bytes of it held in the staging slot.
+    #[must_use]
+    pub fn staged(&self) -> Option<(&str, u32)> {
+        self.staging.as_ref().map(|s| (s.name.as_str(), s.held))
+    }
+
+    /// Whether an image was applied and the gadget waits to be restarted.
+    #[must_use]
+    pub fn restart_requested(&self) -> bool {
+        self.applied
+    }
+
+    /// The flash, for inspection.
+    #[must_use]
+    pub fn flash(&self) -> &F {
+        &self.flash
+    }
+
+    /// The flash, for fault injection.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Gives the flash back, as a restart does.
+    #[must_use]
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// The central enabled notifications: queues the PV packet.
+    pub fn handle_connected(&mut self, _now: Millis) {
+        self.drop_link_state();
+        let pv = PvRepr::new(self.config.packet_size, self.config.max_transaction_size);
+        let mut buf = alloc::vec![0; pv.buffer_len()];
+        // Sized by buffer_len, so emit cannot fail.
+        if pv.emit(&mut PvPacket::new_unchecked(&mut buf)).is_ok() {
+            self.outbox.push_back(buf);
+        }
+    }
+
+    /// The link dropped: open transactions, the open segment and unsent notifications are
+    /// void; the staged bytes stay.
+    pub fn handle_disconnected(&mut self, _now: Millis) {
+        self.drop_link_state();
+    }
+
+    /// One value written by the central to the TX characteristic.
+    pub fn handle_write(&mut self, _now: Millis, bytes: &[u8]) {
+        match self.reassembler.push(bytes) {
+            Ok(Received::Transaction(t)) => self.on_transaction(t),
+            // We never ask for ACKs, so an ACK or NACK from the central needs nothing.
+            Ok(Received::Ack(_) | Received::Partial) => {}
+            Err(e) => {
+                if let Some(nack) = e.nack() {
+                    self.queue_ack(nack);
+                }
+            }
+        }
+    }
+
+    /// Appends the next value to notify on RX to `buf` and returns its length, or `None`.
+    #[must_use]
+    pub fn poll_notify(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        let packet = self.outbox.pop_front()?;
+        buf.extend_from_slice(&packet);
+        Some(packet.len())
+    }
+
+    /// The next request to the host loop, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<GadgetEvent> {
+        self.events.pop_front()
+    }
+
+    fn drop_link_state(&mut self) {
+        self.reassembler.reset();
+        self.outbox.clear();
+        self.segment = None;
+    }
+
+    fn on_transaction(&mut self, t: Completed) {
+        match t.stream {
+            StreamId::Control => self.on_control(&t),
+            StreamId::Alexa => self.on_alexa(&t),
+            StreamId::Ota => self.on_ota(&t),
+        }
+    }
+
+    fn on_control(&mut self, t: &Completed) {
+        let Ok(envelope) = decode_control(&t.payload) else {
+            return self.refuse(t, Command::None.into());
+        };
+        match Command::try_from(envelope.command) {
+            Ok(Command::GetDeviceInformation) => {
+                self.ack(t);
+                let info = DeviceInformation {
+                    serial_number: self.config.serial_number.clone(),
+                    name: self.config.name.clone(),
+                    supported_transports: alloc::vec![Transport::BluetoothLowEnergy.into()],
+                    device_type: self.config.device_type.clone(),
+                };
+                self.reply(
+                    Command::GetDeviceInformation.into(),
+                    ErrorCode::Success,
+                    Some(ResponsePayload::DeviceInformation(info)),
+                );
+            }
+            Ok(Command::GetDeviceFeatures) => {
+                self.ack(t);
+                let features = DeviceFeatures {
+                    features: FEATURES,
+                    device_attributes: 0,
+                };
+                self.reply(
+                    Command::GetDeviceFeatures.into(),
+                    ErrorCode::Success,
+                    Some(ResponsePayload::DeviceFeatures(features)),
+                );
+            }
+            Ok(Command::UpdateComponentSegment) => match envelope.payload {
+                Some(ControlPayload::UpdateComponentSegment(seg)) => self.on_segment(t, &seg),
+                _ => self.refuse(t, envelope.command),
+            },
+            Ok(Command::ApplyFirmware) => match envelope.payload {
+                Some(ControlPayload::ApplyFirmware(apply)) => self.on_apply(t, &apply),
+                _ => self.refuse(t, envelope.command),
+            },
+            Ok(Command::None) | Err(_) => {
+                self.ack(t);
+                self.reply(envelope.command, ErrorCode::Unsupported, None);
+            }
+        }
+    }
+
+    fn on_segment(&mut self, t: &Completed, seg: &UpdateComponentSegment) {
+        // A new announcement supersedes a segment still arriving, accepted or not.
+        self.segment = None;
+        match self.accept_segment(seg) {
+            Some(segment) => {
+                self.staging = Some(Staging {
+                    name: seg.component_name.clone(),
+                    held: segment.offset,
+                });
+                self.segment = Some(segment);
+                self.ack(t);
+            }
+            None => self.refuse(t, Command::UpdateComponentSegment.into()),
+        }
+    }
+
+    /// The segment to open for `seg`, or `None` if the rules in the module docs refuse it.
+    fn accept_segment(&self, seg: &UpdateComponentSegment) -> Option<Segment> {
+        if self.applied || seg.validate().is_err() || seg.component_name.is_empty() {
+            return None;
+        }
+        let (offset, size) = (seg.component_offset, seg.segment_size);
+        if size == 0 || size > MAX_SEGMENT_SIZE {
+            return None;
+        }
+        if offset.checked_add(size)? > self.slots.layout().slot_size {
+            return None;
+        }
+        let sha256 = parse_segment_signature(&seg.segment_signature).ok()?;
+        if offset != 0 {
+            let staging = self.staging.as_ref()?;
+            if staging.name != seg.component_name || offset > staging.held {
+                return None;
+            }
+        }
+        Some(Segment {
+            offset,
+            size,
+            sha256,
+            bytes: Vec::with_capacity(size as usize),
+        })
+    }
+
+    fn on_ota(&mut self, t: &Completed) {
+        let Some(segment) = self.segment.as_mut() else {
+            return self.queue_ack(AckRepr::nack(
+                t.stream,
+                t.transaction_id,
+                ResultCode::Unknown,
+            ));
+        };
+        if segment.bytes.len() + t.payload.len() > segment.size as usize {
+            return self.queue_ack(AckRepr::nack(
+                t.stream,
+                t.transaction_id,
+                ResultCode::Unknown,
+            ));
+        }
+        segment.bytes.extend_from_slice(&t.payload);
+        let complete = segment.bytes.len() == segment.size as usize;
+        self.ack(t);
+        if complete {
+            self.finish_segment();
+        }
+    }
+
+    /// Checks and writes the complete open segment and answers command 94.
+    fn finish_segment(&mut self) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        let slot = self.active.slot.other();
+        let code = if sha256(&segment.bytes) != segment.sha256 {
+            ErrorCode::Invalid
+        } else {
+            match self
+                .slots
+                .write_image(&mut self.flash, slot, segment.offset, &segment.bytes)
+            {
+                Ok(()) => {
+                    self.set_held(segment.offset + segment.size);
+                    ErrorCode::Success
+                }
+                Err(_) => {
+                    // The sector holding the offset may have been erased with its head.
+                    let es = self.slots.layout().erase_size;
+                    self.set_held(segment.offset - segment.offset % es);
+                    ErrorCode::Internal
+                }
+            }
+        };
+        self.reply(Command::UpdateComponentSegment.into(), code, None);
+    }
+
+    fn set_held(&mut self, held: u32) {
+        if let Some(staging) = self.staging.as_mut() {
+            staging.held = held;
+        }
+    }
+
+    fn on_apply(&mut self, t: &Completed, apply: &ApplyFirmware) {
+        let usable = apply.validate().is_ok()
+            && apply
+                .firmware_information
+                .as_ref()
+                .is_some_and(|info| info.components.len() == 1);
+        if !usable {
+            return self.refuse(t, Command::ApplyFirmware.into());
+        }
+        // No segment bytes may land in the slot once it is judged.
+        self.segment = None;
+        self.ack(t);
+        let code = self.check_and_mark(apply);
+        self.reply(Command::ApplyFirmware.into(), code, None);
+    }
+
+    /// Judges the staged image against `apply` and records it as pending if it passes.
+    fn check_and_mark(&mut self, apply: &ApplyFirmware) -> ErrorCode {
+        let Some(info) = apply.firmware_information.as_ref() else {
+            return ErrorCode::Invalid;
+        };
+        let Some(component) = info.components.first() else {
+            return ErrorCode::Invalid;
+        };
+        let Ok(expected) = parse_segment_signature(&component.signature) else {
+            return ErrorCode::Invalid;
+        };
+        let held = self.staging.as_ref().map(|s| s.held);
+        if held != Some(component.size) || info.version <= self.active.version {
+            return ErrorCode::Invalid;
+        }
+        let slot = self.active.slot.other();
+        match self
+            .slots
+            .image_digest(&mut self.flash, slot, component.size)
+        {
+            Ok(digest) if digest == expected => {}
+            Ok(_) => return ErrorCode::Invalid,
+            Err(_) => return ErrorCode::Internal,
+        }
+        let pending = ImageInfo {
+            slot,
+            version: info.version,
+            size: component.size,
+            sha256: expected,
+        };
+        if self.slots.mark_pending(&mut self.flash, pending).is_err() {
+            return ErrorCode::Internal;
+        }
+        self.applied = true;
+        self.events.push_back(GadgetEvent::RestartRequested {
+            version: info.version,
+        });
+        ErrorCode::Success
+    }
+
+    fn on_alexa(&mut self, t: &Completed) {
+        match peek_directive_header(&t.payload) {
+            Ok(header) => {
+                self.ack(t);
+                if header.is_discover() {
+                    let version = self.active.version.to_string();
+                    let event = DiscoverResponseEvent::new(
+                        &self.config.serial_number,
+                        &self.config.name,
+                        &version,
+                    );
+                    self.send(StreamId::Alexa, &event.to_bytes());
+                }
+            }
+            Err(_) => {
+                if t.ack_requested {
+                    self.queue_ack(AckRepr::nack(
+                        t.stream,
+                        t.transaction_id,
+                        ResultCode::Unsupported,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Refuses a control request: NACK 0x03 if it asked for an ACK, else `Response{INVALID}`.
+    fn refuse(&mut self, t: &Completed, command: i32) {
+        if t.ack_requested {
+            self.queue_ack(AckRepr::nack(
+                t.stream,
+                t.transaction_id,
+                ResultCode::Unsupported,
+            ));
+        } else {
+            self.reply(command, ErrorCode::Invalid, None);
+        }
+    }
+
+    /// ACKs `t` if it asked for an answer.
+    fn ack(&mut self, t: &Completed) {
+        if t.ack_requested {
+            self.queue_ack(AckRepr::ack(t.stream, t.transaction_id));
+        }
+    }
+
+    fn queue_ack(&mut self, ack: AckRepr) {
+        let mut buf = alloc::vec![0; ack.buffer_len()];
+        // Sized by buffer_len, so emit cannot fail.
+        if ack
+            .emit(&mut TransportPacket::new_unchecked(&mut buf))
+            .is_ok()
+        {
+            self.outbox.push_back(buf);
+        }
+    }
+
+    /// Queues a control-stream reply echoing `command` (kept raw, so unknown ones echo too).
+    fn reply(&mut self, command: i32, code: ErrorCode, payload: Option<ResponsePayload>) {
+        let envelope = ControlEnvelope {
+            command,
+            payload: Some(ControlPayload::Response(Response {
+                error_code: code.into(),
+                payload,
+            })),
+        };
+        self.send(StreamId::Control, &envelope.to_bytes());
+    }
+
+    /// Queues `payload` as the next transaction of our own on `stream`, without the ACK flag.
+    fn send(&mut self, stream: StreamId, payload: &[u8]) {
+        let limits = Limits {
+            packet_size: self.config.packet_size,
+            // The central reassembles up to the 16-bit total; our replies are far smaller.
+            max_transaction_size: MAX_TRANSACTION_LEN as u16,
+        };
+        let id = self.next_transaction;
+        self.next_transaction = id.next();
+        // Only a payload over 64 KiB fails here, and no reply comes near that.
+        let Ok(mut fragmenter) = Fragmenter::new(stream, id, payload, false, limits) else {
+            return;
+        };
+        let mut buf = Vec::new();
+        while let Some(len) = fragmenter.emit_next(&mut buf) {
+            self.outbox.push_back(buf.split_off(buf.len() - len));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flash::Fixed;
+    use crate::slots::{BootOutcome, Slot};
+    use otaweb::wire::agt::is_pv_packet;
+    use otaweb::wire::agt_proto::{decode_discover_response, segment_signature, DiscoverDirective};
+    use std::vec::Vec;
+
+    type Flash = Fixed<4, 4096>;
+
+    /// 4 KiB sectors; slots of 8 sectors (32 KiB).
+    const LAYOUT: Layout = Layout {
+        base: 0,
+        erase_size: 4096,
+        write_size: 4,
+        slot_size: 8 * 4096,
+    };
+
+    const NOW: Millis = Millis(0);
+
+    fn image(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| ((i * 7 + i / 251) as u8) ^ seed).collect()
+    }
+
+    /// A provisioned, booted gadget running a 3000-byte factory image at version 0.
+    fn gadget() -> Gadget<Flash> {
+        let mut flash = Flash::new(18 * 4096).unwrap();
+        let slots = Slots::new(LAYOUT, &flash).unwrap();
+        slots.provision(&mut flash, &image(3000, 0x5A)).unwrap();
+        restart(flash)
+    }
+
+    /// The host loop's restart: the boot decision, then a new gadget from the flash.
+    fn restart(mut flash: Flash) -> Gadget<Flash> {
+        Slots::new(LAYOUT, &flash)
+            .unwrap()
+            .boot(&mut flash)
+            .unwrap();
+        Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap()
+    }
+
+    /// A notification as the orchestrator sees it.
+    #[derive(Debug, PartialEq)]
+    enum Note {
+        Pv(PvRepr),
+        Ack(AckRepr),
+        Control(ControlEnvelope),
+        Alexa(Vec<u8>),
+    }
+
+    /// The orchestrator's end of the link, built from the wire module.
+    struct Central {
+        txn: TransactionId,
+        rx: Reassembler,
+        limits: Limits,
+    }
+
+    impl Central {
+        fn new() -> Self {
+            Central {
+                txn: TransactionId::ZERO,
+                rx: Reassembler::new(0xFFFF),
+                limits: Limits {
+                    packet_size: DEFAULT_PACKET_SIZE,
+                    max_transaction_size: DEFAULT_MAX_TRANSACTION_SIZE,
+                },
+            }
+        }
+
+        /// Sends one transaction and returns what the gadget notified in answer.
+        fn send(
+            &mut self,
+            g: &mut Gadget<Flash>,
+            stream: StreamId,
+            payload: &[u8],
+            ack: bool,
+        ) -> Vec<Note> {
+            let id = self.txn;
+            self.txn = id.next();
+            let mut f = Fragmenter::new(stream, id, payload, ack, self.limits).unwrap();
+            let mut buf = Vec::new();
+            while let Some(len) = f.emit_next(&mut buf) {
+                assert!(len <= usize::from(self.limits.packet_size));
+                g.handle_write(NOW, &buf);
+                buf.clear();
+            }
+            self.drain(g)
+        }
+
+        fn control(
+            &mut self,
+            g: &mut Gadget<Flash>,
+            env: &ControlEnvelope,
+            ack: bool,
+        ) -> Vec<Note> {
+            self.send(g, StreamId::Control, &env.to_bytes(), ack)
+        }
+
+        fn drain(&mut self, g: &mut Gadget<Flash>) -> Vec<Note> {
+            let mut notes = Vec::new();
+            let mut buf = Vec::new();
+            while let Some(len) = g.poll_notify(&mut buf) {
+                assert_eq!(len, buf.len());
+                assert!(len <= usize::from(DEFAULT_PACKET_SIZE));
+                if is_pv_packet(&buf) {
+                    let pv = PvRepr::parse(&PvPacket::new_checked(&buf[..]).unwrap()).unwrap();
+                    notes.push(Note::Pv(pv));
+                } else {
+                    match self.rx.push(&buf).unwrap() {
+                        Received::Ack(a) => notes.push(Note::Ack(a)),
+                        Received::Transaction(t) => notes.push(match t.stream {
+                            StreamId::Control => Note::Control(decode_control(&t.payload).unwrap()),
+                            StreamId::Alexa => Note::Alexa(t.payload),
+                            StreamId::Ota => panic!("the gadget sent on the OTA stream"),
+                        }),
+                        Received::Partial => {}
+                    }
+                }
+                buf.clear();
+            }
+            notes
+        }
+
+        /// Sends a whole segment: announcement, then its bytes in transactions of at most T.
+        fn segment(
+            &mut self,
+            g: &mut Gadget<Flash>,
+            name: &str,
+            offset: u32,
+            bytes: &[u8],
+            signed: &[u8],
+        ) -> Vec<Note> {
+            let env = ControlEnvelope::update_component_segment(
+                name,
+                offset,
+                bytes.len() as u32,
+                &segment_signature(signed),
+            );
+            let mut notes = self.control(g, &env, true);
+            if !matches!(notes.as_slice(), [Note::Ack(a)] if a.is_positive()) {
+                return notes;
+            }
+            for piece in bytes.chunks(usize::from(DEFAULT_MAX_TRANSACTION_SIZE)) {
+                notes.extend(self.send(g, StreamId::Ota, piece, false));
+            }
+            notes
+        }
+    }
+
+    fn response(notes: &[Note], command: Command, code: ErrorCode) -> bool {
+        notes.iter().any(|n| {
+            matches!(n, Note::Control(e) if e.command == i32::from(command)
+                && e.as_response().is_some_and(|r| r.error_code == i32::from(code)))
+        })
+    }
+
+    fn ack_of(notes: &[Note]) -> Option<AckRepr> {
+        notes.iter().find_map(|n| match n {
+            Note::Ack(a) => Some(*a),
+            _ => None,
+        })
+    }
+
+    fn discover(central: &mut Central, g: &mut Gadget<Flash>) -> String {
+        let notes = central.send(
+            g,
+            StreamId::Alexa,
+            &DiscoverDirective::new("1").to_bytes(),
+            false,
+        );
+        let [Note::Alexa(bytes)] = notes.as_slice() else {
+            panic!("{notes:?}");
+        };
+        decode_discover_response(bytes)
+            .unwrap()
+            .firmware_version()
+            .unwrap()
+            .to_string()
+    }
+
+    fn apply(central: &mut Central, g: &mut Gadget<Flash>, version: u32, img: &[u8]) -> Vec<Note> {
+        let env = ControlEnvelope::apply_firmware(
+            version,
+            "app",
+            img.len() as u32,
+            &segment_signature(img),
+            true,
+        );
+        central.control(g, &env, true)
+    }
+
+    /// Stages `img` in two segments, 6000 bytes then the rest.
+    fn stage(central: &mut Central, g: &mut Gadget<Flash>, img: &[u8]) {
+        for (offset, part) in [(0, &img[..6000]), (6000, &img[6000..])] {
+            let notes = central.segment(g, "app", offset, part, part);
+            assert!(ack_of(&notes).unwrap().is_positive(), "{notes:?}");
+            assert!(
+                response(&notes, Command::UpdateComponentSegment, ErrorCode::Success),
+                "{notes:?}"
+            );
+        }
+        assert_eq!(g.staged(), Some(("app", img.len() as u32)));
+    }
+
+    #[test]
+    fn connect_sends_the_pv_packet() {
+        let mut g = gadget();
+        g.handle_connected(NOW);
+        let mut buf = Vec::new();
+        assert_eq!(g.poll_notify(&mut buf), Some(20));
+        assert_eq!(
+            buf,
+            [0xFE, 0x03, 0x03, 0x00, 0x00, 0xF4, 0x13, 0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(g.poll_notify(&mut buf), None);
+        assert_eq!(g.poll_event(), None);
+    }
+
+    #[test]
+    fn handshake_answers_information_features_and_discover() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        assert_eq!(c.drain(&mut g), [Note::Pv(PvRepr::new(244, 5000))]);
+
+        let notes = c.control(&mut g, &ControlEnvelope::get_device_information(), false);
+        let [Note::Control(env)] = notes.as_slice() else {
+            panic!("{notes:?}");
+        };
+        assert_eq!(env.command, 20);
+        let Some(ResponsePayload::DeviceInformation(info)) = &env.as_response().unwrap().payload
+        else {
+            panic!("{env:?}");
+        };
+        assert_eq!(info.name, "otaweb demo");
+        assert_eq!(info.serial_number, "OTAWEB0001");
+
+        let notes = c.control(&mut g, &ControlEnvelope::get_device_features(), false);
+        let [Note::Control(env)] = notes.as_slice() else {
+            panic!("{notes:?}");
+        };
+        let r = env.as_response().unwrap();
+        assert!(r.succeeded());
+        let Some(ResponsePayload::DeviceFeatures(features)) = &r.payload else {
+            panic!("{env:?}");
+        };
+        assert_eq!(features.features, 0x13);
+        assert!(features.supports_ota());
+
+        assert_eq!(discover(&mut c, &mut g), "0");
+
+        // An ACK-flagged request is ACKed before its reply.
+        let notes = c.control(&mut g, &ControlEnvelope::get_device_features(), true);
+        assert!(matches!(notes.as_slice(), [Note::Ack(a), Note::Control(_)] if a.is_positive()));
+    }
+
+    #[test]
+    fn unknown_commands_and_stray_bytes_are_answered() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        let unknown = ControlEnvelope {
+            command: 42,
+            payload: None,
+        };
+        let notes = c.control(&mut g, &unknown, false);
+        assert!(matches!(notes.as_slice(), [Note::Control(e)]
+            if e.command == 42
+                && e.as_response().unwrap().error_code == i32::from(ErrorCode::Unsupported)));
+
+        // OTA bytes with no segment announced: NACK 0x01.
+        let notes = c.send(&mut g, StreamId::Ota, &[1, 2, 3], false);
+        let nack = ack_of(&notes).unwrap();
+        assert!(!nack.ack);
+        assert_eq!(nack.result, ResultCode::Unknown);
+
+        // A transport fault: a continuation with no open transaction.
+        g.handle_write(NOW, &[0x05, 0x14, 0x01, 0xAA]);
+        let notes = c.drain(&mut g);
+        assert_eq!(
+            notes,
+            [Note::Ack(AckRepr::nack(
+                StreamId::Control,
+                TransactionId::new(5).unwrap(),
+                ResultCode::Unknown
+            ))]
+        );
+        // An undecodable envelope that asked for an ACK is NACKed 0x03.
+        let notes = c.send(&mut g, StreamId::Control, &[0xFF, 0xFF], true);
+        assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
+    }
+
+    #[test]
+    fn full_update_restart_and_new_version() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        let img = image(10_000, 0x33);
+        stage(&mut c, &mut g, &img);
+
+        let notes = apply(&mut c, &mut g, 7, &img);
+        assert!(
+            matches!(notes.as_slice(), [Note::Ack(a), Note::Control(_)] if a.is_positive()),
+            "{notes:?}"
+        );
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        assert!(g.restart_requested());
+        assert_eq!(
+            g.poll_event(),
+            Some(GadgetEvent::RestartRequested { version: 7 })
+        );
+        // Until the restart, the old image runs and no more segments are taken.
+        assert_eq!(discover(&mut c, &mut g), "0");
+        let notes = c.segment(&mut g, "app", 0, &img[..100], &img[..100]);
+        assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
+
+        g.handle_disconnected(NOW);
+        let flash = g.into_flash();
+        // A gadget started without the boot decision still guards the pending image.
+        let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
+        assert!(g.restart_requested());
+        let mut flash = g.into_flash();
+        let boot = Slots::new(LAYOUT, &flash)
+            .unwrap()
+            .boot(&mut flash)
+            .unwrap();
+        assert_eq!(boot.outcome, BootOutcome::Updated { from: 0, to: 7 });
+        assert_eq!(boot.state.active.slot, Slot::B);
+        let mut g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        assert_eq!(discover(&mut c, &mut g), "7");
+        assert_eq!(g.active().sha256, sha256(&img));
+
+        // The next update stages into slot A, the now inactive one.
+        let next = image(9000, 0x44);
+        stage(&mut c, &mut g, &next);
+        let notes = apply(&mut c, &mut g, 8, &next);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        let mut g = restart(g.into_flash());
+        assert_eq!(g.active().slot, Slot::A);
+        assert_eq!(discover(&mut Central::new(), &mut g), "8");
+    }
+
+    #[test]
+    fn tampered_segment_is_invalid_and_held_stays() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x21);
+        let notes = c.segment(&mut g, "app", 0, &img[..6000], &img[..6000]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        let mut tampered = img[6000..].to_vec();
+        tampered[17] ^= 1;
+        let notes = c.segment(&mut g, "app", 6000, &tampered, &img[6000..]);
+        assert!(ack_of(&notes).unwrap().is_positive());
+        assert!(
+            response(&notes, Command::UpdateComponentSegment, ErrorCode::Invalid),
+            "{notes:?}"
+        );
+        assert_eq!(g.staged(), Some(("app", 6000)));
+        // The retransmission succeeds and the whole image is intact.
+        let notes = c.segment(&mut g, "app", 6000, &img[6000..], &img[6000..]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        assert_eq!(g.staged(), Some(("app", 10_000)));
+        // A rewind into the first segment keeps the bytes before it.
+        let notes = c.segment(&mut g, "app", 3000, &img[3000..6000], &img[3000..6000]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        assert_eq!(g.staged(), Some(("app", 6000)));
+        let notes = c.segment(&mut g, "app", 6000, &img[6000..], &img[6000..]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        let notes = apply(&mut c, &mut g, 1, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+    }
+
+    #[test]
+    fn segments_the_gadget_cannot_take_are_nacked() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(8000, 0x11);
+        let nacked = |notes: Vec<Note>| {
+            let a = ack_of(&notes).unwrap();
+            !a.ack && a.result == ResultCode::Unsupported
+        };
+        // Resuming without staging, then past the bytes held.
+        assert!(nacked(c.segment(
+            &mut g,
+            "app",
+            4000,
+            &img[4000..],
+            &img[4000..]
+        )));
+        let notes = c.segment(&mut g, "app", 0, &img[..4000], &img[..4000]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        assert!(nacked(c.segment(
+            &mut g,
+            "app",
+            4001,
+            &img[4001..],
+            &img[4001..]
+        )));
+        // Another component at a nonzero offset.
+        assert!(nacked(c.segment(
+            &mut g,
+            "boot",
+            4000,
+            &img[4000..],
+            &img[4000..]
+        )));
+        assert_eq!(g.staged(), Some(("app", 4000)));
+        // Too large for the slot, empty, over the segment limit, bad signature, empty name.
+        let big = ControlEnvelope::update_component_segment(
+            "app",
+            0,
+            8 * 4096 + 1,
+            &segment_signature(b""),
+        );
+        assert!(nacked(c.control(&mut g, &big, true)));
+        let empty = ControlEnvelope::update_component_segment("app", 0, 0, &segment_signature(b""));
+        assert!(nacked(c.control(&mut g, &empty, true)));
+        let huge =
+            ControlEnvelope::update_component_segment("app", 0, 65537, &segment_signature(b""));
+        assert!(nacked(c.control(&mut g, &huge, true)));
+        let unsigned = ControlEnvelope::update_component_segment("app", 0, 10, "not a signature");
+        assert!(nacked(c.control(&mut g, &unsigned, true)));
+        let nameless =
+            ControlEnvelope::update_component_segment("", 0, 10, &segment_signature(b""));
+        assert!(nacked(c.control(&mut g, &nameless, true)));
+        // Without the ACK flag a refusal is a Response{INVALID}.
+        let notes = c.control(&mut g, &empty, false);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Invalid
+        ));
+        // Bytes past the announced size are NACKed 0x01, and the segment still completes.
+        let env = ControlEnvelope::update_component_segment(
+            "app",
+            4000,
+            100,
+            &segment_signature(&img[4000..4100]),
+        );
+        assert!(ack_of(&c.control(&mut g, &env, true))
+            .unwrap()
+            .is_positive());
+        let id = c.txn;
+        let notes = c.send(&mut g, StreamId::Ota, &img[4000..4101], true);
+        assert_eq!(
+            notes,
+            [Note::Ack(AckRepr::nack(
+                StreamId::Ota,
+                id,
+                ResultCode::Unknown
+            ))]
+        );
+        let notes = c.send(&mut g, StreamId::Ota, &img[4000..4100], true);
+        assert!(ack_of(&notes).unwrap().is_positive());
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        assert_eq!(g.staged(), Some(("app", 4100)));
+    }
+
+    #[test]
+    fn bad_apply_is_invalid_and_the_old_image_boots() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x77);
+        // Before anything is staged.
+        let notes = apply(&mut c, &mut g, 1, &img);
+        assert!(ack_of(&notes).unwrap().is_positive());
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        stage(&mut c, &mut g, &img);
+        // Wrong digest.
+        let notes = apply(&mut c, &mut g, 1, &image(10_000, 0x78));
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        // Not newer than the running version 0.
+        let notes = apply(&mut c, &mut g, 0, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        // Unusable: no firmware information.
+        let env = ControlEnvelope {
+            command: Command::ApplyFirmware.into(),
+            payload: Some(ControlPayload::ApplyFirmware(ApplyFirmware {
+                firmware_information: None,
+                restart_required: true,
+            })),
+        };
+        let notes = c.control(&mut g, &env, true);
+        assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
+        assert!(!g.restart_requested());
+        assert_eq!(g.poll_event(), None);
+
+        let mut g = restart(g.into_flash());
+        assert_eq!(g.active().version, 0);
+        assert_eq!(g.active().slot, Slot::A);
+        assert_eq!(discover(&mut c, &mut g), "0");
+        // Staging was in RAM: the restart forgot it.
+        assert_eq!(g.staged(), None);
+    }
+
+    #[test]
+    fn flash_errors_become_internal() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x19);
+        let notes = c.segment(&mut g, "app", 0, &img[..6000], &img[..6000]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        g.flash_mut().sim_mut().cut_power_after_ops(0);
+        let notes = c.segment(&mut g, "app", 6000, &img[6000..], &img[6000..]);
+        assert!(
+            response(&notes, Command::UpdateComponentSegment, ErrorCode::Internal),
+            "{notes:?}"
+        );
+        // 6000 lies in the second sector, which may have lost its head.
+        assert_eq!(g.staged(), Some(("app", 4096)));
+        g.flash_mut().sim_mut().restore_power();
+        let notes = c.segment(&mut g, "app", 4096, &img[4096..], &img[4096..]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        g.flash_mut().sim_mut().cut_power_after_ops(0);
+        let notes = apply(&mut c, &mut g, 1, &img);
+        assert!(response(
+            &notes,
+            Command::ApplyFirmware,
+            ErrorCode::Internal
+        ));
+        assert!(!g.flash().sim().is_powered());
+    }
+
+    #[test]
+    fn a_dropped_link_keeps_staging_but_not_the_open_segment() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x42);
+        let notes = c.segment(&mut g, "app", 0, &img[..6000], &img[..6000]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        let env = ControlEnvelope::update_component_segment(
+            "app",
+            6000,
+            4000,
+            &segment_signature(&img[6000..]),
+        );
+        c.control(&mut g, &env, true);
+        c.send(&mut g, StreamId::Ota, &img[6000..7000], false);
+        g.handle_disconnected(NOW);
+        g.handle_connected(NOW);
+        let mut c = Central::new();
+        assert_eq!(c.drain(&mut g).len(), 1);
+        assert_eq!(g.staged(), Some(("app", 6000)));
+        // The rest of a segment announced before the drop has nowhere to go.
+        let notes = c.send(&mut g, StreamId::Ota, &img[7000..], false);
+        assert!(!ack_of(&notes).unwrap().ack);
+        let notes = c.segment(&mut g, "app", 6000, &img[6000..], &img[6000..]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+    }
+
+    /// xorshift64*: deterministic noise without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut g = gadget();
+        g.handle_connected(NOW);
+        let img = image(2000, 3);
+        // Valid packets of every kind, to mutate.
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        let payloads = [
+            (
+                StreamId::Control,
+                ControlEnvelope::get_device_information().to_bytes(),
+            ),
+            (
+                StreamId::Control,
+                ControlEnvelope::update_component_segment("app", 0, 2000, &segment_signature(&img))
+                    .to_bytes(),
+            ),
+            (
+                StreamId::Control,
+                ControlEnvelope::apply_firmware(1, "app", 2000, &segment_signature(&img), true)
+                    .to_bytes(),
+            ),
+            (StreamId::Alexa, DiscoverDirective::new("x").to_bytes()),
+            (StreamId::Ota, img.clone()),
+        ];
+        for (i, (stream, payload)) in payloads.iter().enumerate() {
+            let limits = Limits {
+                packet_size: 40,
+                max_transaction_size: 5000,
+            };
+            let mut f = Fragmenter::new(
+                *stream,
+                TransactionId::new(i as u8).unwrap(),
+                &payload[..],
+                i % 2 == 0,
+                limits,
+            )
+            .unwrap();
+            let mut buf = Vec::new();
+            while f.emit_next(&mut buf).is_some() {
+                seeds.push(core::mem::take(&mut buf));
+            }
+        }
+        let mut out = Vec::new();
+        for round in 0..20_000 {
+            let packet = match rng.below(4) {
+                0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+                1 => seeds[rng.below(seeds.len())].clone(),
+                _ => {
+                    let mut p = seeds[rng.below(seeds.len())].clone();
+                    for _ in 0..=rng.below(3) {
+                        let at = rng.below(p.len());
+                        p[at] ^= 1 << rng.below(8);
+                    }
+                    if rng.below(4) == 0 {
+                        p.truncate(rng.below(p.len() + 1));
+                    }
+                    p
+                }
+            };
+            g.handle_write(NOW, &packet);
+            if round % 997 == 0 {
+                g.handle_connected(NOW);
+            }
+            while let Some(len) = g.poll_notify(&mut out) {
+                assert!(len <= usize::from(DEFAULT_PACKET_SIZE));
+                out.clear();
+            }
+            while g.poll_event().is_some() {}
+        }
+        // Whatever happened, the flash still boots a recorded image.
+        let mut flash = g.into_flash();
+        let slots = Slots::new(LAYOUT, &flash).unwrap();
+        let boot = slots.boot(&mut flash).unwrap();
+        let a = boot.state.active;
+        assert_eq!(
+            slots.image_digest(&mut flash, a.slot, a.size).unwrap(),
+            a.sha256
+        );
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let flash = Flash::new(18 * 4096).unwrap();
+        let bad = GadgetConfig {
+            packet_size: 513,
+            ..GadgetConfig::default()
+        };
+        assert_eq!(
+            Gadget::new(flash.clone(), LAYOUT, bad).err(),
+            Some(SetupError::PacketSize)
+        );
+        let bad = GadgetConfig {
+            max_transaction_size: 0,
+            ..GadgetConfig::default()
+        };
+        assert_eq!(
+            Gadget::new(flash.clone(), LAYOUT, bad).err(),
+            Some(SetupError::TransactionSize)
+        );
+        let small = Flash::new(4 * 4096).unwrap();
+        assert_eq!(
+            Gadget::new(small, LAYOUT, GadgetConfig::default()).err(),
+            Some(SetupError::Layout(LayoutError::TooLarge))
+        );
+        let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
+        assert_eq!(g.active().version, 0);
+        assert_eq!(g.staged(), None);
+    }
+}

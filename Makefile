@@ -32,6 +32,9 @@ demo: setup pkg
 	@echo "  2. load $(FIXTURES)/manifest.json as the manifest  -> matches entry app v2, signature verified"
 	@echo "  3. choose $(FIXTURES)/app-v2.corrupt.bin           -> digest-mismatch"
 	@echo "  4. load $(FIXTURES)/manifest-bad-signature.json with app-v2.bin -> signature rejected"
+	@echo "  5. 'Use the demo image', then in section 4: Connect (demo device) -> Update"
+	@echo "     -> the built-in gadget (the companion firmware in wasm) goes from version 0 to 2;"
+	@echo "     tick 'Stage only' to send now and apply later; Update again -> already up to date"
 	@echo
 	@exec node scripts/serve.mjs --port $(PORT)
 

@@ -2,7 +2,7 @@
 // Static server for the page and its tests. No dependencies.
 //
 //   /            -> www/
-//   /pkg/        -> pkg/                      (wasm-pack output)
+//   /pkg/        -> pkg/                      (wasm-pack output; the demo device in pkg/demo/)
 //   /fixtures/   -> firmware-fixtures/files/  (test images, manifests, test keys)
 //
 // Binds 127.0.0.1 only. `--port N` (default 8080; 0 picks a free port). The first line on

@@ -83,11 +83,12 @@ step() {
 step setup           none  -- scripts/setup.sh
 step fmt             none  -- cargo fmt --all --check
 step clippy          none  -- cargo clippy --workspace --all-targets -- -D warnings
-step clippy-wasm     none  -- cargo clippy -p otaweb --all-targets --target wasm32-unknown-unknown -- -D warnings
+step clippy-wasm     none  -- cargo clippy -p otaweb -p otaweb-demo-device --all-targets --target wasm32-unknown-unknown -- -D warnings
 step cargo-test      cargo -- cargo test --workspace
 step firmware-thumb  none  -- cargo build -p otaweb-firmware --target thumbv7em-none-eabihf
 step wasm-build      none  -- scripts/build-wasm.sh
 step wasm-imports    size  -- node scripts/check-wasm-imports.mjs pkg/otaweb_bg.wasm
+step demo-imports    size  -- node scripts/check-wasm-imports.mjs pkg/demo/otaweb_demo_device_bg.wasm
 step wasm-test-node  wasm  -- wasm-pack test --node
 # The same suites as under node, forced into the browser: the runner otherwise skips suites
 # not marked run_in_browser, and marking them would stop them running under node.

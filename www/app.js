@@ -21,6 +21,7 @@ const ui = {
   md5: $("md5"),
   verdict: $("verdict"),
   version: $("otaweb-version"),
+  demoImage: $("demo-image"),
 };
 
 // What to do next, by error code. The message itself comes from otaweb.
@@ -124,9 +125,18 @@ function failVerdict(e, prefix = "") {
   return message;
 }
 
+/**
+ * Tells the update section (update.js) which image passed the check, or that none did:
+ * `image-verified` with {bytes, entry, key, fileName}, or `image-cleared`.
+ */
+function announce(detail) {
+  document.dispatchEvent(new CustomEvent(detail ? "image-verified" : "image-cleared", { detail }));
+}
+
 /** Recomputes everything shown; later runs supersede earlier ones. */
 async function refresh() {
   const run = ++state.run;
+  announce(null);
   const current = () => run === state.run;
   const { file, bytes, sha256 } = state;
   if (!file) {
@@ -165,6 +175,7 @@ async function refresh() {
     setVerdict("pass", `✓ Matches manifest entry ${ok.name} v${ok.version}: ${checked}`,
       `Entry chosen by ${why}; flow ${ok.flow}.`);
     ui.statusLine.textContent = `${file.name} matches the manifest.`;
+    announce({ bytes, entry, key, fileName: file.name });
   } catch (e) {
     if (!current()) return;
     failVerdict(e);
@@ -202,7 +213,26 @@ async function chooseFile(file) {
   await refresh();
 }
 
+/** Loads the demo image and its manifest from the fixtures, as if the user had picked them. */
+async function useDemoImage() {
+  const [image, manifest] = await Promise.all(
+    ["/fixtures/app-v2.bin", "/fixtures/manifest.json"].map(async (url) => {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+      return res;
+    }),
+  );
+  ui.manifestText.value = await manifest.text();
+  ui.useDemoKey.checked = true;
+  await chooseFile(new File([await image.arrayBuffer()], "app-v2.bin"));
+}
+
 function wire() {
+  ui.demoImage.addEventListener("click", () =>
+    useDemoImage().catch((e) => {
+      ui.statusLine.textContent = `Could not load the demo image: ${errorParts(e).message}`;
+    }),
+  );
   ui.dropZone.addEventListener("click", () => ui.fileInput.click());
   ui.fileInput.addEventListener("change", () => chooseFile(ui.fileInput.files[0]));
 

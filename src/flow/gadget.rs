@@ -13,7 +13,8 @@
 //!
 //! **One transaction at a time, never interleaved**: the flow sends a transaction only after
 //! the previous one is fully written, and it has at most one request outstanding; a reply is
-//! matched to that request, never by its `command` field (\[REC\] §5). OTA-stream transactions
+//! matched to that request, not by its `command` field (\[REC\] §5), which only rules a reply
+//! out when it names another request (below). OTA-stream transactions
 //! of one segment go back to back. Transaction IDs come from one counter, modulo 16, across
 //! all streams, as PI, NRF and AMA count (§3.5). ACK/NACK packets the flow owes the gadget go out before the next
 //! data packet; they are not transactions and use no reassembly buffer, so they may fall
@@ -25,7 +26,7 @@
 //!
 //!  Transfer: offered ≤ current ─▶ UpToDate
 //!            else ─▶ ExpectSegmentAck ──ACK──▶ SendingSegment ──last packet──▶ ExpectSegmentResponse
-//!                      ▲  NACK / INVALID / INTERNAL (attempt+1, ≤ max_attempts)     │ SUCCESS
+//!                      ▲  NACK / INVALID / INTERNAL / deadline (attempt+1, ≤ max)   │ SUCCESS
 //!                      └───────────────────────────────────────────────────────────┤
 //!                                      next segment ◀──────── more bytes ◀─────────┘
 //!                      all bytes confirmed ─▶ Staged (stage_only; apply() continues)
@@ -35,16 +36,24 @@
 //!  Apply:    (apply() while disconnected, or a link lost during apply) current < offered ─▶
 //!            ExpectApplyAck; current == offered ─▶ Done
 //!  Hold:     (reconnected while Staged) ─▶ Staged
+//!  ExpectPv ──no PV (deadline)──▶ ExpectConnection{goal} (NeedsReconnect, ≤ max_attempts)
 //!  any state ──cancel()──▶ Cancelled; any fault ──▶ Failed
 //! ```
 //!
 //! Timers (all in [`GadgetTimeouts`]; the segment's 60 s is \[REC\] §7.4, the rest are ours): PV packet 5 s after connecting; each
 //! handshake reply and the segment ACK 10 s; Discover.Response 10 s; segment Response 60 s
 //! from the ACK (the transfer itself counts against it); apply ACK and Response 30 s each;
-//! link drop after the apply Response, then reconnection, 60 s each. A deadline that passes
-//! fails the flow with [`LinkLost::TimedOut`] naming what was awaited. Waiting for the edge to
-//! reconnect during a transfer has no deadline: the user may need to walk back to the
-//! device, and [`GadgetUpdate::cancel`] ends it.
+//! link drop after the apply Response, then reconnection, 60 s each. Writes go without
+//! response, so a deadline that passes means a packet of ours or of the gadget's was lost: it
+//! counts as a failed attempt and the flow asks again, as for a NACK. A handshake request,
+//! Discover or ApplyFirmware is resent (ApplyFirmware also after its ACK came but its Response
+//! did not), a segment is announced again, and a missing PV packet, which only a new
+//! connection brings, emits [`GadgetEvent::NeedsReconnect`] with the link still up: the edge
+//! drops it and connects again. After [`GadgetOptions::max_attempts`] attempts, and at once
+//! for the restart and the reconnection after it, the flow fails with [`LinkLost::TimedOut`]
+//! naming what was awaited. Waiting for the edge to reconnect during a transfer has no
+//! deadline: the user may need to walk back to the device, and [`GadgetUpdate::cancel`] ends
+//! it.
 //!
 //! Resume. The flow counts confirmed bytes: whole segments the gadget answered with SUCCESS.
 //! A disconnect during the transfer emits [`GadgetEvent::NeedsReconnect`]; after the next
@@ -62,9 +71,12 @@
 //! - Version not newer: the flow emits [`GadgetEvent::UpToDate`] and finishes *without* an
 //!   error, having sent nothing beyond the handshake: an up-to-date device is a fine outcome,
 //!   not a fault of the peer or the caller.
-//! - Segment failures: a NACK (any result) of the announcement or of an OTA transaction, and a
-//!   Response of INVALID, INTERNAL, UNKNOWN or BUSY, resend the same segment; after
-//!   [`GadgetOptions::max_attempts`] attempts the flow fails with
+//! - Segment failures: a NACK (any result) of the announcement or of an OTA transaction, a
+//!   Response of INVALID, INTERNAL, UNKNOWN or BUSY, and a deadline resend the segment from
+//!   the same offset at half its size, down to [`GadgetOptions::min_segment_size`]; each
+//!   success doubles it back towards [`GadgetOptions::segment_size`] (a whole segment is
+//!   lost with any one packet, so the segment size follows the link's loss rate). At the
+//!   smallest size, after [`GadgetOptions::max_attempts`] attempts the flow fails with
 //!   [`LinkLost::RetriesExhausted`]. Other error codes (UNSUPPORTED, NOT_FOUND,
 //!   USER_CANCELLED, unknown) fail at once with [`Error::PeerRefused`].
 //! - Other requests (GetDeviceInformation, GetDeviceFeatures, Discover, ApplyFirmware): a NACK
@@ -72,6 +84,10 @@
 //!   transaction ID, up to `max_attempts`; any other NACK or error code is a refusal.
 //! - The apply Response may arrive before its ACK (NRF acknowledges after its callback): it
 //!   counts as both.
+//! - A control reply whose `command` names another request than the one awaited is a late or
+//!   repeated answer (a duplicated notification, a reply to a request resent after a
+//!   timeout) and is ignored; `NONE`, which NRF and GDX send, names no request and matches
+//!   whatever is awaited.
 //! - A link lost during apply is ambiguous (the gadget may have restarted before its Response
 //!   reached us): after reconnecting, a device already on the offered version is Done, one on
 //!   the old version gets ApplyFirmware again.
@@ -116,7 +132,7 @@ use crate::wire::agt::{
     MIN_PACKET_SIZE,
 };
 use crate::wire::agt_proto::{
-    decode_control, decode_discover_response, segment_signature, ControlEnvelope,
+    decode_control, decode_discover_response, segment_signature, Command, ControlEnvelope,
     DiscoverDirective, ErrorCode, Response, ResponsePayload, NAME_MAX,
 };
 
@@ -127,8 +143,15 @@ pub const DEFAULT_MAX_PACKET_SIZE: u16 = 0x0200;
 pub const DEFAULT_SEGMENT_SIZE: u32 = 0x4000;
 /// The largest segment a gadget accepts: 64 KiB, what the companion gadget buffers in RAM.
 pub const MAX_SEGMENT_SIZE: u32 = 0x1_0000;
-/// The default number of attempts per segment or request (\[REC\] §7.4: 3).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The default smallest segment: 1 KiB, the EMB sample's segment size (§5).
+pub const DEFAULT_MIN_SEGMENT_SIZE: u32 = 0x400;
+/// The default number of attempts per request, and per segment at its smallest size.
+/// \[REC\] §7.4 suggests 3 per component. With 5% of packets lost each way, even a 1 KiB
+/// segment with its announcement, ACK and Response fails about 40% of the time, and a 1 MiB
+/// image needs hundreds of them: 16 attempts make a run that never gets through rare
+/// (0.4^16 ≈ 4·10⁻⁷ per segment), while a device that refuses a segment every time still
+/// fails the flow within seconds.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
 
 const WAIT_PV: &str = "protocol version packet";
 const WAIT_DEVICE_INFORMATION: &str = "device information";
@@ -176,11 +199,17 @@ impl Default for GadgetTimeouts {
 pub struct GadgetOptions {
     /// Bytes per segment, 1–65 536; the last segment is shorter (default 16 384).
     pub segment_size: u32,
+    /// The smallest segment, 1 to `segment_size` (default 1024). A failed segment is sent
+    /// again at half its size, down to this one; each confirmed segment doubles the size
+    /// again, up to `segment_size`. One lost packet costs a whole segment, so on a lossy
+    /// link smaller segments get through where large ones never would.
+    pub min_segment_size: u32,
     /// Stop in [`GadgetEvent::Staged`] before ApplyFirmware; [`GadgetUpdate::apply`] goes on.
     pub stage_only: bool,
     /// Our own cap on the packet size, at least 8 (default 512, Web Bluetooth's limit).
     pub max_packet_size: u16,
-    /// Attempts per segment or request, including the first (default 3).
+    /// Attempts per request, and per segment once it is at `min_segment_size`, including
+    /// the first (default 16).
     pub max_attempts: u32,
     /// The deadlines.
     pub timeouts: GadgetTimeouts,
@@ -190,6 +219,7 @@ impl Default for GadgetOptions {
     fn default() -> Self {
         GadgetOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
+            min_segment_size: DEFAULT_MIN_SEGMENT_SIZE,
             stage_only: false,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -234,7 +264,8 @@ pub enum GadgetEvent {
         /// The image size.
         total: u64,
     },
-    /// The link dropped while the flow still needs it: reconnect and call `handle_connected`.
+    /// The link dropped while the flow still needs it, or it is up but the device never sent
+    /// its PV packet on it (the edge drops it first): reconnect and call `handle_connected`.
     NeedsReconnect,
     /// The device already runs this version or a newer one; nothing was sent. Finished.
     UpToDate {
@@ -381,6 +412,10 @@ pub struct GadgetUpdate {
     deadline: Option<Deadline>,
     events: VecDeque<GadgetEvent>,
     discover_count: u32,
+    /// The segment size now: halved by failures, doubled by successes (see the module docs).
+    window: u32,
+    /// PV waits on this run of connections that timed out; reset by a PV packet.
+    pv_timeouts: u32,
 }
 
 impl GadgetUpdate {
@@ -414,6 +449,11 @@ impl GadgetUpdate {
                 "the segment size must be 1 to 65536 bytes",
             ));
         }
+        if options.min_segment_size == 0 || options.min_segment_size > options.segment_size {
+            return Err(Misuse::InvalidArgument(
+                "the smallest segment size must be 1 byte to the segment size",
+            ));
+        }
         if options.max_packet_size < MIN_PACKET_SIZE {
             return Err(Misuse::InvalidArgument(
                 "the packet size cap must be at least 8 bytes",
@@ -424,6 +464,7 @@ impl GadgetUpdate {
         }
         let image_signature = STANDARD.encode(image.sha256);
         Ok(GadgetUpdate {
+            window: options.segment_size,
             options,
             name: image.name,
             offered,
@@ -445,6 +486,7 @@ impl GadgetUpdate {
             deadline: None,
             events: VecDeque::new(),
             discover_count: 0,
+            pv_timeouts: 0,
         })
     }
 
@@ -532,12 +574,7 @@ impl GadgetUpdate {
     /// The current segment: offset and size.
     fn segment(&self) -> (u32, u32) {
         let offset = self.confirmed;
-        (
-            offset,
-            self.options
-                .segment_size
-                .min(self.total().saturating_sub(offset)),
-        )
+        (offset, self.window.min(self.total().saturating_sub(offset)))
     }
 
     fn segment_bytes(&self, from: u32, len: u32) -> &[u8] {
@@ -704,6 +741,7 @@ impl GadgetUpdate {
             Ok(pv) => pv,
             Err(e) => return self.fail(e.into()),
         };
+        self.pv_timeouts = 0;
         self.limits = Some(Limits {
             packet_size: pv.packet_size.min(self.options.max_packet_size),
             max_transaction_size: pv.max_transaction_size,
@@ -839,9 +877,14 @@ impl GadgetUpdate {
         }
     }
 
-    /// The current segment failed (NACK or a retryable error code): resend it or give up.
+    /// The current segment failed (NACK, a retryable error code or a deadline): resend it
+    /// smaller while it can shrink, then at the smallest size until the attempts run out.
     fn segment_failed(&mut self, now: Millis, attempt: u32) {
-        if attempt >= self.options.max_attempts {
+        if self.window > self.options.min_segment_size {
+            self.window = (self.window / 2).max(self.options.min_segment_size);
+            self.tx = None;
+            self.announce(now, attempt);
+        } else if attempt >= self.options.max_attempts {
             self.fail(LinkLost::RetriesExhausted { attempts: attempt }.into());
         } else {
             self.tx = None;
@@ -883,7 +926,7 @@ impl GadgetUpdate {
             match self.state {
                 State::ExpectSegmentAck { attempt } => self.start_sending(now, attempt),
                 State::ExpectApplyAck => {
-                    self.request = None;
+                    // Kept, to be sent again if the Response is lost.
                     self.state = State::ExpectApplyResponse;
                     self.arm(now, self.options.timeouts.apply, WAIT_APPLY_RESPONSE);
                 }
@@ -953,13 +996,30 @@ impl GadgetUpdate {
                 | State::ExpectApplyResponse,
             ) => match decode_control(&t.payload) {
                 Ok(envelope) => {
-                    if let Some(response) = envelope.as_response() {
+                    let stale = envelope.command != i32::from(Command::None)
+                        && self
+                            .awaited_command()
+                            .is_some_and(|c| envelope.command != i32::from(c));
+                    if let Some(response) = envelope.as_response().filter(|_| !stale) {
                         self.on_response(now, response);
                     }
                 }
                 Err(e) => self.fail(e.into()),
             },
             _ => {}
+        }
+    }
+
+    /// The request a control reply in this state answers.
+    fn awaited_command(&self) -> Option<Command> {
+        match self.state {
+            State::ExpectDeviceInformation { .. } => Some(Command::GetDeviceInformation),
+            State::ExpectDeviceFeatures { .. } => Some(Command::GetDeviceFeatures),
+            State::ExpectSegmentAck { .. }
+            | State::SendingSegment { .. }
+            | State::ExpectSegmentResponse { .. } => Some(Command::UpdateComponentSegment),
+            State::ExpectApplyAck | State::ExpectApplyResponse => Some(Command::ApplyFirmware),
+            _ => None,
         }
     }
 
@@ -1006,6 +1066,7 @@ impl GadgetUpdate {
             State::SendingSegment { .. } | State::ExpectSegmentResponse { .. } if ok => {
                 let (_, size) = self.segment();
                 self.confirmed = self.confirmed.saturating_add(size);
+                self.window = self.window.saturating_mul(2).min(self.options.segment_size);
                 self.tx = None;
                 self.request = None;
                 self.events.push_back(GadgetEvent::Progress {
@@ -1135,15 +1196,44 @@ impl Flow for GadgetUpdate {
     }
 
     fn handle_timeout(&mut self, now: Millis) {
-        if let Some(d) = self.deadline {
-            if now >= d.at {
-                self.fail(
-                    LinkLost::TimedOut {
-                        waiting_for: d.waiting_for,
-                    }
-                    .into(),
-                );
+        let Some(d) = self.deadline else {
+            return;
+        };
+        if now < d.at {
+            return;
+        }
+        let max = self.options.max_attempts;
+        let request_left = self.request.as_ref().is_some_and(|r| r.attempts < max);
+        match self.state {
+            State::ExpectPv { goal } if self.pv_timeouts + 1 < max => {
+                self.pv_timeouts += 1;
+                self.await_connection(now, goal);
             }
+            State::ExpectSegmentAck { attempt }
+            | State::SendingSegment { attempt, .. }
+            | State::ExpectSegmentResponse { attempt }
+                if attempt < max =>
+            {
+                self.segment_failed(now, attempt);
+            }
+            State::ExpectDeviceInformation { .. }
+            | State::ExpectDeviceFeatures { .. }
+            | State::ExpectDiscoverResponse { .. }
+            | State::ExpectApplyAck
+                if request_left =>
+            {
+                self.resend_request(now);
+            }
+            State::ExpectApplyResponse if request_left => {
+                self.state = State::ExpectApplyAck;
+                self.resend_request(now);
+            }
+            _ => self.fail(
+                LinkLost::TimedOut {
+                    waiting_for: d.waiting_for,
+                }
+                .into(),
+            ),
         }
     }
 
@@ -1347,9 +1437,13 @@ mod tests {
         verify_image(&bytes, &entry, &VerifyPolicy::danger_accept_unsigned()).unwrap()
     }
 
+    /// Fixed-size segments, so the scripts below know every segment's bounds, and three
+    /// attempts, so they can count them out.
     fn options() -> GadgetOptions {
         GadgetOptions {
             segment_size: SEG,
+            min_segment_size: SEG,
+            max_attempts: 3,
             ..GadgetOptions::default()
         }
     }
@@ -1973,7 +2067,11 @@ mod tests {
 
     /// Drives a fresh flow to the point where it awaits `what`; returns the script.
     fn waiting_for(what: &str) -> Script {
-        let mut s = Script::new(options());
+        waiting_with(what, options())
+    }
+
+    fn waiting_with(what: &str, options: GadgetOptions) -> Script {
+        let mut s = Script::new(options);
         s.flow.handle_connected(s.now);
         if what == WAIT_PV {
             return s;
@@ -2037,8 +2135,13 @@ mod tests {
             (WAIT_RESTART, 60),
             (WAIT_RECONNECT, 60),
         ];
+        // One attempt: the first deadline is the last.
+        let once = GadgetOptions {
+            max_attempts: 1,
+            ..options()
+        };
         for (what, secs) in table {
-            let mut s = waiting_for(what);
+            let mut s = waiting_with(what, once);
             let _ = s.events();
             let at = s.flow.poll_timeout().unwrap();
             assert_eq!(at, s.now + Span::from_secs(secs), "{what}");
@@ -2052,6 +2155,132 @@ mod tests {
             assert_eq!(s.flow.poll_timeout(), None);
             assert!(s.sent().is_empty());
         }
+    }
+
+    /// Fires the pending deadline, exactly when it is due.
+    fn expire(s: &mut Script) {
+        let at = s.flow.poll_timeout().expect("a deadline");
+        s.now = at;
+        s.flow.handle_timeout(at);
+    }
+
+    #[test]
+    fn a_lost_packet_is_asked_for_again_until_the_attempts_run_out() {
+        // What each wait sends again when its deadline passes, and what the flow then awaits.
+        type Resend = fn(&mut Script);
+        let announce: Resend = |s| {
+            s.expect_announcement(0);
+        };
+        let apply: Resend = |s| {
+            s.expect_apply();
+        };
+        let table: [(&str, Resend, &str); 7] = [
+            (
+                WAIT_DEVICE_INFORMATION,
+                |s| assert_eq!(s.expect_request(StreamId::Control, false).1, [0x08, 0x14]),
+                WAIT_DEVICE_INFORMATION,
+            ),
+            (
+                WAIT_DEVICE_FEATURES,
+                |s| assert_eq!(s.expect_request(StreamId::Control, false).1, [0x08, 0x1C]),
+                WAIT_DEVICE_FEATURES,
+            ),
+            (
+                WAIT_DISCOVER,
+                |s| {
+                    let (_, p) = s.expect_request(StreamId::Alexa, false);
+                    assert!(decode_discover_directive(&p).is_ok());
+                },
+                WAIT_DISCOVER,
+            ),
+            (WAIT_SEGMENT_ACK, announce, WAIT_SEGMENT_ACK),
+            // A lost segment byte or Response: the segment is announced again.
+            (WAIT_SEGMENT_RESPONSE, announce, WAIT_SEGMENT_ACK),
+            (WAIT_APPLY_ACK, apply, WAIT_APPLY_ACK),
+            // The ACK came, the Response did not: ApplyFirmware again, awaiting its ACK.
+            (WAIT_APPLY_RESPONSE, apply, WAIT_APPLY_ACK),
+        ];
+        for (what, resend, then) in table {
+            let mut s = waiting_for(what);
+            let _ = s.events();
+            for _ in 1..options().max_attempts {
+                expire(&mut s);
+                assert!(!s.flow.is_finished(), "{what}");
+                resend(&mut s);
+                assert!(s.events().is_empty(), "{what}");
+            }
+            expire(&mut s);
+            assert_eq!(
+                s.failed(),
+                Error::LinkLost(LinkLost::TimedOut { waiting_for: then }),
+                "{what}"
+            );
+            assert!(s.sent().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_lost_pv_packet_asks_for_a_new_connection() {
+        let mut s = waiting_for(WAIT_PV);
+        let _ = s.events();
+        for _ in 1..options().max_attempts {
+            expire(&mut s);
+            assert_eq!(s.events(), [GadgetEvent::NeedsReconnect]);
+            assert!(s.sent().is_empty());
+            assert_eq!(
+                s.flow.poll_timeout(),
+                None,
+                "the edge reconnects in its own time"
+            );
+            s.step(1_000);
+            s.flow.handle_connected(s.now);
+            assert_eq!(s.flow.poll_timeout(), Some(s.now + Span::from_secs(5)));
+        }
+        expire(&mut s);
+        assert_eq!(
+            s.failed(),
+            Error::LinkLost(LinkLost::TimedOut {
+                waiting_for: WAIT_PV
+            })
+        );
+
+        // A PV packet that does arrive starts the count again.
+        let mut s = waiting_for(WAIT_PV);
+        for _ in 1..options().max_attempts {
+            expire(&mut s);
+            s.flow.handle_connected(s.now);
+        }
+        s.recv(&pv_bytes(P, T));
+        let _ = s.sent();
+        s.flow.handle_disconnected(s.now);
+        s.flow.handle_connected(s.now);
+        let _ = s.events();
+        expire(&mut s);
+        assert_eq!(s.events(), [GadgetEvent::NeedsReconnect]);
+    }
+
+    #[test]
+    fn a_reply_naming_another_request_is_ignored() {
+        // A repeated DeviceInformation reply is not the features reply.
+        let mut s = waiting_for(WAIT_DEVICE_FEATURES);
+        s.device_information();
+        assert!(s.sent().is_empty());
+        assert!(!s.flow.is_finished());
+        s.features(0x13);
+        let (_, p) = s.expect_request(StreamId::Alexa, false);
+        assert!(decode_discover_directive(&p).is_ok());
+
+        // The last segment's SUCCESS, repeated, is not ApplyFirmware's.
+        let mut s = waiting_for(WAIT_APPLY_ACK);
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        assert!(s
+            .events()
+            .iter()
+            .all(|e| *e != GadgetEvent::Stage(GadgetStage::Restart)));
+        assert_eq!(s.flow.poll_timeout(), Some(s.now + Span::from_secs(30)));
+        // A reply naming no command (NRF, GDX) still answers what is awaited.
+        s.respond(Command::None, ErrorCode::Success);
+        assert_eq!(s.events(), [GadgetEvent::Stage(GadgetStage::Restart)]);
     }
 
     /// Confirms segment 0, then drops the link halfway through segment 1.
@@ -2300,7 +2529,17 @@ mod tests {
                     break;
                 }
             }
-            s.flow.handle_timeout(Millis(u64::MAX));
+            // Deadlines ask again until the attempts run out; the edge reconnects when asked.
+            for _ in 0..4 * DEFAULT_MAX_ATTEMPTS {
+                if s.flow.is_finished() {
+                    break;
+                }
+                let _ = s.sent();
+                if s.flow.poll_timeout().is_none() {
+                    s.flow.handle_connected(s.now);
+                }
+                s.flow.handle_timeout(Millis(u64::MAX));
+            }
             assert!(s.flow.is_finished());
             // Garbage is the peer's fault or a dead link, never ours.
             for e in s.events() {
@@ -2347,11 +2586,12 @@ mod tests {
         assert_eq!(
             (
                 defaults.segment_size,
+                defaults.min_segment_size,
                 defaults.max_packet_size,
                 defaults.max_attempts,
                 defaults.stage_only
             ),
-            (16_384, 512, 3, false)
+            (16_384, 1024, 512, 16, false)
         );
     }
 

@@ -173,8 +173,9 @@ impl Image {
 /// Proof that `T` passed verification: only this module can make one.
 ///
 /// The field is private and there is no constructor, `Default` or `From` outside this
-/// module, so holding a `Verified<Image>` means [`verify_image`] returned it.
-#[derive(Debug)]
+/// module, so holding a `Verified<Image>` means [`verify_image`] returned it. A clone of a
+/// verified value is as verified as the original.
+#[derive(Clone, Debug)]
 pub struct Verified<T>(T);
 
 impl<T> Verified<T> {

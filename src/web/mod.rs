@@ -5,6 +5,16 @@
 //! `"OtawebError"`, with `code` (specific and stable, e.g. `"digest-mismatch"`), `kind` (the
 //! layer: `"verification-failed"`, `"misuse"`, …), `message` (plain language) and
 //! `retryable`.
+//!
+//! - [`VerifiedImage`]: an image that passed [`verify_image`], the only thing an updater
+//!   accepts, so JavaScript cannot hand a device unverified bytes.
+//! - [`Updater`]: a flow driven over Web Bluetooth ([`updater`]), on the link in [`ble`].
+
+mod ble;
+mod clock;
+mod updater;
+
+pub use updater::Updater;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -12,11 +22,11 @@ use alloc::vec::Vec;
 use js_sys::{Array, Object, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 
-use crate::error::{Error, Misuse};
+use crate::error::{Error, LinkLost, Misuse};
 use crate::image::digest::{DigestAlg, Hasher};
 use crate::image::manifest::{Manifest, ManifestEntry};
 use crate::image::signature::PublicKey;
-use crate::image::verify::{verify_image, VerifyPolicy};
+use crate::image::verify::{verify_image, Image, Verified, VerifyPolicy};
 
 /// The otaweb version.
 #[wasm_bindgen]
@@ -68,7 +78,8 @@ pub fn parse_manifest(text: &str) -> Result<Array, JsValue> {
     Ok(Reflect::get(&parsed, &"images".into())?.unchecked_into())
 }
 
-/// Verifies `bytes` against a manifest entry (an object or its JSON text).
+/// Verifies `bytes` against a manifest entry (an object or its JSON text) and describes
+/// the image: `{name, flow, version, size, sha256, signed}`.
 ///
 /// `publicKeyPem` is the trusted ECDSA P-256 key; without it, a signed entry is refused
 /// unless `dangerAcceptUnsigned` is set (development only).
@@ -79,7 +90,72 @@ pub fn verify_image_js(
     #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
     #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
 ) -> Result<Object, JsValue> {
-    let entry = entry_from_js(&entry)?;
+    verify(bytes, &entry, public_key_pem, danger_accept_unsigned)?.describe()
+}
+
+/// A firmware image that passed verification against its manifest entry; updaters take only
+/// this. Made by `VerifiedImage.verify` (same arguments as `verifyImage`).
+#[wasm_bindgen]
+pub struct VerifiedImage {
+    verified: Verified<Image>,
+}
+
+#[wasm_bindgen]
+impl VerifiedImage {
+    /// Verifies `bytes` as `verifyImage` does and keeps them, or throws an `OtawebError`.
+    pub fn verify(
+        bytes: &[u8],
+        entry: JsValue,
+        #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
+        #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
+    ) -> Result<VerifiedImage, JsValue> {
+        verify(bytes, &entry, public_key_pem, danger_accept_unsigned)
+    }
+
+    /// `{name, flow, version, size, sha256, signed}`.
+    pub fn describe(&self) -> Result<Object, JsValue> {
+        let image = self.verified.get();
+        let out = Object::new();
+        set(&out, "name", &JsValue::from_str(&image.name))?;
+        set(&out, "flow", &JsValue::from_str(image.flow.as_str()))?;
+        set(&out, "version", &JsValue::from_str(&image.version))?;
+        set(&out, "size", &JsValue::from_f64(image.bytes.len() as f64))?;
+        set(
+            &out,
+            "sha256",
+            &JsValue::from_str(&crate::image::digest::to_hex(&image.sha256)),
+        )?;
+        set(&out, "signed", &JsValue::from_bool(image.signed))?;
+        Ok(out)
+    }
+
+    /// The image's version text.
+    #[wasm_bindgen(getter)]
+    pub fn version(&self) -> String {
+        self.verified.get().version.clone()
+    }
+
+    /// The image's size in bytes.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> f64 {
+        self.verified.get().bytes.len() as f64
+    }
+}
+
+impl VerifiedImage {
+    /// The proof token inside.
+    pub(crate) fn verified(&self) -> &Verified<Image> {
+        &self.verified
+    }
+}
+
+fn verify(
+    bytes: &[u8],
+    entry: &JsValue,
+    public_key_pem: Option<String>,
+    danger_accept_unsigned: Option<bool>,
+) -> Result<VerifiedImage, JsValue> {
+    let entry = entry_from_js(entry)?;
     let policy = match (public_key_pem, danger_accept_unsigned.unwrap_or(false)) {
         (_, true) => VerifyPolicy::danger_accept_unsigned(),
         (Some(pem), false) => {
@@ -99,19 +175,7 @@ pub fn verify_image_js(
         let code = e.code();
         to_js_error(code, &Error::Verification(e))
     })?;
-    let image = verified.get();
-    let out = Object::new();
-    set(&out, "name", &JsValue::from_str(&image.name))?;
-    set(&out, "flow", &JsValue::from_str(image.flow.as_str()))?;
-    set(&out, "version", &JsValue::from_str(&image.version))?;
-    set(&out, "size", &JsValue::from_f64(image.bytes.len() as f64))?;
-    set(
-        &out,
-        "sha256",
-        &JsValue::from_str(&crate::image::digest::to_hex(&image.sha256)),
-    )?;
-    set(&out, "signed", &JsValue::from_bool(image.signed))?;
-    Ok(out)
+    Ok(VerifiedImage { verified })
 }
 
 fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {
@@ -131,7 +195,7 @@ fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {
     })
 }
 
-fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
+pub(crate) fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
     Reflect::set(target, &key.into(), value).map(drop)
 }
 
@@ -139,11 +203,37 @@ fn misuse(code: &'static str, what: &'static str) -> JsValue {
     to_js_error(code, &Error::Misuse(Misuse::InvalidArgument(what)))
 }
 
+/// A [`Misuse`] as an `OtawebError` with the specific `code`.
+pub(crate) fn misuse_error(code: &str, misuse: Misuse) -> JsValue {
+    to_js_error(code, &Error::Misuse(misuse))
+}
+
+/// The error a flow stopped with, as an `OtawebError`: `code` names the cause precisely (a
+/// vendor refusal's name, `"timed-out"`, a verification code, ...), refusals add
+/// `vendorCode`.
+pub(crate) fn flow_error(error: &Error) -> JsValue {
+    let code = match error {
+        Error::PeerRefused(r) => r.name,
+        Error::LinkLost(LinkLost::TimedOut { .. }) => "timed-out",
+        Error::LinkLost(LinkLost::RetriesExhausted { .. }) => "retries-exhausted",
+        Error::LinkLost(_) => "disconnected",
+        Error::Verification(v) => v.code(),
+        Error::Misuse(Misuse::WrongState { .. }) => "wrong-state",
+        Error::Misuse(Misuse::Unsupported(_)) => "unsupported",
+        _ => error.code(),
+    };
+    let js = to_js_error(code, error);
+    if let Error::PeerRefused(r) = error {
+        let _ = Reflect::set(&js, &"vendorCode".into(), &(r.code as f64).into());
+    }
+    js
+}
+
 fn to_js_error(code: &str, error: &Error) -> JsValue {
     throwable(code, error.code(), &error.to_string(), error.retryable())
 }
 
-fn throwable(code: &str, kind: &str, message: &str, retryable: bool) -> JsValue {
+pub(crate) fn throwable(code: &str, kind: &str, message: &str, retryable: bool) -> JsValue {
     let error = js_sys::Error::new(message);
     error.set_name("OtawebError");
     // Reflect::set on a fresh Error object cannot fail; ignoring keeps the error path total.

@@ -1,0 +1,216 @@
+//! The companion firmware compiled to wasm: the page's built-in demo device.
+//!
+//! Contract. [`DemoGadget`] is the real [`Gadget`] responder on a simulated 2 MiB NOR flash
+//! (4 KiB sectors, two 1 MiB slots), wrapped for JavaScript. It knows nothing of Web
+//! Bluetooth: `www/demo-bluetooth.js` puts the `navigator.bluetooth` surface in front of it
+//! and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
+//! [`DemoGadget::write`] for each value written to TX, and notifying what
+//! [`DemoGadget::take_notifications`] returns on RX. When [`DemoGadget::take_restart`] says
+//! so, the stand-in drops the link and calls [`DemoGadget::restart`], which runs the boot
+//! decision on the flash exactly as a power cycle would.
+//!
+//! The device starts from a factory image at OTA version 0, as Amazon's prerequisites
+//! require of a new gadget.
+
+use otaweb::image::digest::to_hex;
+use otaweb::time::Millis;
+use otaweb_firmware::flash::Fixed;
+use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
+use otaweb_firmware::slots::{Layout, Slots};
+use wasm_bindgen::prelude::*;
+
+const SECTOR: u32 = 4096;
+const SLOT_SIZE: u32 = 256 * SECTOR;
+/// Two state sectors and two slots.
+const FLASH_SIZE: usize = (2 * SECTOR + 2 * SLOT_SIZE) as usize;
+const FACTORY_SIZE: usize = 24 * 1024;
+
+type Flash = Fixed<4, 4096>;
+
+const LAYOUT: Layout = Layout {
+    base: 0,
+    erase_size: SECTOR,
+    write_size: 4,
+    slot_size: SLOT_SIZE,
+};
+
+/// The demo gadget: see the crate docs.
+#[wasm_bindgen]
+pub struct DemoGadget {
+    gadget: Option<Gadget<Flash>>,
+    config: GadgetConfig,
+    restart_pending: bool,
+    restarts: u32,
+}
+
+#[wasm_bindgen]
+impl DemoGadget {
+    /// A factory-fresh gadget. `packetSize` (8–512, default 244) and `maxTransactionSize`
+    /// (default 5000) are what its PV packet announces; `name` its advertised name.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(js_name = packetSize)] packet_size: Option<u16>,
+        #[wasm_bindgen(js_name = maxTransactionSize)] max_transaction_size: Option<u16>,
+        name: Option<String>,
+    ) -> Result<DemoGadget, JsError> {
+        let mut config = GadgetConfig::default();
+        if let Some(p) = packet_size {
+            config.packet_size = p;
+        }
+        if let Some(t) = max_transaction_size {
+            config.max_transaction_size = t;
+        }
+        if let Some(n) = name {
+            config.name = n;
+        }
+        let mut flash = Flash::new(FLASH_SIZE).map_err(|e| JsError::new(&e.to_string()))?;
+        let slots = Slots::new(LAYOUT, &flash).map_err(|e| JsError::new(&e.to_string()))?;
+        slots
+            .provision(&mut flash, &factory_image())
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let mut demo = DemoGadget {
+            gadget: None,
+            config,
+            restart_pending: false,
+            restarts: 0,
+        };
+        demo.boot(flash)?;
+        demo.restarts = 0;
+        Ok(demo)
+    }
+
+    /// The name the device advertises.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    /// The central enabled notifications on RX: the gadget queues its PV packet.
+    pub fn connect(&mut self) {
+        if let Some(g) = self.gadget.as_mut() {
+            g.handle_connected(now());
+        }
+    }
+
+    /// The link dropped.
+    pub fn disconnect(&mut self) {
+        if let Some(g) = self.gadget.as_mut() {
+            g.handle_disconnected(now());
+        }
+    }
+
+    /// One value the central wrote to TX.
+    pub fn write(&mut self, bytes: &[u8]) {
+        let Some(g) = self.gadget.as_mut() else {
+            return;
+        };
+        g.handle_write(now(), bytes);
+        while let Some(event) = g.poll_event() {
+            match event {
+                GadgetEvent::RestartRequested { .. } => self.restart_pending = true,
+            }
+        }
+    }
+
+    /// The values to notify on RX, in order.
+    #[wasm_bindgen(js_name = takeNotifications)]
+    pub fn take_notifications(&mut self) -> Vec<js_sys::Uint8Array> {
+        let mut out = Vec::new();
+        if let Some(g) = self.gadget.as_mut() {
+            let mut buf = Vec::new();
+            while let Some(len) = g.poll_notify(&mut buf) {
+                out.push(js_sys::Uint8Array::from(&buf[..len]));
+                buf.clear();
+            }
+        }
+        out
+    }
+
+    /// Whether the gadget asked to restart (after a successful ApplyFirmware); asking clears it.
+    #[wasm_bindgen(js_name = takeRestart)]
+    pub fn take_restart(&mut self) -> bool {
+        core::mem::take(&mut self.restart_pending)
+    }
+
+    /// Restarts: the boot decision on the flash, then a new gadget from it.
+    pub fn restart(&mut self) -> Result<(), JsError> {
+        let flash = self
+            .gadget
+            .take()
+            .ok_or_else(|| JsError::new("the demo gadget failed to boot"))?
+            .into_flash();
+        self.boot(flash)
+    }
+
+    /// The OTA version that runs.
+    #[wasm_bindgen(getter, js_name = activeVersion)]
+    pub fn active_version(&self) -> u32 {
+        self.gadget.as_ref().map_or(0, |g| g.active().version)
+    }
+
+    /// Lowercase hex SHA-256 of the image that runs, as its state records it.
+    #[wasm_bindgen(getter, js_name = activeSha256)]
+    pub fn active_sha256(&self) -> String {
+        self.gadget
+            .as_ref()
+            .map(|g| to_hex(&g.active().sha256))
+            .unwrap_or_default()
+    }
+
+    /// Lowercase hex SHA-256 of the active slot's bytes read back from the flash.
+    #[wasm_bindgen(js_name = readBackSha256)]
+    pub fn read_back_sha256(&mut self) -> Result<String, JsError> {
+        let g = self
+            .gadget
+            .as_mut()
+            .ok_or_else(|| JsError::new("the demo gadget failed to boot"))?;
+        let active = g.active();
+        let slots = Slots::new(LAYOUT, g.flash()).map_err(|e| JsError::new(&e.to_string()))?;
+        let digest = slots
+            .image_digest(g.flash_mut(), active.slot, active.size)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(to_hex(&digest))
+    }
+
+    /// Bytes of a component held in the staging slot.
+    #[wasm_bindgen(getter, js_name = stagedBytes)]
+    pub fn staged_bytes(&self) -> u32 {
+        self.gadget
+            .as_ref()
+            .and_then(|g| g.staged())
+            .map_or(0, |(_, held)| held)
+    }
+
+    /// How many times the gadget restarted.
+    #[wasm_bindgen(getter)]
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+}
+
+impl DemoGadget {
+    fn boot(&mut self, mut flash: Flash) -> Result<(), JsError> {
+        Slots::new(LAYOUT, &flash)
+            .map_err(|e| JsError::new(&e.to_string()))?
+            .boot(&mut flash)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        self.gadget = Some(
+            Gadget::new(flash, LAYOUT, self.config.clone())
+                .map_err(|e| JsError::new(&e.to_string()))?,
+        );
+        self.restarts += 1;
+        Ok(())
+    }
+}
+
+/// The gadget keeps no timers, so its clock never matters (see `otaweb_firmware::gadget`).
+fn now() -> Millis {
+    Millis::ZERO
+}
+
+/// Deterministic factory image bytes.
+fn factory_image() -> Vec<u8> {
+    (0..FACTORY_SIZE)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect()
+}

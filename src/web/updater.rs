@@ -1,0 +1,666 @@
+//! `Updater`: the JavaScript API that runs a flow over Web Bluetooth.
+//!
+//! Contract. The edge owns the link, the timer and the JavaScript callbacks; the flow
+//! ([`GadgetUpdate`]) makes every decision. After each input (a notification, a deadline, a
+//! finished write, the link going up or down, a call from JavaScript) the driver drains the
+//! flow in the order [`crate::flow`] prescribes: packets to write (one GATT write in flight at
+//! a time, awaited before the next), then events, then the one timer. Events reach
+//! JavaScript as `CustomEvent`s on the updater (`addEventListener`) after the driver has
+//! released its state, so a listener may call back into the updater.
+//!
+//! Events (`event.detail`):
+//!
+//! | type | detail |
+//! |---|---|
+//! | `stage` | `{stage}`: `"handshake"`, `"discover"`, `"transfer"`, `"apply"`, `"restart"`, `"confirm"` |
+//! | `version` | `{current, offered}`: the device's firmware version, on every connection |
+//! | `progress` | `{confirmed, total, bytesPerSecond, secondsLeft}`: bytes the device confirmed |
+//! | `reconnecting` | `{attempt, delayMs}`: the link dropped and the updater is reconnecting |
+//! | `connected` / `disconnected` | `{}` |
+//! | `staged`, `done`, `up-to-date`, `cancelled` | `{version}` / `{current, offered}` where it applies |
+//! | `error` | the `OtawebError` that also rejects the pending promise |
+//!
+//! Reconnection is the edge's job (the flow only says it needs one): after a drop it calls
+//! `gatt.connect()` again on the same device, first after 250 ms and then backing off to 4 s,
+//! until the flow no longer wants the link (it finished, or its own deadline passed, or the
+//! application cancelled). A write that fails while the link claims to be up is treated as a
+//! dropped link: the flow then resumes at the first unconfirmed segment.
+
+use alloc::rc::{Rc, Weak};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
+
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
+use web_sys::{Bluetooth, CustomEvent, CustomEventInit, EventTarget};
+
+use crate::error::Misuse;
+use crate::flow::gadget::{GadgetEvent, GadgetOptions, GadgetStage, GadgetUpdate};
+use crate::flow::Flow;
+use crate::time::Millis;
+use crate::web::ble::{navigator_bluetooth, request_device, GattLink, GADGET_PROFILE};
+use crate::web::clock::{now, sleep, Timeout};
+use crate::web::{flow_error, misuse_error, set, throwable, VerifiedImage};
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
+
+/// The promise an `update()` or `apply()` call returned, settled by the flow's outcome.
+struct Waiter {
+    resolve: Function,
+    reject: Function,
+}
+
+/// Transfer-rate bookkeeping for `progress` events.
+#[derive(Clone, Copy)]
+struct Rate {
+    since: Millis,
+    from: u64,
+}
+
+struct Driver {
+    link: GattLink,
+    events: EventTarget,
+    flow: Option<GadgetUpdate>,
+    waiter: Option<Waiter>,
+    timer: Option<Timeout>,
+    connected: bool,
+    writing: bool,
+    reconnecting: bool,
+    closed: bool,
+    rate: Option<Rate>,
+    buf: Vec<u8>,
+}
+
+type Shared = Rc<RefCell<Driver>>;
+
+/// What the driver hands to JavaScript once its state is released.
+enum Out {
+    Event(&'static str, Object),
+    Resolve(Waiter, JsValue),
+    Reject(Waiter, JsValue),
+    Reconnect,
+}
+
+/// A firmware updater bound to one BLE device. See the module docs for its events.
+#[wasm_bindgen]
+pub struct Updater {
+    shared: Shared,
+}
+
+#[wasm_bindgen]
+impl Updater {
+    /// Asks the user to pick an Alexa gadget (service 0xFE03) and connects to it.
+    ///
+    /// `options.bluetooth` replaces `navigator.bluetooth` (e.g. the demo device's stand-in);
+    /// `options.namePrefix` narrows the chooser.
+    #[wasm_bindgen(js_name = connectGadget)]
+    pub async fn connect_gadget(options: JsValue) -> Result<Updater, JsValue> {
+        let bluetooth = match get(&options, "bluetooth").filter(|v| !v.is_undefined()) {
+            Some(b) => b.unchecked_into::<Bluetooth>(),
+            None => navigator_bluetooth().ok_or_else(|| {
+                misuse_error(
+                    "bluetooth-unavailable",
+                    Misuse::Unsupported(
+                        "Web Bluetooth is not available in this browser: use Chrome or Edge, \
+                         over HTTPS or from 127.0.0.1, or the demo device",
+                    ),
+                )
+            })?,
+        };
+        let prefix = get(&options, "namePrefix").and_then(|v| v.as_string());
+        let device = request_device(&bluetooth, GADGET_PROFILE, prefix.as_deref())
+            .await
+            .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
+        let updater = Updater::bind(device)?;
+        let link = updater.shared.borrow().link.clone();
+        link.open()
+            .await
+            .map_err(|e| link_error("connect-failed", "could not connect to the device", &e))?;
+        updater.shared.borrow_mut().connected = true;
+        Ok(updater)
+    }
+
+    /// The device's advertised name.
+    #[wasm_bindgen(getter, js_name = deviceName)]
+    pub fn device_name(&self) -> Option<String> {
+        self.shared.borrow().link.device_name()
+    }
+
+    /// Whether the BLE link is up.
+    #[wasm_bindgen(getter)]
+    pub fn connected(&self) -> bool {
+        self.shared.borrow().connected
+    }
+
+    /// The current stage, or `undefined` before an update started.
+    #[wasm_bindgen(getter)]
+    pub fn stage(&self) -> Option<String> {
+        let d = self.shared.borrow();
+        d.flow
+            .as_ref()
+            .and_then(GadgetUpdate::stage)
+            .map(|s| stage_name(s).into())
+    }
+
+    /// Installs `image` on the device; resolves with `{outcome: "done" | "up-to-date" |
+    /// "staged", ...}` and rejects with an `OtawebError`.
+    ///
+    /// `options.stageOnly` stops before ApplyFirmware (call `apply()` later);
+    /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer.
+    pub fn update(&self, image: &VerifiedImage, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        let verified = image.verified().clone();
+        let started = (|| {
+            let options = gadget_options(&options)?;
+            let mut d = shared.borrow_mut();
+            if d.closed {
+                return Err(misuse_error(
+                    "closed",
+                    Misuse::WrongState {
+                        call: "update",
+                        state: "closed",
+                    },
+                ));
+            }
+            if d.flow.as_ref().is_some_and(|f| !f.is_finished()) {
+                return Err(misuse_error(
+                    "busy",
+                    Misuse::WrongState {
+                        call: "update",
+                        state: "already updating",
+                    },
+                ));
+            }
+            let flow = GadgetUpdate::new(verified, options)
+                .map_err(|m| misuse_error("invalid-argument", m))?;
+            d.flow = Some(flow);
+            d.rate = None;
+            Ok(d.waiter_promise())
+        })();
+        match started {
+            Ok(promise) => {
+                // Enabling notifications again makes the gadget send its PV packet, which
+                // opens the handshake of the new flow.
+                spawn_local(reopen(shared));
+                promise
+            }
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    /// Installs a staged image (after `update(image, {stageOnly: true})`); resolves with
+    /// `{outcome: "done", version}` once the device runs it.
+    pub fn apply(&self) -> Promise {
+        let shared = self.shared.clone();
+        let result = {
+            let mut d = shared.borrow_mut();
+            let at = now();
+            match d.flow.as_mut() {
+                None => Err(misuse_error(
+                    "wrong-state",
+                    Misuse::WrongState {
+                        call: "apply",
+                        state: "idle",
+                    },
+                )),
+                Some(flow) => match flow.apply(at) {
+                    Ok(()) => Ok(d.waiter_promise()),
+                    Err(m) => Err(misuse_error("wrong-state", m)),
+                },
+            }
+        };
+        match result {
+            Ok(promise) => {
+                settle(&shared);
+                promise
+            }
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    /// Stops the update; the pending promise rejects with code `"cancelled"`.
+    pub fn cancel(&self) {
+        let at = now();
+        if let Some(flow) = self.shared.borrow_mut().flow.as_mut() {
+            flow.cancel(at);
+        }
+        settle(&self.shared);
+    }
+
+    /// Cancels any update and disconnects; the updater cannot be used again.
+    pub fn close(&self) {
+        self.cancel();
+        let link = {
+            let mut d = self.shared.borrow_mut();
+            d.closed = true;
+            d.timer = None;
+            d.link.clone()
+        };
+        link.disconnect();
+    }
+
+    /// Adds a listener for one of the event types in the module docs.
+    #[wasm_bindgen(js_name = addEventListener)]
+    pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
+        let events = self.shared.borrow().events.clone();
+        events.add_event_listener_with_callback(kind, listener)
+    }
+
+    /// Removes a listener added with `addEventListener`.
+    #[wasm_bindgen(js_name = removeEventListener)]
+    pub fn remove_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
+        let events = self.shared.borrow().events.clone();
+        events.remove_event_listener_with_callback(kind, listener)
+    }
+}
+
+impl Updater {
+    /// An updater for `device`. The link's listeners hold the driver weakly, so they do not
+    /// keep it alive.
+    fn bind(device: web_sys::BluetoothDevice) -> Result<Updater, JsValue> {
+        let events = EventTarget::new()?;
+        let shared = Rc::new_cyclic(|weak: &Weak<RefCell<Driver>>| {
+            let on_value = {
+                let weak = weak.clone();
+                move |bytes: &[u8]| {
+                    if let Some(d) = weak.upgrade() {
+                        on_input(&d, bytes);
+                    }
+                }
+            };
+            let on_disconnect = {
+                let weak = weak.clone();
+                move || {
+                    if let Some(d) = weak.upgrade() {
+                        on_link_down(&d);
+                    }
+                }
+            };
+            RefCell::new(Driver {
+                link: GattLink::new(device, GADGET_PROFILE, on_value, on_disconnect),
+                events,
+                flow: None,
+                waiter: None,
+                timer: None,
+                connected: false,
+                writing: false,
+                reconnecting: false,
+                closed: false,
+                rate: None,
+                buf: Vec::new(),
+            })
+        });
+        Ok(Updater { shared })
+    }
+}
+
+impl Driver {
+    /// A new pending promise for `update()`/`apply()`; a previous one is superseded.
+    fn waiter_promise(&mut self) -> Promise {
+        let mut waiter = None;
+        let promise = Promise::new(&mut |resolve, reject| {
+            waiter = Some(Waiter { resolve, reject });
+        });
+        self.waiter = waiter;
+        promise
+    }
+
+    fn wants_link(&self) -> bool {
+        !self.closed && self.flow.as_ref().is_some_and(|f| !f.is_finished())
+    }
+}
+
+/// A notification arrived.
+fn on_input(shared: &Shared, bytes: &[u8]) {
+    {
+        let mut d = shared.borrow_mut();
+        let at = now();
+        if let Some(flow) = d.flow.as_mut() {
+            flow.handle_input(at, (), bytes);
+        }
+    }
+    settle(shared);
+}
+
+/// The device reported the link gone, or a write failed.
+fn on_link_down(shared: &Shared) {
+    {
+        let mut d = shared.borrow_mut();
+        if !d.connected {
+            return;
+        }
+        d.connected = false;
+        let at = now();
+        if let Some(flow) = d.flow.as_mut() {
+            flow.handle_disconnected(at);
+        }
+    }
+    emit(shared, "disconnected", Object::new());
+    settle(shared);
+}
+
+/// The link is (back) up with notifications on.
+fn on_link_up(shared: &Shared) {
+    {
+        let mut d = shared.borrow_mut();
+        d.connected = true;
+        let at = now();
+        if let Some(flow) = d.flow.as_mut() {
+            flow.handle_connected(at);
+        }
+    }
+    emit(shared, "connected", Object::new());
+    settle(shared);
+}
+
+/// Starts notifications again on a connected link (a new flow's handshake), or reconnects.
+async fn reopen(shared: Shared) {
+    let link = shared.borrow().link.clone();
+    if link.is_connected() && link.open().await.is_ok() {
+        on_link_up(&shared);
+    } else {
+        shared.borrow_mut().connected = false;
+        reconnect(shared).await;
+    }
+}
+
+/// Reconnects with back-off for as long as the flow wants the link.
+async fn reconnect(shared: Shared) {
+    if core::mem::replace(&mut shared.borrow_mut().reconnecting, true) {
+        return;
+    }
+    let mut delay = RECONNECT_FIRST;
+    let mut attempt = 0u32;
+    loop {
+        if !shared.borrow().wants_link() {
+            break;
+        }
+        attempt += 1;
+        let detail = Object::new();
+        let _ = set(&detail, "attempt", &attempt.into());
+        let _ = set(&detail, "delayMs", &(delay.as_millis() as f64).into());
+        emit(&shared, "reconnecting", detail);
+        sleep(delay).await;
+        if !shared.borrow().wants_link() {
+            break;
+        }
+        let link = shared.borrow().link.clone();
+        if link.open().await.is_ok() {
+            shared.borrow_mut().reconnecting = false;
+            on_link_up(&shared);
+            return;
+        }
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+    shared.borrow_mut().reconnecting = false;
+}
+
+/// Drains the flow: events (handed to JavaScript), the timer, and the writer.
+fn settle(shared: &Shared) {
+    let mut out = Vec::new();
+    {
+        let mut d = shared.borrow_mut();
+        let d = &mut *d;
+        let Some(flow) = d.flow.as_mut() else {
+            return;
+        };
+        while let Some(event) = flow.poll_event() {
+            translate(event, flow, &mut d.rate, &mut d.waiter, &mut out);
+        }
+        let deadline = flow.poll_timeout();
+        d.timer = deadline.map(|at| {
+            let weak = Rc::downgrade(shared);
+            let wait = at.0.saturating_sub(now().0);
+            Timeout::new(Duration::from_millis(wait), move || {
+                if let Some(shared) = weak.upgrade() {
+                    let at = now();
+                    if let Some(flow) = shared.borrow_mut().flow.as_mut() {
+                        flow.handle_timeout(at);
+                    }
+                    settle(&shared);
+                }
+            })
+        });
+    }
+    for item in out {
+        match item {
+            Out::Event(kind, detail) => emit(shared, kind, detail),
+            Out::Resolve(w, v) => {
+                let _ = w.resolve.call1(&JsValue::UNDEFINED, &v);
+            }
+            Out::Reject(w, e) => {
+                let _ = w.reject.call1(&JsValue::UNDEFINED, &e);
+            }
+            Out::Reconnect => {
+                // The flow may want a fresh connection while the link is still up (a PV
+                // packet that never came): drop it first.
+                let link = shared.borrow().link.clone();
+                if link.is_connected() {
+                    link.disconnect();
+                    on_link_down(shared);
+                }
+                spawn_local(reconnect(shared.clone()));
+            }
+        }
+    }
+    kick_writer(shared);
+}
+
+/// One flow event as JavaScript events and promise outcomes.
+fn translate(
+    event: GadgetEvent,
+    flow: &GadgetUpdate,
+    rate: &mut Option<Rate>,
+    waiter: &mut Option<Waiter>,
+    out: &mut Vec<Out>,
+) {
+    let detail = Object::new();
+    let put = |k: &str, v: JsValue| {
+        let _ = set(&detail, k, &v);
+    };
+    let outcome = |out: &mut Vec<Out>, waiter: &mut Option<Waiter>, name: &str, detail: &Object| {
+        if let Some(w) = waiter.take() {
+            let result = Object::assign(&Object::new(), detail);
+            let _ = set(&result, "outcome", &name.into());
+            out.push(Out::Resolve(w, result.into()));
+        }
+    };
+    match event {
+        GadgetEvent::Stage(stage) => {
+            put("stage", stage_name(stage).into());
+            out.push(Out::Event("stage", detail));
+        }
+        GadgetEvent::VersionFound { current, offered } => {
+            put("current", current.into());
+            put("offered", offered.into());
+            out.push(Out::Event("version", detail));
+        }
+        GadgetEvent::Progress { confirmed, total } => {
+            let at = now();
+            let r = *rate.get_or_insert(Rate {
+                since: at,
+                from: confirmed,
+            });
+            let secs = at.0.saturating_sub(r.since.0) as f64 / 1000.0;
+            let per_sec = if secs > 0.0 {
+                (confirmed.saturating_sub(r.from)) as f64 / secs
+            } else {
+                0.0
+            };
+            put("confirmed", (confirmed as f64).into());
+            put("total", (total as f64).into());
+            put("bytesPerSecond", per_sec.into());
+            let left = if per_sec > 0.0 {
+                JsValue::from_f64(total.saturating_sub(confirmed) as f64 / per_sec)
+            } else {
+                JsValue::NULL
+            };
+            put("secondsLeft", left);
+            out.push(Out::Event("progress", detail));
+        }
+        GadgetEvent::NeedsReconnect => {
+            // The rate restarts after the link is back.
+            *rate = None;
+            out.push(Out::Reconnect);
+        }
+        GadgetEvent::UpToDate { current, offered } => {
+            put("current", current.into());
+            put("offered", offered.into());
+            outcome(out, waiter, "up-to-date", &detail);
+            out.push(Out::Event("up-to-date", detail));
+        }
+        GadgetEvent::Staged => {
+            put("confirmed", (flow.progress().0 as f64).into());
+            outcome(out, waiter, "staged", &detail);
+            out.push(Out::Event("staged", detail));
+        }
+        GadgetEvent::Done { version } => {
+            put("version", version.into());
+            outcome(out, waiter, "done", &detail);
+            out.push(Out::Event("done", detail));
+        }
+        GadgetEvent::Cancelled => {
+            let error = misuse_error(
+                "cancelled",
+                Misuse::WrongState {
+                    call: "continue",
+                    state: "cancelled",
+                },
+            );
+            if let Some(w) = waiter.take() {
+                out.push(Out::Reject(w, error));
+            }
+            out.push(Out::Event("cancelled", detail));
+        }
+        GadgetEvent::Failed(error) => {
+            let js = flow_error(&error);
+            if let Some(w) = waiter.take() {
+                out.push(Out::Reject(w, js.clone()));
+            }
+            out.push(Out::Event("error", js.unchecked_into()));
+        }
+    }
+}
+
+/// Writes what the flow has to send, one GATT write at a time, unless a writer already runs.
+fn kick_writer(shared: &Shared) {
+    {
+        let mut d = shared.borrow_mut();
+        if d.writing || !d.connected || d.flow.is_none() {
+            return;
+        }
+        d.writing = true;
+    }
+    let shared = shared.clone();
+    spawn_local(async move {
+        let mut produced = false;
+        loop {
+            let write = {
+                let mut d = shared.borrow_mut();
+                let d = &mut *d;
+                if !d.connected {
+                    break;
+                }
+                let Some(flow) = d.flow.as_mut() else { break };
+                d.buf.clear();
+                match flow.poll_transmit(&mut d.buf) {
+                    Some(t) => d.link.write(&d.buf[..t.len]),
+                    None => break,
+                }
+            };
+            produced = true;
+            let failed = match write {
+                Ok(future) => future.await.is_err(),
+                Err(_) => true,
+            };
+            if failed {
+                shared.borrow_mut().writing = false;
+                shared.borrow().link.disconnect();
+                on_link_down(&shared);
+                return;
+            }
+        }
+        shared.borrow_mut().writing = false;
+        if produced {
+            settle(&shared);
+        }
+    });
+}
+
+/// Dispatches a `CustomEvent` of `kind` with `detail` on the updater.
+fn emit(shared: &Shared, kind: &str, detail: Object) {
+    let events = shared.borrow().events.clone();
+    let init = CustomEventInit::new();
+    init.set_detail(&detail);
+    if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
+        // A listener that throws is the page's problem; the update goes on.
+        let _ = events.dispatch_event(&event);
+    }
+}
+
+fn stage_name(stage: GadgetStage) -> &'static str {
+    match stage {
+        GadgetStage::Handshake => "handshake",
+        GadgetStage::Discover => "discover",
+        GadgetStage::Transfer => "transfer",
+        GadgetStage::Apply => "apply",
+        GadgetStage::Restart => "restart",
+        GadgetStage::Confirm => "confirm",
+    }
+}
+
+fn get(object: &JsValue, key: &str) -> Option<JsValue> {
+    if !object.is_object() {
+        return None;
+    }
+    Reflect::get(object, &key.into()).ok()
+}
+
+/// The options object of `update()` as [`GadgetOptions`].
+fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
+    let mut out = GadgetOptions::default();
+    if let Some(v) = get(options, "stageOnly").filter(|v| !v.is_undefined()) {
+        out.stage_only = v.is_truthy();
+    }
+    let number = |key: &str, what: &'static str| -> Result<Option<u32>, JsValue> {
+        match get(options, key).filter(|v| !v.is_undefined()) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(n) if n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n) => {
+                    Ok(Some(n as u32))
+                }
+                _ => Err(misuse_error(
+                    "invalid-argument",
+                    Misuse::InvalidArgument(what),
+                )),
+            },
+        }
+    };
+    if let Some(n) = number("segmentSize", "segmentSize must be a whole number of bytes")? {
+        out.segment_size = n;
+    }
+    if let Some(n) = number("maxAttempts", "maxAttempts must be a whole number")? {
+        out.max_attempts = n;
+    }
+    Ok(out)
+}
+
+/// A failed Web Bluetooth call as an `OtawebError` that keeps the browser's message.
+fn link_error(code: &str, what: &str, cause: &JsValue) -> JsValue {
+    let detail = cause
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| cause.as_string())
+        .unwrap_or_default();
+    let message = if detail.is_empty() {
+        String::from(what)
+    } else {
+        alloc::format!("{what}: {detail}")
+    };
+    throwable(code, "link-lost", &message, true)
+}

@@ -1,0 +1,952 @@
+//! The gadget flow end to end: `GadgetUpdate` (the Echo side) against the companion
+//! firmware's `Gadget` on a simulated flash, over the simulated BLE link. The link is the
+//! only stand-in; every outcome is read back from the gadget's flash after a boot decision.
+// Native only: the browser runs the same two parties in tests/web_gadget.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod sim;
+
+use std::collections::VecDeque;
+
+use otaweb::error::{Error, LinkLost};
+use otaweb::flow::gadget::{GadgetEvent, GadgetOptions, GadgetStage, GadgetUpdate};
+use otaweb::flow::{Flow, Transmit};
+use otaweb::image::digest::sha256;
+use otaweb::image::manifest::{FlowKind, ManifestEntry};
+use otaweb::image::verify::{verify_image, Image, Verified, VerifyPolicy};
+use otaweb::time::{Millis, Span};
+use otaweb::wire::agt::{
+    is_pv_packet, Fragment, Reassembler, Received, StreamId, TransportPacket, TransportRepr,
+};
+use otaweb::wire::agt_proto::{
+    decode_control, segment_signature, Command, ControlPayload, ErrorCode,
+};
+use otaweb_firmware::flash::Fixed;
+use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
+use otaweb_firmware::slots::{BootOutcome, ImageInfo, Layout, Slot, Slots};
+use sim::{Central, Faults, LinkParams, Pair, Peripheral};
+
+const MIB: usize = 1 << 20;
+const SEG: usize = otaweb::flow::gadget::DEFAULT_SEGMENT_SIZE as usize;
+
+/// A transaction as it reached the gadget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Control(i32),
+    Segment { offset: u32 },
+    Apply,
+    Alexa,
+    Ota(usize),
+}
+
+/// What the gadget answered, as it sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    Ack { stream: StreamId, positive: bool },
+    Response { command: i32, code: i32 },
+}
+
+impl Reply {
+    fn response(command: Command, code: ErrorCode) -> Reply {
+        Reply::Response {
+            command: command.into(),
+            code: code.into(),
+        }
+    }
+}
+
+/// Where a written value falls, judged from the value alone before it reaches the gadget.
+#[derive(Clone, Copy, Debug, Default)]
+struct Place {
+    /// It is a whole UpdateComponentSegment announcing this offset.
+    announces: Option<u32>,
+    /// It is an OTA-stream packet: the offset last announced and its index since then.
+    ota: Option<(u32, u32)>,
+}
+
+/// Rewrites (or, returning false, drops) a value on its way to the gadget: the link going
+/// wrong in one chosen way, on top of the simulator's random faults.
+type Tamper = Box<dyn FnMut(Place, &mut Vec<u8>) -> bool>;
+
+/// Reassembles both directions at the gadget's end, to assert on what crossed the link.
+struct Tap {
+    rx: Reassembler,
+    tx: Reassembler,
+    seen: Vec<Seen>,
+    replies: Vec<Reply>,
+    segment: Option<u32>,
+    ota_packets: u32,
+}
+
+impl Tap {
+    fn new() -> Self {
+        Tap {
+            rx: Reassembler::new(0xFFFF),
+            tx: Reassembler::new(0xFFFF),
+            seen: Vec::new(),
+            replies: Vec::new(),
+            segment: None,
+            ota_packets: 0,
+        }
+    }
+
+    fn place(&self, bytes: &[u8]) -> Place {
+        let mut place = Place::default();
+        let Ok(packet) = TransportPacket::new_checked(bytes) else {
+            return place;
+        };
+        let Ok(repr) = TransportRepr::parse(&packet) else {
+            return place;
+        };
+        match (repr.stream, repr.fragment) {
+            (StreamId::Control, Fragment::First { total_length })
+                if usize::from(total_length) == repr.payload.len() =>
+            {
+                if let Ok(env) = decode_control(repr.payload) {
+                    if let Some(ControlPayload::UpdateComponentSegment(seg)) = env.payload {
+                        place.announces = Some(seg.component_offset);
+                    }
+                }
+            }
+            (StreamId::Ota, _) => place.ota = self.segment.map(|s| (s, self.ota_packets)),
+            _ => {}
+        }
+        place
+    }
+
+    fn written(&mut self, place: Place, bytes: &[u8]) {
+        if let Some(offset) = place.announces {
+            self.segment = Some(offset);
+            self.ota_packets = 0;
+        } else if place.ota.is_some() {
+            self.ota_packets += 1;
+        }
+        let Ok(Received::Transaction(t)) = self.rx.push(bytes) else {
+            return;
+        };
+        self.seen.push(match t.stream {
+            StreamId::Ota => Seen::Ota(t.payload.len()),
+            StreamId::Alexa => Seen::Alexa,
+            StreamId::Control => match decode_control(&t.payload) {
+                Ok(env) => match env.payload {
+                    Some(ControlPayload::UpdateComponentSegment(seg)) => Seen::Segment {
+                        offset: seg.component_offset,
+                    },
+                    Some(ControlPayload::ApplyFirmware(_)) => Seen::Apply,
+                    _ => Seen::Control(env.command),
+                },
+                Err(_) => Seen::Control(-1),
+            },
+        });
+    }
+
+    fn notified(&mut self, bytes: &[u8]) {
+        if is_pv_packet(bytes) {
+            return;
+        }
+        match self.tx.push(bytes) {
+            Ok(Received::Ack(a)) => self.replies.push(Reply::Ack {
+                stream: a.stream,
+                positive: a.is_positive(),
+            }),
+            Ok(Received::Transaction(t)) if t.stream == StreamId::Control => {
+                if let Ok(env) = decode_control(&t.payload) {
+                    if let Some(r) = env.as_response() {
+                        self.replies.push(Reply::Response {
+                            command: env.command,
+                            code: r.error_code,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn link_dropped(&mut self) {
+        self.rx.reset();
+        self.tx.reset();
+        self.segment = None;
+    }
+
+    fn announcements(&self) -> Vec<u32> {
+        self.seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Segment { offset } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, reply: Reply) -> usize {
+        self.replies.iter().filter(|r| **r == reply).count()
+    }
+}
+
+/// The companion firmware as the simulator's peripheral, with the host loop's restart.
+struct Device<const W: usize, const E: usize> {
+    gadget: Option<Gadget<Fixed<W, E>>>,
+    layout: Layout,
+    tap: Tap,
+    tamper: Option<Tamper>,
+    restart: bool,
+    boots: Vec<BootOutcome>,
+    /// After each boot: the version running and the SHA-256 of its slot's raw bytes.
+    ran: Vec<(u32, [u8; 32])>,
+    power_cuts: u32,
+}
+
+impl<const W: usize, const E: usize> Device<W, E> {
+    /// A device whose slot A holds `factory` at version 0, booted.
+    fn provisioned(layout: Layout, factory: &[u8]) -> Self {
+        let capacity = (2 * layout.erase_size + 2 * layout.slot_size) as usize;
+        let mut flash = Fixed::<W, E>::new(capacity).unwrap();
+        let slots = Slots::new(layout, &flash).unwrap();
+        slots.provision(&mut flash, factory).unwrap();
+        let mut device = Device {
+            gadget: None,
+            layout,
+            tap: Tap::new(),
+            tamper: None,
+            restart: false,
+            boots: Vec::new(),
+            ran: Vec::new(),
+            power_cuts: 0,
+        };
+        device.boot(flash);
+        device.boots.clear();
+        device.ran.clear();
+        device
+    }
+
+    fn gadget(&mut self) -> &mut Gadget<Fixed<W, E>> {
+        self.gadget.as_mut().expect("a gadget between restarts")
+    }
+
+    fn flash_ops(&mut self) -> u64 {
+        let stats = self.gadget().flash().sim().stats();
+        stats.writes + stats.erases
+    }
+
+    /// What a bootloader does: the boot decision, then the firmware from the flash. A power
+    /// cut during the decision is a reset like any other: power comes back and it runs again.
+    fn boot(&mut self, mut flash: Fixed<W, E>) {
+        let slots = Slots::new(self.layout, &flash).unwrap();
+        let boot = loop {
+            match slots.boot(&mut flash) {
+                Ok(boot) => break boot,
+                Err(_) if !flash.sim().is_powered() => self.power_cycle(&mut flash),
+                Err(e) => panic!("boot failed: {e:?}"),
+            }
+        };
+        let active = boot.state.active;
+        let range = slots.slot_range(active.slot);
+        let start = range.start as usize;
+        let digest = sha256(&flash.sim().contents()[start..start + active.size as usize]);
+        assert_eq!(digest, active.sha256, "the slot holds what the state says");
+        self.boots.push(boot.outcome);
+        self.ran.push((active.version, digest));
+        self.gadget = Some(Gadget::new(flash, self.layout, GadgetConfig::default()).unwrap());
+    }
+
+    fn power_cycle(&mut self, flash: &mut Fixed<W, E>) {
+        flash.sim_mut().restore_power();
+        self.power_cuts += 1;
+    }
+
+    /// Power off and on outside any update: the boot decision runs again on what is on the
+    /// flash (and checks the image it leaves running against the raw slot bytes).
+    fn power_on(&mut self) -> ImageInfo {
+        let flash = self.gadget.take().unwrap().into_flash();
+        self.boot(flash);
+        self.gadget().active()
+    }
+
+    fn contents(&mut self) -> Vec<u8> {
+        self.gadget().flash().sim().contents().to_vec()
+    }
+}
+
+impl<const W: usize, const E: usize> Peripheral for Device<W, E> {
+    fn handle_connected(&mut self, now: Millis) {
+        self.tap.link_dropped();
+        self.gadget().handle_connected(now);
+    }
+
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.tap.link_dropped();
+        self.gadget().handle_disconnected(now);
+    }
+
+    fn handle_write(&mut self, now: Millis, bytes: &[u8]) {
+        if self.restart {
+            // Going down: the firmware no longer reads the radio.
+            return;
+        }
+        let place = self.tap.place(bytes);
+        let mut bytes = bytes.to_vec();
+        if let Some(tamper) = self.tamper.as_mut() {
+            if !tamper(place, &mut bytes) {
+                return;
+            }
+        }
+        self.tap.written(place, &bytes);
+        let g = self.gadget.as_mut().expect("a gadget between restarts");
+        g.handle_write(now, &bytes);
+        let mut restart = false;
+        while let Some(event) = g.poll_event() {
+            let DeviceEvent::RestartRequested { .. } = event;
+            restart = true;
+        }
+        if !g.flash().sim().is_powered() {
+            // A power cut takes the whole device down: nothing it queued goes out, it resets.
+            let mut lost = Vec::new();
+            while g.poll_notify(&mut lost).is_some() {}
+            restart = true;
+        }
+        self.restart |= restart;
+    }
+
+    fn poll_notify(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        let start = buf.len();
+        let len = self.gadget().poll_notify(buf)?;
+        self.tap.notified(&buf[start..start + len]);
+        Some(len)
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        None
+    }
+
+    fn handle_timeout(&mut self, _now: Millis) {}
+
+    fn take_restart_request(&mut self) -> bool {
+        std::mem::take(&mut self.restart)
+    }
+
+    fn restart(&mut self, _now: Millis) {
+        let mut flash = self.gadget.take().unwrap().into_flash();
+        if !flash.sim().is_powered() {
+            self.power_cycle(&mut flash);
+        }
+        self.boot(flash);
+    }
+}
+
+/// The orchestrator's flow as the simulator's central, driven as a browser edge drives it.
+struct Updater {
+    flow: GadgetUpdate,
+    now: Millis,
+    /// Events taken from the flow as soon as an input produced them, so that a reconnect
+    /// request is seen before the next connection, not after it.
+    events: VecDeque<GadgetEvent>,
+    reconnect: bool,
+    progress: Vec<(Millis, u64)>,
+    timeouts: u32,
+}
+
+impl Updater {
+    fn new(image: Verified<Image>, options: GadgetOptions) -> Self {
+        Updater {
+            flow: GadgetUpdate::new(image, options).unwrap(),
+            now: Millis::ZERO,
+            events: VecDeque::new(),
+            reconnect: false,
+            progress: Vec::new(),
+            timeouts: 0,
+        }
+    }
+
+    fn take_events(&mut self, now: Millis) {
+        self.now = now;
+        while let Some(event) = self.flow.poll_event() {
+            match &event {
+                GadgetEvent::NeedsReconnect => self.reconnect = true,
+                GadgetEvent::Progress { confirmed, .. } => self.progress.push((now, *confirmed)),
+                _ => {}
+            }
+            self.events.push_back(event);
+        }
+    }
+}
+
+impl Flow for Updater {
+    type Channel = ();
+    type Event = GadgetEvent;
+
+    fn handle_connected(&mut self, now: Millis) {
+        self.reconnect = false;
+        self.flow.handle_connected(now);
+        self.take_events(now);
+    }
+
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.flow.handle_disconnected(now);
+        self.take_events(now);
+    }
+
+    fn handle_input(&mut self, now: Millis, channel: (), bytes: &[u8]) {
+        self.flow.handle_input(now, channel, bytes);
+        self.take_events(now);
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        self.timeouts += u32::from(self.flow.poll_timeout().is_some_and(|t| now >= t));
+        self.flow.handle_timeout(now);
+        self.take_events(now);
+    }
+
+    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        self.flow.poll_transmit(buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.flow.poll_timeout()
+    }
+
+    fn poll_event(&mut self) -> Option<GadgetEvent> {
+        let now = self.now;
+        self.take_events(now);
+        self.events.pop_front()
+    }
+}
+
+impl Central for Updater {
+    fn finished(&self) -> bool {
+        self.flow.is_finished()
+    }
+
+    fn wants_reconnect(&mut self) -> bool {
+        self.reconnect
+    }
+}
+
+/// Deterministic image bytes (xorshift64*), different per seed.
+fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = sim::Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn verified(bytes: &[u8], version: u32) -> Verified<Image> {
+    let entry = ManifestEntry {
+        name: "app".to_string(),
+        flow: FlowKind::Gadget,
+        version: version.to_string(),
+        url: "app.bin".to_string(),
+        size: bytes.len() as u64,
+        sha256: sha256(bytes),
+        md5: None,
+        signature: None,
+        compression: None,
+    };
+    verify_image(bytes, &entry, &VerifyPolicy::danger_accept_unsigned()).unwrap()
+}
+
+/// A part with 4 KiB sectors and 4-byte words.
+type Device4K = Device<4, 4096>;
+
+/// Two slots of 1 MiB + 64 KiB: room for the 1 MiB images.
+const BIG: Layout = Layout {
+    base: 0,
+    erase_size: 4096,
+    write_size: 4,
+    slot_size: (MIB + 64 * 1024) as u32,
+};
+
+/// 64 KiB slots, for the tests whose images are a few segments long.
+const SMALL: Layout = Layout {
+    base: 0,
+    erase_size: 4096,
+    write_size: 4,
+    slot_size: 64 * 1024,
+};
+
+/// 512-byte sectors, so a small image still takes many flash operations to stage.
+type TinyDevice = Device<4, 512>;
+
+const TINY: Layout = Layout {
+    base: 0,
+    erase_size: 512,
+    write_size: 4,
+    slot_size: 16 * 1024,
+};
+
+fn pair<const W: usize, const E: usize>(
+    device: Device<W, E>,
+    image: &[u8],
+    version: u32,
+    options: GadgetOptions,
+    faults: Faults,
+) -> Pair<Updater, Device<W, E>> {
+    let updater = Updater::new(verified(image, version), options);
+    Pair::new(updater, device, LinkParams::DESKTOP, faults)
+}
+
+fn stages(events: &[GadgetEvent]) -> Vec<GadgetStage> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            GadgetEvent::Stage(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failure(events: &[GadgetEvent]) -> Option<&Error> {
+    events.iter().find_map(|e| match e {
+        GadgetEvent::Failed(e) => Some(e),
+        _ => None,
+    })
+}
+
+#[track_caller]
+fn assert_runs<const W: usize, const E: usize>(
+    device: &mut Device<W, E>,
+    version: u32,
+    bytes: &[u8],
+) {
+    let active = device.power_on();
+    assert_eq!(device.boots.last(), Some(&BootOutcome::Unchanged));
+    assert_eq!(
+        (active.version, active.size, active.sha256),
+        (version, bytes.len() as u32, sha256(bytes))
+    );
+}
+
+#[test]
+fn one_mib_updates_end_to_end_on_a_desktop_link() {
+    let factory = image_bytes(200_000, 1);
+    let new = image_bytes(MIB, 2);
+    let device = Device4K::provisioned(BIG, &factory);
+    let mut pair = pair(device, &new, 2, GadgetOptions::default(), Faults::default());
+    assert!(pair.drive(Span::from_secs(600)), "{:?}", pair.events);
+
+    let events = &pair.events;
+    assert_eq!(failure(events), None);
+    assert_eq!(
+        stages(events),
+        [
+            GadgetStage::Handshake,
+            GadgetStage::Discover,
+            GadgetStage::Transfer,
+            GadgetStage::Apply,
+            GadgetStage::Restart,
+            GadgetStage::Confirm
+        ]
+    );
+    let found: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, GadgetEvent::VersionFound { .. }))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            &GadgetEvent::VersionFound {
+                current: 0,
+                offered: 2
+            },
+            &GadgetEvent::VersionFound {
+                current: 2,
+                offered: 2
+            }
+        ]
+    );
+    assert_eq!(events.last(), Some(&GadgetEvent::Done { version: 2 }));
+
+    // Every segment went once, its bytes once, and the gadget took each.
+    let tap = &pair.peripheral.tap;
+    let segments: Vec<u32> = (0..MIB / SEG).map(|i| (i * SEG) as u32).collect();
+    assert_eq!(tap.announcements(), segments);
+    let ota: usize = tap
+        .seen
+        .iter()
+        .map(|s| if let Seen::Ota(n) = s { *n } else { 0 })
+        .sum();
+    assert_eq!(ota, MIB);
+    assert_eq!(tap.seen.iter().filter(|s| **s == Seen::Apply).count(), 1);
+    let success = Reply::response(Command::UpdateComponentSegment, ErrorCode::Success);
+    assert_eq!(tap.count(success), MIB / SEG);
+    let progress = &pair.central.progress;
+    assert!(progress.windows(2).all(|w| w[0].1 < w[1].1));
+    assert_eq!(progress.last().map(|p| p.1), Some(MIB as u64));
+
+    let stats = pair.stats;
+    assert_eq!((stats.oversized, stats.disconnects), (0, 1), "{stats:?}");
+    assert!(stats.write_bytes > MIB as u64, "{stats:?}");
+    assert_eq!(pair.central.timeouts, 0);
+
+    // The restart's boot decision activated slot B; a later power-on changes nothing.
+    assert_eq!(
+        pair.peripheral.boots,
+        [BootOutcome::Updated { from: 0, to: 2 }]
+    );
+    assert_eq!(pair.peripheral.gadget().active().slot, Slot::B);
+    assert_runs(&mut pair.peripheral, 2, &new);
+
+    // Speed is the simulator's clock against what the link could carry, never wall time.
+    let capacity = pair.params.capacity_bytes_per_sec();
+    let ideal = MIB as f64 / capacity;
+    let whole = pair.now.as_u64() as f64 / 1000.0;
+    let transfer = (progress.last().unwrap().0 - progress[0].0).as_millis() as f64 / 1000.0;
+    println!(
+        "1 MiB in {whole:.2} s simulated ({transfer:.2} s of it transferring), link capacity \
+         {ideal:.2} s ({capacity:.0} B/s), ratio {:.2} ({:.2} for the transfer)",
+        whole / ideal,
+        transfer / ideal
+    );
+    assert!(whole / ideal < 20.0, "{whole} s");
+}
+
+#[test]
+fn one_mib_survives_loss_duplicates_reordering_and_two_disconnects() {
+    let factory = image_bytes(200_000, 1);
+    let new = image_bytes(MIB, 3);
+    // Default options: one lost, doubled or swapped packet costs its whole segment, so the
+    // flow must shrink its segments to what gets through (a 16 KiB segment of 68 packets
+    // survives ~7% faulty values in under 1% of attempts, a 1 KiB one in ~60%).
+    let options = GadgetOptions::default();
+    for seed in 1..=5 {
+        let faults = Faults {
+            seed,
+            drop: 0.05,
+            duplicate: 0.01,
+            reorder: 0.01,
+            corrupt: 0.0,
+            disconnect_after_writes: vec![1_500, 4_000],
+        };
+        let device = Device4K::provisioned(BIG, &factory);
+        let mut pair = pair(device, &new, 2, options, faults);
+        assert!(pair.drive(Span::from_secs(10 * 3600)), "seed {seed}");
+        let events = &pair.events;
+        assert_eq!(failure(events), None, "seed {seed}");
+        assert_eq!(events.last(), Some(&GadgetEvent::Done { version: 2 }));
+
+        let stats = pair.stats;
+        assert!(
+            stats.dropped > 0 && stats.duplicated > 0 && stats.reordered > 0,
+            "{stats:?}"
+        );
+        // Both injected drops came mid-transfer, and the transfer resumed after each: the
+        // confirmed count never went back.
+        let apply = events
+            .iter()
+            .position(|e| *e == GadgetEvent::Stage(GadgetStage::Apply))
+            .unwrap();
+        let reconnects = events[..apply]
+            .iter()
+            .filter(|e| **e == GadgetEvent::NeedsReconnect)
+            .count();
+        assert!(reconnects >= 2, "seed {seed}: {reconnects}");
+        let progress = &pair.central.progress;
+        assert!(progress.windows(2).all(|w| w[0].1 <= w[1].1), "seed {seed}");
+        let announced = pair.peripheral.tap.announcements();
+        let past_zero = announced.iter().position(|&o| o != 0).unwrap();
+        assert!(
+            announced[past_zero..].iter().all(|&o| o != 0),
+            "seed {seed}: restarted from offset 0"
+        );
+        assert!(stats.disconnects >= 3, "{stats:?}");
+
+        assert_eq!(
+            pair.peripheral.boots,
+            [BootOutcome::Updated { from: 0, to: 2 }]
+        );
+        assert_runs(&mut pair.peripheral, 2, &new);
+        println!(
+            "seed {seed}: done in {} simulated, {} deadlines passed, {} announcements, {stats:?}",
+            pair.now,
+            pair.central.timeouts,
+            pair.peripheral.tap.announcements().len()
+        );
+    }
+}
+
+#[test]
+fn a_nacked_or_invalid_segment_is_resent_and_the_update_completes() {
+    let factory = image_bytes(20_000, 4);
+    let new = image_bytes(3 * SEG, 5);
+    let target = SEG as u32;
+
+    // One flipped bit in segment 1's bytes, first attempt only: its SHA-256 fails.
+    let mut flipped = false;
+    let corrupt_once: Tamper = Box::new(move |place, bytes| {
+        if place.ota == Some((target, 2)) && !flipped {
+            flipped = true;
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x10;
+        }
+        true
+    });
+    // One packet of segment 1 lost, first attempt only: the next one is out of sequence.
+    let mut dropped = false;
+    let drop_once: Tamper = Box::new(move |place, _| {
+        let hit = place.ota == Some((target, 4)) && !dropped;
+        dropped |= hit;
+        !hit
+    });
+
+    for (tamper, answer) in [
+        (
+            corrupt_once,
+            Reply::response(Command::UpdateComponentSegment, ErrorCode::Invalid),
+        ),
+        (
+            drop_once,
+            Reply::Ack {
+                stream: StreamId::Ota,
+                positive: false,
+            },
+        ),
+    ] {
+        let mut device = Device4K::provisioned(SMALL, &factory);
+        device.tamper = Some(tamper);
+        let mut pair = pair(device, &new, 2, GadgetOptions::default(), Faults::default());
+        assert!(pair.drive(Span::from_secs(600)));
+        assert_eq!(failure(&pair.events), None, "{answer:?}");
+        assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version: 2 }));
+
+        let tap = &pair.peripheral.tap;
+        assert!(tap.count(answer) >= 1, "{answer:?}: {:?}", tap.replies);
+        // The failed segment is resent at half its size; the next one is whole again.
+        assert_eq!(
+            tap.announcements(),
+            [
+                0,
+                target,
+                target,
+                target + target / 2,
+                2 * target + target / 2
+            ]
+        );
+        let success = Reply::response(Command::UpdateComponentSegment, ErrorCode::Success);
+        assert_eq!(tap.count(success), 4);
+        // The resend cost the time of one segment, not a deadline.
+        assert_eq!(pair.central.timeouts, 0);
+        assert_runs(&mut pair.peripheral, 2, &new);
+    }
+}
+
+#[test]
+fn an_equal_or_lower_version_is_refused_after_the_handshake() {
+    let factory = image_bytes(20_000, 6);
+    let installed = image_bytes(30_000, 7);
+    let device = Device4K::provisioned(SMALL, &factory);
+    let mut first = pair(
+        device,
+        &installed,
+        5,
+        GadgetOptions::default(),
+        Faults::default(),
+    );
+    assert!(first.drive(Span::from_secs(600)));
+    assert_eq!(first.events.last(), Some(&GadgetEvent::Done { version: 5 }));
+    let mut device = first.peripheral;
+
+    for offered in [5, 4] {
+        device.tap.seen.clear();
+        let before = device.contents();
+        let ops = device.flash_ops();
+        let other = image_bytes(30_000, u64::from(offered) + 100);
+        let mut pair = pair(
+            device,
+            &other,
+            offered,
+            GadgetOptions::default(),
+            Faults::default(),
+        );
+        assert!(pair.drive(Span::from_secs(60)));
+
+        let events = &pair.events;
+        assert_eq!(failure(events), None);
+        assert_eq!(
+            events.last(),
+            Some(&GadgetEvent::UpToDate {
+                current: 5,
+                offered
+            })
+        );
+        assert_eq!(
+            stages(events),
+            [GadgetStage::Handshake, GadgetStage::Discover]
+        );
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, GadgetEvent::Progress { .. })));
+        // GetDeviceInformation, GetDeviceFeatures, Discover: one packet each, nothing more.
+        assert_eq!(
+            pair.peripheral.tap.seen,
+            [
+                Seen::Control(Command::GetDeviceInformation.into()),
+                Seen::Control(Command::GetDeviceFeatures.into()),
+                Seen::Alexa
+            ]
+        );
+        assert_eq!(pair.stats.writes, 3);
+
+        device = pair.peripheral;
+        assert_eq!(device.flash_ops(), ops, "offered {offered}");
+        assert_eq!(device.contents(), before, "offered {offered}");
+        assert_runs(&mut device, 5, &installed);
+    }
+}
+
+#[test]
+fn a_segment_tampered_on_every_attempt_fails_the_update_and_the_old_image_stays() {
+    let factory = image_bytes(20_000, 8);
+    let new = image_bytes(3 * SEG, 9);
+    let target = SEG as u32;
+    let mut device = Device4K::provisioned(SMALL, &factory);
+    device.tamper = Some(Box::new(move |place, bytes| {
+        if place.ota == Some((target, 0)) {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+        }
+        true
+    }));
+    let mut pair = pair(device, &new, 2, GadgetOptions::default(), Faults::default());
+    assert!(pair.drive(Span::from_secs(600)));
+
+    let attempts = otaweb::flow::gadget::DEFAULT_MAX_ATTEMPTS;
+    assert_eq!(
+        failure(&pair.events),
+        Some(&Error::LinkLost(LinkLost::RetriesExhausted { attempts }))
+    );
+    let tap = &pair.peripheral.tap;
+    // Halved from 16 KiB to the 1 KiB floor (four resends), then every attempt there.
+    let mut expected = vec![0];
+    expected.extend(std::iter::repeat_n(target, 4 + attempts as usize));
+    assert_eq!(tap.announcements(), expected);
+    let invalid = Reply::response(Command::UpdateComponentSegment, ErrorCode::Invalid);
+    assert_eq!(tap.count(invalid), 4 + attempts as usize);
+    assert!(!tap.seen.contains(&Seen::Apply));
+
+    // Segment 0 sits in slot B, but nothing was applied: a power-on keeps slot A.
+    assert_eq!(pair.peripheral.gadget().staged(), Some(("app", target)));
+    assert!(pair.peripheral.boots.is_empty());
+    assert_runs(&mut pair.peripheral, 0, &factory);
+    assert_eq!(pair.peripheral.gadget().active().slot, Slot::A);
+}
+
+#[test]
+fn forged_segments_verify_but_the_whole_image_is_refused_at_apply() {
+    let factory = image_bytes(20_000, 10);
+    let new = image_bytes(3 * SEG, 11);
+    let target = SEG;
+    // A link that alters the first byte of segment 1 and rewrites that segment's signature
+    // to match: every segment verifies, only the whole image's SHA-256 can tell.
+    let honest = segment_signature(&new[target..2 * target]);
+    let mut altered = new[target..2 * target].to_vec();
+    altered[0] ^= 0x01;
+    let forged = segment_signature(&altered);
+    assert_eq!(honest.len(), forged.len());
+    let mut device = Device4K::provisioned(SMALL, &factory);
+    device.tamper = Some(Box::new(move |place, bytes| {
+        if place.announces == Some(target as u32) {
+            let at = bytes
+                .windows(honest.len())
+                .position(|w| w == honest.as_bytes())
+                .expect("the announcement carries the signature");
+            bytes[at..at + forged.len()].copy_from_slice(forged.as_bytes());
+        }
+        if place.ota == Some((target as u32, 0)) {
+            let header = TransportPacket::new_checked(&bytes[..])
+                .unwrap()
+                .header_len();
+            bytes[header] ^= 0x01;
+        }
+        true
+    }));
+    let mut pair = pair(device, &new, 2, GadgetOptions::default(), Faults::default());
+    assert!(pair.drive(Span::from_secs(600)));
+
+    let refused = failure(&pair.events).expect("the flow fails");
+    assert!(
+        matches!(refused, Error::PeerRefused(r) if r.name == "INVALID"),
+        "{refused:?}"
+    );
+    let tap = &pair.peripheral.tap;
+    assert_eq!(tap.announcements(), [0, SEG as u32, 2 * SEG as u32]);
+    let success = Reply::response(Command::UpdateComponentSegment, ErrorCode::Success);
+    assert_eq!(tap.count(success), 3);
+    let invalid = Reply::response(Command::ApplyFirmware, ErrorCode::Invalid);
+    assert_eq!(tap.count(invalid), 1);
+
+    // The altered image is all in slot B, yet the gadget never asked to restart; a power-on
+    // still runs the factory image.
+    assert_eq!(
+        pair.peripheral.gadget().staged(),
+        Some(("app", 3 * SEG as u32))
+    );
+    assert!(pair.peripheral.boots.is_empty());
+    assert!(!pair.peripheral.gadget().restart_requested());
+    assert_runs(&mut pair.peripheral, 0, &factory);
+}
+
+#[test]
+fn a_power_cut_at_any_flash_operation_still_boots_a_valid_image() {
+    let factory = image_bytes(6_000, 12);
+    let new = image_bytes(12 * 1024, 13);
+    let options = GadgetOptions {
+        segment_size: 4096,
+        ..GadgetOptions::default()
+    };
+    let old = (0, sha256(&factory));
+    let updated = (2, sha256(&new));
+
+    let run = |cut: Option<u32>| {
+        let mut device = TinyDevice::provisioned(TINY, &factory);
+        let ops = device.flash_ops();
+        if let Some(n) = cut {
+            device.gadget().flash_mut().sim_mut().cut_power_after_ops(n);
+        }
+        let mut pair = pair(device, &new, 2, options, Faults::default());
+        assert!(pair.drive(Span::from_secs(3600)), "cut {cut:?}");
+        let used = pair.peripheral.flash_ops() - ops;
+        (pair, used)
+    };
+
+    let (mut clean, clean_ops) = run(None);
+    assert_eq!(clean.events.last(), Some(&GadgetEvent::Done { version: 2 }));
+    assert_eq!(clean.peripheral.power_cuts, 0);
+    assert_runs(&mut clean.peripheral, 2, &new);
+    // Three segments of eight sectors, each erased and written, plus the state records.
+    assert!(clean_ops >= 50, "{clean_ops}");
+
+    let (mut runs, mut ended_old, mut ended_new) = (0, 0, 0);
+    for n in 0.. {
+        let (mut pair, _) = run(Some(n));
+        if pair.peripheral.power_cuts == 0 {
+            // The update needed fewer operations than the cut waited for: every one was hit.
+            assert_eq!(u64::from(n), clean_ops);
+            assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version: 2 }));
+            break;
+        }
+        runs += 1;
+        assert_eq!(pair.peripheral.power_cuts, 1, "cut {n}");
+        // The boot right after the cut, and any after the flow carried on, ran a whole image.
+        for booted in &pair.peripheral.ran {
+            assert!(*booted == old || *booted == updated, "cut {n}: {booted:?}");
+        }
+        assert!(!pair.peripheral.ran.is_empty(), "cut {n}");
+        let active = pair.peripheral.power_on();
+        let booted = (active.version, active.sha256);
+        assert!(booted == old || booted == updated, "cut {n}: {active:?}");
+        // The flow's verdict agrees with the flash: Done exactly when the new image runs.
+        let done = pair.events.last() == Some(&GadgetEvent::Done { version: 2 });
+        assert_eq!(done, booted == updated, "cut {n}: {:?}", pair.events.last());
+        if booted == updated {
+            ended_new += 1;
+        } else {
+            ended_old += 1;
+        }
+    }
+    println!("{runs} power cuts: {ended_new} ended on the new image, {ended_old} on the old");
+    assert_eq!(runs, clean_ops);
+    assert!(ended_new > 0 && ended_old > 0);
+}

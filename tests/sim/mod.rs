@@ -1,0 +1,577 @@
+//! The two-party simulator: a central (an otaweb [`Flow`]) and a peripheral (the companion
+//! firmware) over a simulated BLE link, on a virtual clock.
+//!
+//! The link model is the part of BLE that shapes an update's speed and failure modes:
+//!
+//! - **Connection events.** Data moves only at connection events, one every
+//!   `interval`; at each event each direction carries at most `packets_per_event` values.
+//!   The link's capacity is therefore `packets_per_event × value_size / interval`.
+//! - **Value size.** A write without response must fit `att_mtu − 3` bytes; a larger one is
+//!   an error of the sender (Web Bluetooth refuses it), counted and dropped.
+//! - **Back-pressure.** The central's edge awaits each write, so it holds at most
+//!   `tx_queue` writes in the link at once (an OS queue); the flow's next `poll_transmit`
+//!   waits for room. Notifications from the peripheral queue the same way.
+//! - **Latency.** A value sent at one event is handed to the receiver `latency` after it.
+//! - **Faults** ([`Faults`]), drawn from a seeded PRNG so a failing run replays exactly:
+//!   drop, duplicate, reorder (swap with the next value), corrupt (flip one bit) and
+//!   disconnects at chosen moments.
+//!
+//! [`Pair::drive`] runs both sides until the central reports it is finished or a time limit
+//! passes, jumping the clock straight to the next connection event or deadline, so a
+//! simulated minute costs milliseconds.
+
+#![allow(dead_code)] // Each test binary that includes this module uses a different part of it.
+
+use otaweb::flow::Flow;
+use otaweb::time::{Millis, Span};
+
+/// The peripheral side of the simulation: what the companion firmware exposes to its radio.
+pub trait Peripheral {
+    /// The central connected and enabled notifications.
+    fn handle_connected(&mut self, now: Millis);
+    /// The link dropped.
+    fn handle_disconnected(&mut self, now: Millis);
+    /// The central wrote `bytes` to the peripheral's write characteristic.
+    fn handle_write(&mut self, now: Millis, bytes: &[u8]);
+    /// Appends the next notification to `buf`; returns its length.
+    fn poll_notify(&mut self, buf: &mut Vec<u8>) -> Option<usize>;
+    /// The peripheral's next deadline, if any.
+    fn poll_timeout(&self) -> Option<Millis>;
+    /// The deadline has passed.
+    fn handle_timeout(&mut self, now: Millis);
+    /// Whether the firmware asked to restart (it then loses the link and boots again).
+    fn take_restart_request(&mut self) -> bool;
+    /// Reboots from persistent storage, as after a reset.
+    fn restart(&mut self, now: Millis);
+}
+
+/// What the central reports to the simulator, besides its own events.
+pub trait Central: Flow<Channel = ()> {
+    /// Whether the update has finished (done, failed or staged) and driving can stop.
+    fn finished(&self) -> bool;
+    /// Whether the flow asked the edge to reconnect: after a link loss, or on a live link it
+    /// gave up on (its peer fell silent), which the edge then drops first.
+    fn wants_reconnect(&mut self) -> bool;
+}
+
+/// BLE link parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkParams {
+    /// ATT MTU negotiated by the stacks; values carry at most `att_mtu - 3` bytes.
+    pub att_mtu: usize,
+    /// Time between connection events.
+    pub interval: Span,
+    /// Values per direction per connection event.
+    pub packets_per_event: usize,
+    /// Delay from the event that carries a value to its delivery.
+    pub latency: Span,
+    /// Values a sender may have in flight in the link before it must wait.
+    pub tx_queue: usize,
+    /// Time the central's edge waits before reconnecting after a link loss.
+    pub reconnect_delay: Span,
+}
+
+impl LinkParams {
+    /// A typical desktop link: MTU 247, 15 ms interval, 4 values per event.
+    pub const DESKTOP: LinkParams = LinkParams {
+        att_mtu: 247,
+        interval: Span(15),
+        packets_per_event: 4,
+        latency: Span(5),
+        tx_queue: 16,
+        reconnect_delay: Span(1_000),
+    };
+
+    /// Payload bytes per second the link can carry in one direction.
+    pub fn capacity_bytes_per_sec(&self) -> f64 {
+        (self.packets_per_event * (self.att_mtu - 3)) as f64 * 1000.0
+            / self.interval.as_millis() as f64
+    }
+}
+
+/// Fault rates (per value, 0.0–1.0) and scheduled disconnects.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// PRNG seed: the same seed replays the same faults.
+    pub seed: u64,
+    /// Probability a value is lost.
+    pub drop: f64,
+    /// Probability a value is delivered twice.
+    pub duplicate: f64,
+    /// Probability a value swaps places with the next one in its direction.
+    pub reorder: f64,
+    /// Probability one bit of a value is flipped.
+    pub corrupt: f64,
+    /// Drop the link when the central has sent this many values (each at most once).
+    pub disconnect_after_writes: Vec<u64>,
+}
+
+/// Counters of one simulated run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Values the central wrote.
+    pub writes: u64,
+    /// Payload bytes the central wrote.
+    pub write_bytes: u64,
+    /// Notifications the peripheral sent.
+    pub notifications: u64,
+    /// Values lost to the fault injector.
+    pub dropped: u64,
+    /// Values delivered twice.
+    pub duplicated: u64,
+    /// Values swapped with their successor.
+    pub reordered: u64,
+    /// Values with a flipped bit.
+    pub corrupted: u64,
+    /// Link losses (injected or by restart).
+    pub disconnects: u64,
+    /// Values larger than the ATT MTU allows (a sender bug).
+    pub oversized: u64,
+}
+
+/// A xorshift64* PRNG: small, seeded, and the same on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (zero is replaced, xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+struct InFlight {
+    deliver_at: Millis,
+    bytes: Vec<u8>,
+}
+
+/// One direction of the link.
+#[derive(Default)]
+struct Lane {
+    /// Sent, waiting for a connection event.
+    queued: Vec<Vec<u8>>,
+    /// Carried by an event, waiting out the latency.
+    flying: Vec<InFlight>,
+}
+
+impl Lane {
+    fn occupancy(&self) -> usize {
+        self.queued.len() + self.flying.len()
+    }
+
+    fn clear(&mut self) {
+        self.queued.clear();
+        self.flying.clear();
+    }
+}
+
+/// A central and a peripheral joined by a simulated link.
+pub struct Pair<C: Central, P> {
+    /// The central (the otaweb flow under test).
+    pub central: C,
+    /// The peripheral (the companion firmware).
+    pub peripheral: P,
+    /// The virtual clock.
+    pub now: Millis,
+    /// Link parameters.
+    pub params: LinkParams,
+    /// Counters.
+    pub stats: Stats,
+    /// Every event the central reported, in order.
+    pub events: Vec<C::Event>,
+    faults: Faults,
+    rng: Rng,
+    up: Lane,
+    down: Lane,
+    connected: bool,
+    reconnect_at: Option<Millis>,
+    next_event: Millis,
+    pending_write: Option<Vec<u8>>,
+    pending_notify: Option<Vec<u8>>,
+}
+
+impl<C: Central, P: Peripheral> Pair<C, P> {
+    /// Joins `central` and `peripheral`; the link comes up on the first `drive`.
+    pub fn new(central: C, peripheral: P, params: LinkParams, faults: Faults) -> Self {
+        let rng = Rng::new(faults.seed);
+        Pair {
+            central,
+            peripheral,
+            now: Millis::ZERO,
+            params,
+            stats: Stats::default(),
+            events: Vec::new(),
+            faults,
+            rng,
+            up: Lane::default(),
+            down: Lane::default(),
+            connected: false,
+            reconnect_at: Some(Millis::ZERO),
+            next_event: Millis::ZERO,
+            pending_write: None,
+            pending_notify: None,
+        }
+    }
+
+    /// Runs until the central is finished or `limit` of virtual time has passed; returns
+    /// whether the central finished.
+    pub fn drive(&mut self, limit: Span) -> bool {
+        let end = self.now + limit;
+        while self.now <= end {
+            self.step();
+            if self.central.finished() && self.idle() {
+                return true;
+            }
+            match self.next_wakeup() {
+                Some(t) if t <= end => self.now = t.max(self.now),
+                _ => return self.central.finished(),
+            }
+        }
+        self.central.finished()
+    }
+
+    /// Drops the link now, as a radio fade would.
+    pub fn disconnect(&mut self) {
+        if !self.connected {
+            return;
+        }
+        self.connected = false;
+        self.stats.disconnects += 1;
+        self.up.clear();
+        self.down.clear();
+        self.pending_write = None;
+        self.pending_notify = None;
+        self.central.handle_disconnected(self.now);
+        self.peripheral.handle_disconnected(self.now);
+    }
+
+    fn idle(&self) -> bool {
+        self.up.occupancy() == 0
+            && self.down.occupancy() == 0
+            && self.pending_write.is_none()
+            && self.pending_notify.is_none()
+    }
+
+    /// One pass at the current time: connect, time out, deliver, send, restart.
+    fn step(&mut self) {
+        if !self.connected && self.reconnect_at.is_some_and(|t| self.now >= t) {
+            self.reconnect_at = None;
+            self.connected = true;
+            self.next_event = self.now;
+            self.peripheral.handle_connected(self.now);
+            self.central.handle_connected(self.now);
+        }
+        if self.central.poll_timeout().is_some_and(|t| self.now >= t) {
+            self.central.handle_timeout(self.now);
+        }
+        if self
+            .peripheral
+            .poll_timeout()
+            .is_some_and(|t| self.now >= t)
+        {
+            self.peripheral.handle_timeout(self.now);
+        }
+        if self.connected {
+            self.deliver();
+            if self.now >= self.next_event {
+                self.connection_event();
+                self.next_event = self.now + self.params.interval;
+            }
+            self.pump();
+        }
+        while let Some(event) = self.central.poll_event() {
+            self.events.push(event);
+        }
+        // The firmware sends what it queued before it goes down, so the central hears the
+        // answer that asked for the restart (the firmware's host-loop contract).
+        let sent = !self.connected || (self.down.occupancy() == 0 && self.pending_notify.is_none());
+        if sent && self.peripheral.take_restart_request() {
+            self.disconnect();
+            self.peripheral.restart(self.now);
+            self.reconnect_at = Some(self.now + self.params.reconnect_delay);
+        }
+        // A central that gave up on a live link (its peer fell silent) has the edge drop it.
+        if self.connected && self.central.wants_reconnect() {
+            self.disconnect();
+        }
+        if !self.connected && self.reconnect_at.is_none() && self.central.wants_reconnect() {
+            self.reconnect_at = Some(self.now + self.params.reconnect_delay);
+        }
+    }
+
+    /// Moves values from the flows into the lanes while the OS queues have room.
+    fn pump(&mut self) {
+        let max_value = self.params.att_mtu - 3;
+        loop {
+            let mut progressed = false;
+            if self.up.occupancy() < self.params.tx_queue {
+                if let Some(bytes) = self.pending_write.take().or_else(|| {
+                    let mut buf = Vec::new();
+                    self.central.poll_transmit(&mut buf).map(|t| {
+                        buf.truncate(t.len);
+                        buf
+                    })
+                }) {
+                    progressed = true;
+                    self.stats.writes += 1;
+                    self.stats.write_bytes += bytes.len() as u64;
+                    if bytes.len() > max_value {
+                        self.stats.oversized += 1;
+                    } else {
+                        self.up.queued.push(bytes);
+                    }
+                    if self
+                        .faults
+                        .disconnect_after_writes
+                        .contains(&self.stats.writes)
+                    {
+                        self.disconnect();
+                        return;
+                    }
+                }
+            }
+            if self.down.occupancy() < self.params.tx_queue {
+                let notify = self.pending_notify.take().or_else(|| {
+                    let mut buf = Vec::new();
+                    self.peripheral.poll_notify(&mut buf).map(|len| {
+                        buf.truncate(len);
+                        buf
+                    })
+                });
+                if let Some(bytes) = notify {
+                    progressed = true;
+                    self.stats.notifications += 1;
+                    if bytes.len() > max_value {
+                        self.stats.oversized += 1;
+                    } else {
+                        self.down.queued.push(bytes);
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// A connection event: each direction carries up to `packets_per_event` queued values,
+    /// through the fault injector.
+    fn connection_event(&mut self) {
+        let deliver_at = self.now + self.params.latency;
+        for lane in [&mut self.up, &mut self.down] {
+            let n = lane.queued.len().min(self.params.packets_per_event);
+            let mut carried: Vec<Vec<u8>> = lane.queued.drain(..n).collect();
+            let mut i = 0;
+            while i < carried.len() {
+                if self.rng.chance(self.faults.reorder) && i + 1 < carried.len() {
+                    carried.swap(i, i + 1);
+                    self.stats.reordered += 1;
+                }
+                i += 1;
+            }
+            for mut bytes in carried {
+                if self.rng.chance(self.faults.drop) {
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                if self.rng.chance(self.faults.corrupt) && !bytes.is_empty() {
+                    let bit = self.rng.below(bytes.len() as u64 * 8);
+                    bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+                    self.stats.corrupted += 1;
+                }
+                if self.rng.chance(self.faults.duplicate) {
+                    self.stats.duplicated += 1;
+                    lane.flying.push(InFlight {
+                        deliver_at,
+                        bytes: bytes.clone(),
+                    });
+                }
+                lane.flying.push(InFlight { deliver_at, bytes });
+            }
+        }
+    }
+
+    /// Hands over every value whose latency has passed, in order.
+    fn deliver(&mut self) {
+        while let Some(pos) = self.up.flying.iter().position(|f| f.deliver_at <= self.now) {
+            let value = self.up.flying.remove(pos);
+            self.peripheral.handle_write(self.now, &value.bytes);
+            if !self.connected {
+                return;
+            }
+        }
+        while let Some(pos) = self
+            .down
+            .flying
+            .iter()
+            .position(|f| f.deliver_at <= self.now)
+        {
+            let value = self.down.flying.remove(pos);
+            self.central.handle_input(self.now, (), &value.bytes);
+        }
+    }
+
+    /// The next moment anything can happen.
+    fn next_wakeup(&mut self) -> Option<Millis> {
+        let mut t: Option<Millis> = None;
+        let mut consider = |c: Option<Millis>| {
+            if let Some(c) = c {
+                t = Some(t.map_or(c, |t| t.min(c)));
+            }
+        };
+        consider(self.reconnect_at);
+        consider(self.central.poll_timeout());
+        consider(self.peripheral.poll_timeout());
+        if self.connected {
+            if !self.up.queued.is_empty() || !self.down.queued.is_empty() {
+                consider(Some(self.next_event));
+            }
+            for f in self.up.flying.iter().chain(self.down.flying.iter()) {
+                consider(Some(f.deliver_at));
+            }
+        }
+        // Never stand still: a wakeup at the current time that changes nothing would loop.
+        t.map(|t| if t <= self.now { self.now + Span(1) } else { t })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otaweb::flow::{Delivery, Transmit};
+
+    /// Writes `b"go"` once per connection, finishes on `b"ok"`, and can give up on a link.
+    #[derive(Default)]
+    struct Toy {
+        connects: u32,
+        to_send: bool,
+        heard_ok: bool,
+        give_up_on_first_link: bool,
+    }
+
+    impl Flow for Toy {
+        type Channel = ();
+        type Event = ();
+        fn handle_connected(&mut self, _now: Millis) {
+            self.connects += 1;
+            self.to_send = true;
+        }
+        fn handle_disconnected(&mut self, _now: Millis) {}
+        fn handle_input(&mut self, _now: Millis, _ch: (), bytes: &[u8]) {
+            self.heard_ok |= bytes == b"ok";
+        }
+        fn handle_timeout(&mut self, _now: Millis) {}
+        fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+            std::mem::take(&mut self.to_send).then(|| {
+                buf.extend_from_slice(b"go");
+                Transmit {
+                    channel: (),
+                    len: 2,
+                    delivery: Delivery::WithoutResponse,
+                }
+            })
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<()> {
+            None
+        }
+    }
+
+    impl Central for Toy {
+        fn finished(&self) -> bool {
+            self.heard_ok
+        }
+        fn wants_reconnect(&mut self) -> bool {
+            self.give_up_on_first_link && self.connects == 1
+        }
+    }
+
+    /// Answers `b"go"` with `b"ok"` and asks to restart, as an apply does.
+    #[derive(Default)]
+    struct Device {
+        outbox: Vec<Vec<u8>>,
+        restart: bool,
+        connects: u32,
+        restarts: u32,
+    }
+
+    impl Peripheral for Device {
+        fn handle_connected(&mut self, _now: Millis) {
+            self.connects += 1;
+        }
+        fn handle_disconnected(&mut self, _now: Millis) {}
+        fn handle_write(&mut self, _now: Millis, bytes: &[u8]) {
+            if bytes == b"go" {
+                self.outbox.push(b"ok".to_vec());
+                self.restart = true;
+            }
+        }
+        fn poll_notify(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+            let value = self.outbox.pop()?;
+            buf.extend_from_slice(&value);
+            Some(value.len())
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+        fn handle_timeout(&mut self, _now: Millis) {}
+        fn take_restart_request(&mut self) -> bool {
+            std::mem::take(&mut self.restart)
+        }
+        fn restart(&mut self, _now: Millis) {
+            self.restarts += 1;
+        }
+    }
+
+    #[test]
+    fn a_restart_sends_what_was_queued_first() {
+        let mut pair = Pair::new(
+            Toy::default(),
+            Device::default(),
+            LinkParams::DESKTOP,
+            Faults::default(),
+        );
+        assert!(pair.drive(Span::from_secs(10)));
+        assert_eq!(pair.peripheral.restarts, 1);
+        assert_eq!(pair.stats.notifications, 1);
+    }
+
+    #[test]
+    fn a_live_link_the_central_gave_up_on_is_dropped_and_made_again() {
+        let toy = Toy {
+            give_up_on_first_link: true,
+            ..Toy::default()
+        };
+        let mut pair = Pair::new(
+            toy,
+            Device::default(),
+            LinkParams::DESKTOP,
+            Faults::default(),
+        );
+        assert!(pair.drive(Span::from_secs(10)));
+        assert_eq!(pair.central.connects, 2);
+        assert_eq!(pair.peripheral.connects, 2);
+        // The dropped link, then the restart.
+        assert_eq!(pair.stats.disconnects, 2);
+    }
+}

@@ -33,7 +33,7 @@ pub mod error;
 pub mod flow;
 pub mod image;
 pub mod time;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;
 pub mod wire;
 

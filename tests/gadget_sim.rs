@@ -397,6 +397,10 @@ impl Flow for Updater {
         self.take_events(now);
     }
 
+    fn handle_transmitted(&mut self, now: Millis) {
+        self.flow.handle_transmitted(now);
+    }
+
     fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
         self.flow.poll_transmit(buf)
     }

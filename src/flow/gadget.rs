@@ -42,7 +42,9 @@
 //!
 //! Timers (all in [`GadgetTimeouts`]; the segment's 60 s is \[REC\] §7.4, the rest are ours): PV packet 5 s after connecting; each
 //! handshake reply and the segment ACK 10 s; Discover.Response 10 s; segment Response 60 s
-//! from the ACK (the transfer itself counts against it); apply ACK and Response 30 s each;
+//! from the ACK (the transfer itself counts against it), but no more than 5 s after the
+//! edge reports the segment's last packet sent ([`Flow::handle_transmitted`]), so a lost
+//! last packet costs seconds; apply ACK and Response 30 s each;
 //! link drop after the apply Response, then reconnection, 60 s each. Writes go without
 //! response, so a deadline that passes means a packet of ours or of the gadget's was lost: it
 //! counts as a failed attempt and the flow asks again, as for a NACK. A handshake request,
@@ -175,6 +177,9 @@ pub struct GadgetTimeouts {
     pub discover: Span,
     /// From the segment announcement's ACK to the segment's Response (60 s).
     pub segment: Span,
+    /// From the segment's last packet leaving ([`Flow::handle_transmitted`]) to its
+    /// Response, within `segment` (5 s): a lost last packet is found in seconds, not a minute.
+    pub segment_response: Span,
     /// For the ApplyFirmware ACK, and again for its Response (30 s).
     pub apply: Span,
     /// For the link drop after a successful apply, and again for the reconnection (60 s).
@@ -188,6 +193,7 @@ impl Default for GadgetTimeouts {
             control: Span::from_secs(10),
             discover: Span::from_secs(10),
             segment: Span::from_secs(60),
+            segment_response: Span::from_secs(5),
             apply: Span::from_secs(30),
             restart: Span::from_secs(60),
         }
@@ -321,8 +327,9 @@ enum State {
         sent: u32,
         ota: Fragmenter<Vec<u8>>,
     },
-    /// The Response to the current segment.
-    ExpectSegmentResponse { attempt: u32 },
+    /// The Response to the current segment; `rearmed` once its deadline counts from
+    /// the last packet's departure.
+    ExpectSegmentResponse { attempt: u32, rearmed: bool },
     /// All segments confirmed; waiting for apply().
     Staged { connected: bool },
     /// The ACK of ApplyFirmware.
@@ -951,7 +958,8 @@ impl GadgetUpdate {
                     self.segment_failed(now, attempt);
                 }
             }
-            State::SendingSegment { attempt, .. } | State::ExpectSegmentResponse { attempt }
+            State::SendingSegment { attempt, .. }
+            | State::ExpectSegmentResponse { attempt, .. }
                 if ack.stream == StreamId::Ota =>
             {
                 self.segment_failed(now, attempt);
@@ -1077,7 +1085,7 @@ impl GadgetUpdate {
             }
             State::ExpectSegmentAck { attempt }
             | State::SendingSegment { attempt, .. }
-            | State::ExpectSegmentResponse { attempt } => {
+            | State::ExpectSegmentResponse { attempt, .. } => {
                 if segment_retryable(response.error_code) {
                     self.segment_failed(now, attempt);
                 } else {
@@ -1091,19 +1099,29 @@ impl GadgetUpdate {
     }
 
     /// Writes the next packet of the segment being sent, moving on to its next transaction,
-    /// and to [`State::ExpectSegmentResponse`] after the last one.
+    /// and to [`State::ExpectSegmentResponse`] as the last one goes out (so that its
+    /// [`Flow::handle_transmitted`] starts the Response deadline).
     fn poll_segment(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
         loop {
+            let (_, size) = self.segment();
             let State::SendingSegment { attempt, sent, ota } = &mut self.state else {
                 return None;
             };
+            let (attempt, sent) = (*attempt, *sent);
             if let Some(len) = ota.emit_next(buf) {
+                if ota.is_done() && sent >= size {
+                    self.state = State::ExpectSegmentResponse {
+                        attempt,
+                        rearmed: false,
+                    };
+                }
                 return Some(len);
             }
-            let (attempt, sent) = (*attempt, *sent);
-            let (_, size) = self.segment();
             if sent >= size {
-                self.state = State::ExpectSegmentResponse { attempt };
+                self.state = State::ExpectSegmentResponse {
+                    attempt,
+                    rearmed: false,
+                };
                 return None;
             }
             let (ota, len) = self.ota_transaction(sent)?;
@@ -1211,7 +1229,7 @@ impl Flow for GadgetUpdate {
             }
             State::ExpectSegmentAck { attempt }
             | State::SendingSegment { attempt, .. }
-            | State::ExpectSegmentResponse { attempt }
+            | State::ExpectSegmentResponse { attempt, .. }
                 if attempt < max =>
             {
                 self.segment_failed(now, attempt);
@@ -1261,6 +1279,18 @@ impl Flow for GadgetUpdate {
             self.tx = None;
         }
         self.poll_segment(buf).map(transmit)
+    }
+
+    fn handle_transmitted(&mut self, now: Millis) {
+        if let State::ExpectSegmentResponse { rearmed, .. } = &mut self.state {
+            if !*rearmed {
+                *rearmed = true;
+                let at = now + self.options.timeouts.segment_response;
+                if let Some(d) = &mut self.deadline {
+                    d.at = d.at.min(at);
+                }
+            }
+        }
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
@@ -2162,6 +2192,33 @@ mod tests {
         let at = s.flow.poll_timeout().expect("a deadline");
         s.now = at;
         s.flow.handle_timeout(at);
+    }
+
+    #[test]
+    fn the_segment_response_deadline_counts_from_the_last_packet_sent() {
+        let mut s = Script::new(options());
+        s.handshake("0");
+        let id = s.expect_announcement(0);
+        s.ack(StreamId::Control, id);
+        let acked = s.now;
+        assert_eq!(s.flow.poll_timeout(), Some(acked + Span::from_secs(60)));
+        // Reports while the segment is still going out change nothing.
+        s.step(100);
+        s.flow.handle_transmitted(s.now);
+        assert_eq!(s.flow.poll_timeout(), Some(acked + Span::from_secs(60)));
+        s.expect_segment_data(0);
+        s.step(200);
+        s.flow.handle_transmitted(s.now);
+        let last_sent = s.now;
+        assert_eq!(s.flow.poll_timeout(), Some(last_sent + Span::from_secs(5)));
+        // Only the first report after the last packet counts.
+        s.step(1_000);
+        s.flow.handle_transmitted(s.now);
+        assert_eq!(s.flow.poll_timeout(), Some(last_sent + Span::from_secs(5)));
+        // It expires as a lost Response does: the segment is announced again.
+        expire(&mut s);
+        assert!(!s.flow.is_finished());
+        s.expect_announcement(0);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! After every input or command the edge drains the outputs in this order:
 //!
 //! 1. [`Flow::poll_transmit`] until it returns `None`, sending each datagram in order
-//!    (BLE allows one GATT operation at a time, so the edge awaits each write);
+//!    (BLE allows one GATT operation at a time, so the edge awaits each write) and calling
+//!    [`Flow::handle_transmitted`] once the transport has taken it;
 //! 2. [`Flow::poll_event`] until it returns `None`, handing events to the application;
 //! 3. [`Flow::poll_timeout`], arming one timer for the returned deadline (or none) and
 //!    calling [`Flow::handle_timeout`] when it fires.
@@ -87,6 +88,13 @@ pub trait Flow {
 
     /// The deadline last returned by [`Flow::poll_timeout`] has passed.
     fn handle_timeout(&mut self, now: Millis);
+
+    /// The transport took the datagram last returned by [`Flow::poll_transmit`] (the write
+    /// resolved). A flow that times an answer from the end of its own sending, not from the
+    /// request, uses it; by default it changes nothing.
+    fn handle_transmitted(&mut self, now: Millis) {
+        let _ = now;
+    }
 
     /// Appends the next datagram to send to `buf` and describes it, or returns `None` when
     /// there is nothing to send now.

@@ -584,6 +584,10 @@ fn kick_writer(shared: &Shared) {
                 on_link_down(&shared);
                 return;
             }
+            let at = now();
+            if let Some(flow) = shared.borrow_mut().flow.as_mut() {
+                flow.handle_transmitted(at);
+            }
         }
         shared.borrow_mut().writing = false;
         if produced {

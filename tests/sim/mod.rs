@@ -338,6 +338,8 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
                     } else {
                         self.up.queued.push(bytes);
                     }
+                    // Queued in the OS is when a browser resolves a write without response.
+                    self.central.handle_transmitted(self.now);
                     if self
                         .faults
                         .disconnect_after_writes

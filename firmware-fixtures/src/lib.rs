@@ -7,8 +7,14 @@
 //! every host, yields byte-identical files, and the committed copies in `files/` can be checked
 //! against it (the `reproducible` integration test does exactly that).
 //!
-//! The signing keys are derived from public labels: anyone can recompute them. They exist to
-//! test signature handling and must never sign real firmware.
+//! The P-256 signing keys are derived from public labels: anyone can recompute them. The SiFli
+//! DFU package (`dfu/`) is signed with an RSA-2048 key that was generated once with
+//! `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and is committed as
+//! `src/dfu-test-signing-key.pem` (an input, read at compile time): RSA key generation from a
+//! seeded RNG would tie the fixtures to one `rsa` crate version's prime search, and PKCS#1
+//! v1.5 signatures are deterministic, so a fixed key is all reproducibility needs. The DFU
+//! root key, UID and session key are SHA-256 of public labels. All of these keys exist to test
+//! signature and package handling and must never sign or protect real firmware.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,6 +22,9 @@
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use otaweb::image::digest::{sha256, to_hex};
+use otaweb::image::sifli::{
+    self, DfuId, ImageFlags, ImageId, PackageImage, PackageParams, TransferFile,
+};
 use p256::ecdsa::signature::hazmat::PrehashSigner as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
@@ -26,6 +35,26 @@ pub const TEST_KEY_LABEL: &str = "otaweb test signing key v1";
 
 /// Label whose SHA-256 is the unrelated "wrong key" used for negative signature tests.
 pub const OTHER_KEY_LABEL: &str = "otaweb unrelated test key v1";
+
+/// The SiFli DFU test signing key (RSA-2048, PKCS#8 PEM), generated once and committed.
+pub const DFU_SIGNING_KEY_PEM: &str = include_str!("dfu-test-signing-key.pem");
+
+/// An unrelated RSA-2048 public key (SPKI PEM) for "signed by the wrong key" DFU tests.
+pub const DFU_OTHER_KEY_PEM: &str = include_str!("dfu-other-key.pub.pem");
+
+/// Label whose SHA-256 is the DFU test root key (the efuse ROOT key of a test device).
+pub const DFU_ROOT_KEY_LABEL: &str = "otaweb dfu test root key v1";
+
+/// Label whose SHA-256, first 16 bytes, is the DFU test device UID (the CBC IV of the stored
+/// session key).
+pub const DFU_UID_LABEL: &str = "otaweb dfu test uid v1";
+
+/// Label whose SHA-256 is the DFU package's session key (the SDK draws a random one; ours is
+/// fixed so the package is reproducible).
+pub const DFU_SESSION_KEY_LABEL: &str = "otaweb dfu test session key v1";
+
+/// Record (0-based) of `dfu/hcpu.tampered.transfer.bin` whose block has one bit flipped.
+pub const DFU_TAMPERED_RECORD: usize = 5;
 
 /// Base URL written into `microchip-ota.json` (the port Microchip's docs serve on).
 pub const MICROCHIP_BASE_URL: &str = "http://127.0.0.1:8000/";
@@ -108,21 +137,186 @@ pub fn generate() -> Vec<(String, Vec<u8>)> {
     files.add("app-v2.truncated.zlib", zlib_truncated);
     files.add("bomb.zlib", bomb);
 
+    dfu_package(&mut files);
+
     files.finish()
 }
 
 const KEYS_README: &str = "\
 These keys are PUBLIC TEST KEYS for otaweb's test suite.
 
-Their private scalars are SHA-256 of fixed labels written in the source of the
-otaweb-fixtures crate, so anyone can recompute them. They must NEVER sign real
-firmware, and no device should ever trust them.
+The P-256 private scalars are SHA-256 of fixed labels written in the source of the
+otaweb-fixtures crate, so anyone can recompute them. The RSA-2048 DFU key is
+published here in full. The DFU root key and UID are SHA-256 of public labels.
+They must NEVER sign or protect real firmware, and no device should ever trust them.
 
 test-signing-key.pem       PKCS#8 private key (P-256) that signs every fixture
 test-signing-key.pub.pem   its public key, SubjectPublicKeyInfo PEM
 test-signing-key.pub.der   the same public key, SubjectPublicKeyInfo DER
 other-key.pub.pem          an unrelated public key, for \"signed by the wrong key\" tests
+
+dfu-test-signing-key.pem      PKCS#8 private key (RSA-2048) that signs the SiFli DFU package
+dfu-test-signing-key.pub.pem  its public key, SubjectPublicKeyInfo PEM
+dfu-test-signing-key.pub.der  the same, DER (294 bytes): the device's sig_pub_key
+dfu-test-sig-hash.bin         SHA-256 of the DER (efuse SIG_HASH); bytes 0..8 are the
+                              AES-CTR nonce
+dfu-test-root-key.bin         AES-256 root key (efuse ROOT) that encrypts ctrl_packet.bin
+dfu-test-uid.bin              16-byte device UID (efuse UID)
+dfu-other-key.pub.pem         an unrelated RSA-2048 public key
 ";
+
+/// The SiFli DFU package (`dfu/`), its keys (`keys/dfu-*`) and broken variants.
+///
+/// Images: HCPU firmware (id 0, COMPRESS|ENC = 17), resources (id 3, ENC), fonts (id 4,
+/// plain), sizes chosen so two of them need padding to 16. Versions follow the SDK docs'
+/// example (`--hw_ver=51`, fw 1001001); SDK_version 2003000 reads as 2.3.0 in the
+/// `x·10⁶+y·10³+z` encoding.
+fn dfu_package(files: &mut Files) {
+    let key = sifli::SigningKey::from_pem(DFU_SIGNING_KEY_PEM).expect("committed DFU key parses");
+    let public = key.public_key();
+    let root_key = sha256(DFU_ROOT_KEY_LABEL.as_bytes());
+    let uid: [u8; 16] = sha256(DFU_UID_LABEL.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes");
+    let params = PackageParams {
+        dfu_id: DfuId::CODE_MIX.0,
+        hw_version: 51,
+        sdk_version: 2_003_000,
+        fw_version: 1_001_001,
+        blk_size: sifli::DEFAULT_BLK_SIZE,
+        pksize: sifli::DEFAULT_PKSIZE,
+        session_key: sha256(DFU_SESSION_KEY_LABEL.as_bytes()),
+    };
+
+    let hcpu = firmware(4, 40_004);
+    let res = asset(0x5E5_0003, 20_480);
+    let font = asset(0xF0_0004, 12_290);
+    let images = [
+        (
+            "hcpu",
+            ImageId::HCPU.0,
+            ImageFlags::COMPRESS.0 | ImageFlags::ENC.0,
+            &hcpu,
+        ),
+        ("res", ImageId::RES.0, ImageFlags::ENC.0, &res),
+        ("font", ImageId::FONT.0, 0, &font),
+    ];
+    let package = sifli::build_package(
+        &params,
+        &images
+            .iter()
+            .map(|&(_, img_id, flags, image)| PackageImage {
+                img_id,
+                flags,
+                image,
+            })
+            .collect::<Vec<_>>(),
+        &root_key,
+        &key,
+    )
+    .expect("the DFU package builds");
+
+    // Broken variants: each defeats exactly one device check.
+    let ctrl = &package.ctrl_packet;
+    let mut ctrl_tampered = ctrl.clone();
+    ctrl_tampered[sifli::HASH_LEN + 20] ^= 0x01; // ciphertext: hash mismatch, error 1
+    let mut ctrl_bad_sig = ctrl.clone();
+    let sig_at = ctrl.len() - sifli::SIG_LEN;
+    ctrl_bad_sig[sig_at + 100] ^= 0x01; // signature: error 9
+    let hcpu_transfer = transfer(&package.transfers, ImageId::HCPU.0);
+    let mut hcpu_tampered = hcpu_transfer.bytes().to_vec();
+    let record_len = sifli::RECORD_HEADER_LEN + usize::from(params.blk_size);
+    hcpu_tampered[DFU_TAMPERED_RECORD * record_len + sifli::RECORD_HEADER_LEN + 100] ^= 0x01;
+
+    let mut entries = Vec::new();
+    for &(name, img_id, flags, image) in &images {
+        let t = transfer(&package.transfers, img_id);
+        let entry = package.ctrl.image(img_id).expect("entry per image");
+        entries.push(Json::Obj(vec![
+            ("img_id", Json::Num(u64::from(img_id))),
+            ("flags", Json::Num(u64::from(flags))),
+            ("image", Json::Str(format!("{name}.bin"))),
+            ("image_size", Json::Num(image.len() as u64)),
+            ("transfer", Json::Str(format!("{name}.transfer.bin"))),
+            ("img_length", Json::Num(u64::from(t.img_length()))),
+            ("total_pkt_num", Json::Num(u64::from(t.total_pkt_num()))),
+            ("length", Json::Num(u64::from(entry.length))),
+        ]));
+        files.add(&format!("dfu/{name}.bin"), image.clone());
+        files.add(&format!("dfu/{name}.transfer.bin"), t.bytes().to_vec());
+    }
+    let description = Json::Obj(vec![
+        ("ctrl_packet", Json::str("ctrl_packet.bin")),
+        ("dfu_id", Json::Num(u64::from(params.dfu_id))),
+        ("hw_version", Json::Num(u64::from(params.hw_version))),
+        ("sdk_version", Json::Num(u64::from(params.sdk_version))),
+        ("fw_version", Json::Num(u64::from(params.fw_version))),
+        ("blk_size", Json::Num(u64::from(params.blk_size))),
+        ("pksize", Json::Num(u64::from(params.pksize))),
+        ("images", Json::Arr(entries)),
+    ]);
+    files.add("dfu/package.json", description.to_pretty());
+    files.add("dfu/ctrl_packet.bin", package.ctrl_packet.clone());
+    files.add("dfu/ctrl_packet.tampered.bin", ctrl_tampered);
+    files.add("dfu/ctrl_packet.bad-signature.bin", ctrl_bad_sig);
+    files.add("dfu/hcpu.tampered.transfer.bin", hcpu_tampered);
+
+    files.add(
+        "keys/dfu-test-signing-key.pem",
+        DFU_SIGNING_KEY_PEM.as_bytes().to_vec(),
+    );
+    files.add(
+        "keys/dfu-test-signing-key.pub.pem",
+        public.to_pem().into_bytes(),
+    );
+    files.add(
+        "keys/dfu-test-signing-key.pub.der",
+        public.to_spki_der().to_vec(),
+    );
+    files.add("keys/dfu-test-sig-hash.bin", public.sig_hash().to_vec());
+    files.add("keys/dfu-test-root-key.bin", root_key.to_vec());
+    files.add("keys/dfu-test-uid.bin", uid.to_vec());
+    files.add(
+        "keys/dfu-other-key.pub.pem",
+        DFU_OTHER_KEY_PEM.as_bytes().to_vec(),
+    );
+}
+
+fn transfer(transfers: &[TransferFile], img_id: u8) -> &TransferFile {
+    transfers
+        .iter()
+        .find(|t| t.img_id() == img_id)
+        .expect("a transfer file per image")
+}
+
+/// Resource-like bytes (bitmaps, glyphs): runs of one byte, repeated short patterns and
+/// noise, so they compress somewhat, as real assets do.
+fn asset(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = SplitMix64(seed);
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        match rng.below(10) {
+            0..=4 => {
+                let byte = if rng.below(2) == 0 { 0x00 } else { 0xFF };
+                let run = rng.range(4, 64);
+                out.resize(out.len() + run, byte);
+            }
+            5..=7 => {
+                let pattern = rng.next().to_le_bytes();
+                for _ in 0..rng.range(2, 8) {
+                    out.extend_from_slice(&pattern[..4]);
+                }
+            }
+            _ => {
+                for _ in 0..rng.range(2, 16) {
+                    out.extend_from_slice(&rng.next().to_le_bytes());
+                }
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
 
 /// Output collector that keeps paths unique and emits them sorted, with `SHA256SUMS`.
 #[derive(Default)]

@@ -242,3 +242,186 @@ fn manifests_describe_the_images() {
         )
     );
 }
+
+mod dfu {
+    //! The SiFli DFU package opens and installs with the test keys, the way a device checks
+    //! it, and each broken variant fails exactly the check it is meant to.
+
+    use super::generated;
+    use otaweb::image::digest::sha256;
+    use otaweb::image::sifli::{
+        ctr_apply, decompress_payload, CtrlError, CtrlPacket, ImageFlags, PublicKey, Record,
+        TransferError, TransferFile,
+    };
+
+    fn public() -> PublicKey {
+        PublicKey::from_spki_der(&generated()["keys/dfu-test-signing-key.pub.der"])
+            .expect("294-byte RSA-2048 DER")
+    }
+
+    fn root_key() -> [u8; 32] {
+        generated()["keys/dfu-test-root-key.bin"]
+            .as_slice()
+            .try_into()
+            .expect("32-byte root key")
+    }
+
+    fn nonce() -> [u8; 8] {
+        generated()["keys/dfu-test-sig-hash.bin"][..8]
+            .try_into()
+            .expect("8 bytes")
+    }
+
+    fn open(name: &str) -> Result<CtrlPacket, CtrlError> {
+        CtrlPacket::open(&generated()[name], &root_key(), &public(), &nonce())
+    }
+
+    #[test]
+    fn keys_are_ours_not_the_sdks() {
+        let f = generated();
+        let key = public();
+        assert_eq!(f["keys/dfu-test-signing-key.pub.der"].len(), 294);
+        assert_eq!(f["keys/dfu-test-sig-hash.bin"], key.sig_hash());
+        assert_eq!(nonce(), key.nonce8());
+        assert_eq!(f["keys/dfu-test-uid.bin"].len(), 16);
+        assert_eq!(
+            PublicKey::from_pem(
+                std::str::from_utf8(&f["keys/dfu-test-signing-key.pub.pem"]).unwrap()
+            ),
+            Ok(key)
+        );
+        // The SDK's published test values (dfu.md §6) must not be what we use.
+        assert_ne!(nonce(), [0x56, 0xCE, 0x4E, 0xC4, 0xC9, 0xDC, 0xF4, 0x11]);
+        assert_ne!(root_key()[..4], [0xE6, 0x92, 0xDF, 0xB5]);
+        assert_ne!(f["keys/dfu-test-uid.bin"][..4], [0xB7, 0x76, 0x6B, 0x8A]);
+    }
+
+    #[test]
+    fn package_opens_and_installs() {
+        let f = generated();
+        let ctrl = open("dfu/ctrl_packet.bin").expect("ctrl packet opens");
+        let description: serde_json::Value =
+            serde_json::from_slice(&f["dfu/package.json"]).expect("package.json");
+        assert_eq!(ctrl.dfu_id, 1);
+        assert_eq!(ctrl.hw_version, 51);
+        assert_eq!(description["sdk_version"], ctrl.sdk_version);
+        assert_eq!(description["fw_version"], ctrl.fw_version);
+        assert_eq!(ctrl.blk_size, 512);
+        let ids: Vec<_> = ctrl.images.iter().map(|e| (e.img_id, e.flags)).collect();
+        assert_eq!(
+            ids,
+            [
+                (0, ImageFlags::COMPRESS.0 | ImageFlags::ENC.0),
+                (3, ImageFlags::ENC.0),
+                (4, 0)
+            ]
+        );
+        assert_eq!(f["dfu/ctrl_packet.bin"].len(), 338 + 263 * 3);
+
+        let listed = description["images"].as_array().expect("images");
+        assert_eq!(listed.len(), 3);
+        for (entry, info) in ctrl.images.iter().zip(listed) {
+            assert_eq!(info["img_id"], entry.img_id);
+            assert_eq!(info["flags"], entry.flags);
+            assert_eq!(info["length"], entry.length);
+            let transfer_name = format!("dfu/{}", info["transfer"].as_str().unwrap());
+            let image = &f[&format!("dfu/{}", info["image"].as_str().unwrap())];
+            assert_eq!(info["image_size"], image.len());
+
+            // The remote: told the id, walks the file with the default block size.
+            let transfer = TransferFile::new(entry.img_id, f[&transfer_name].clone())
+                .expect("transfer file walks");
+            assert_eq!(info["img_length"], transfer.img_length());
+            assert_eq!(info["total_pkt_num"], transfer.total_pkt_num());
+            assert_eq!(transfer.payload_len(), entry.length);
+
+            // The device: every packet, the image signature, then install.
+            let nonce = nonce();
+            let enc = entry.is_encrypted().then_some((&ctrl.session_key, &nonce));
+            for raw in transfer.records() {
+                Record::parse(raw)
+                    .and_then(|r| r.verify(enc))
+                    .expect("every record checks");
+            }
+            let stored = transfer.stored_payload();
+            entry
+                .verify_payload(&public(), &stored)
+                .expect("image signature over the stored payload");
+            let mut payload = stored;
+            if entry.is_encrypted() {
+                ctr_apply(&ctrl.session_key, &nonce, 0, &mut payload).expect("decrypts");
+            }
+            let installed = if entry.is_compressed() {
+                decompress_payload(&payload, 1 << 20).expect("unpacks")
+            } else {
+                payload
+            };
+            assert_eq!(installed.len(), image.len().next_multiple_of(16));
+            assert_eq!(&installed[..image.len()], &image[..]);
+            assert!(
+                installed[image.len()..].iter().all(|&b| b == 0),
+                "zero padding"
+            );
+        }
+    }
+
+    #[test]
+    fn broken_variants_fail_their_check() {
+        let f = generated();
+        assert_eq!(
+            open("dfu/ctrl_packet.tampered.bin"),
+            Err(CtrlError::HashMismatch)
+        );
+        assert_eq!(
+            open("dfu/ctrl_packet.tampered.bin")
+                .unwrap_err()
+                .device_code(),
+            1
+        );
+        assert_eq!(
+            open("dfu/ctrl_packet.bad-signature.bin"),
+            Err(CtrlError::SignatureInvalid)
+        );
+        assert_eq!(
+            open("dfu/ctrl_packet.bad-signature.bin")
+                .unwrap_err()
+                .device_code(),
+            9
+        );
+        let other = PublicKey::from_pem(
+            std::str::from_utf8(&f["keys/dfu-other-key.pub.pem"]).expect("UTF-8"),
+        )
+        .expect("RSA-2048 PEM");
+        assert_eq!(
+            CtrlPacket::open(&f["dfu/ctrl_packet.bin"], &root_key(), &other, &nonce()),
+            Err(CtrlError::SignatureInvalid)
+        );
+
+        let ctrl = open("dfu/ctrl_packet.bin").expect("opens");
+        let entry = ctrl.image(0).expect("hcpu entry");
+        let good = TransferFile::new(0, f["dfu/hcpu.transfer.bin"].clone()).expect("walks");
+        let bad = TransferFile::new(0, f["dfu/hcpu.tampered.transfer.bin"].clone())
+            .expect("a flipped block bit leaves the layout intact");
+        let nonce = nonce();
+        let enc = Some((&ctrl.session_key, &nonce));
+        let tampered = otaweb_fixtures::DFU_TAMPERED_RECORD as u32;
+        for index in 0..bad.total_pkt_num() {
+            let result = Record::parse(bad.record(index).unwrap()).and_then(|r| r.verify(enc));
+            if index == tampered {
+                assert_eq!(
+                    result,
+                    Err(TransferError::HashMismatch {
+                        offset: tampered * 512
+                    })
+                );
+            } else {
+                assert_eq!(result, Ok(()), "record {index}");
+                assert_eq!(bad.record(index), good.record(index));
+            }
+        }
+        assert!(entry
+            .verify_payload(&public(), &bad.stored_payload())
+            .is_err());
+        assert_ne!(sha256(bad.bytes()), sha256(good.bytes()));
+    }
+}

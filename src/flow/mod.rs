@@ -63,6 +63,7 @@
 //! assert_eq!(flow.poll_event(), Some("timed out"));
 //! ```
 
+pub mod dfu;
 pub mod gadget;
 
 use alloc::vec::Vec;

@@ -2,7 +2,8 @@
 //!
 //! Digests ([`digest`]), zlib ([`zlib`]), slicing to link-sized chunks ([`chunk`]), version
 //! styles ([`version`]), ECDSA P-256 signatures ([`signature`]), update manifests
-//! ([`manifest`]) and the [`Verified`] proof token ([`verify`]). Nothing here does I/O.
+//! ([`manifest`]), SiFli DFU packages with their AES and RSA ([`sifli`]) and the [`Verified`]
+//! proof token ([`verify`]). Nothing here does I/O.
 //!
 //! The contract that matters most: an image reaches a device only as a [`Verified<Image>`],
 //! and only [`verify::verify_image`] can make one.
@@ -10,6 +11,7 @@
 pub mod chunk;
 pub mod digest;
 pub mod manifest;
+pub mod sifli;
 pub mod signature;
 pub mod verify;
 pub mod version;

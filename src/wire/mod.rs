@@ -5,6 +5,13 @@
 //! summary with `parse`, `buffer_len` and `emit`. Code that builds a packet emits a `Repr`
 //! into a buffer of `buffer_len()` bytes. Every decoder returns [`crate::error::Malformed`]
 //! or a per-format error, never panics, and never trusts a length field.
+//!
+//! - [`agt`]: the Alexa Gadgets BLE transport (PV packet, transport packets, ACK/NACK).
+//! - [`agt_proto`]: the Alexa Gadgets protobuf messages.
+//! - [`sifli`]: the SiFli BLE serial-transport service (GATT ids, frames, fragmentation).
+//! - [`dfu`]: the SiFli DFU messages, `DFU_ERR_*` codes and identifiers over [`sifli`].
 
 pub mod agt;
 pub mod agt_proto;
+pub mod dfu;
+pub mod sifli;

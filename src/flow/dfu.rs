@@ -1,0 +1,1498 @@
+//! SiFli OTA-manager DFU, remote (phone) side: a sans-IO state machine implementing [`Flow`].
+//!
+//! Contract. [`DfuUpdate`] owns one package (`ctrl_packet.bin` and one transfer file per
+//! image) and drives one SiFli device through INIT in its user bin, the reboot into the OTA
+//! manager, the image transfer and the installation (`protocols/dfu.md` §2, §7–§9). The edge
+//! writes every datagram [`Flow::poll_transmit`] yields to the serial-transport data
+//! characteristic (write without response, channel `()`), feeds every notification of that
+//! characteristic to [`Flow::handle_input`], reports the link with [`Flow::handle_connected`]
+//! (notifications enabled) and [`Flow::handle_disconnected`], and reconnects when the flow
+//! emits [`DfuEvent::NeedsReconnect`]. Each datagram is one serial-transport frame of at most
+//! [`DfuOptions::max_value_size`] bytes; frames of two messages never interleave.
+//!
+//! ```text
+//!  ExpectConnection{Init} ──connected──▶ ExpectInitResponse ──0──▶ INIT_COMPLETED_IND ─┐
+//!        │ OTA_ONGOING (10): resume ─▶ RESUME_REQUEST ─▶ ExpectResumeResponse ──0──▶ RESUME_COMPLETED_IND ─┤
+//!        │                   restart ─▶ FORCE_INIT_REQUEST ─▶ ExpectInitResponse{force}       │
+//!        ▼                                                                                   │
+//!  is_boot: ExpectLinkDrop ──drop──▶ ExpectConnection{Images} (30 s window) ──connected──┐   │
+//!  not boot: ────────────────────────────────────────────────────────────────────────────┴───┘
+//!  per image: IMAGE_SEND_START ─▶ ExpectStartResponse ─▶ Sending ─(window sent)─▶ ExpectPacketResponse
+//!             ◀─ next window ◀─ ack ─┘     ▲ LINK_LOSE_CHECK_REQ: reply, Paused 1 s, resend from its index
+//!             deadline ─▶ RETRANSMISSION_REQUEST ─▶ ExpectRetransmissionResponse ─▶ resend from its number
+//!             all acked ─▶ IMAGE_SEND_END ─▶ ExpectEndResponse ─▶ next image
+//!  TRANSMISSION_END ─▶ ExpectEndInd (unless end mode 0) ──END_IND(0)──▶ Done
+//! ```
+//!
+//! Packets. Image packet `k` (1-based) carries record `k − 1` of the transfer file. The device
+//! acknowledges when its accepted count is a multiple of `num_of_rsp` or the image is complete
+//! (§7), so the flow sends up to the next such boundary and waits: a window of `num_of_rsp`
+//! packets, the device's own rhythm. A window whose acknowledgement does not come within
+//! [`DfuTimeouts::packet_response`] is asked for with RETRANSMISSION_REQUEST; the device's
+//! answer gives the count it holds and its new (halved) `num_of_rsp`, and sending resumes
+//! there. LINK_LOSE_CHECK_REQ does the same from the device's side, after the 1 s pause the
+//! iOS remote makes (§8). [`DfuOptions::max_retries`] recoveries in a row without a new
+//! acknowledgement fail the flow.
+//!
+//! Resume (§9). A link lost during the transfer emits [`DfuEvent::NeedsReconnect`]; after the
+//! next connection the flow sends INIT_REQUEST again and expects OTA_ONGOING, answering
+//! RESUME_REQUEST ([`OnOngoing::Resume`], the default) or FORCE_INIT_REQUEST
+//! ([`OnOngoing::Restart`]). A resume continues at the image and packet the device reports
+//! (from the first image if it says `is_restart`); a refused resume falls back to a forced
+//! restart once. The device is in the user bin or, for in-place images, still in the OTA
+//! manager; both answer INIT, so the flow needs not know which.
+//!
+//! Choices where the notes leave room:
+//!
+//! - The v1 messages (INIT_REQUEST, RESUME_REQUEST, FORCE_INIT_REQUEST), as the vendor text
+//!   describes the flow (error 10, then resume or restart); the EXT variants are not sent.
+//! - Timers (all in [`DfuTimeouts`]): requests 60 s and IMAGE_SEND_START 180 s (the erase), as
+//!   the iOS remote; a window's acknowledgement 10 s (iOS waits 40 s; a window of 20 packets
+//!   is well under a second on any link that works); RETRANSMISSION_RESPONSE 5 s; the link
+//!   drop after INIT_COMPLETED 15 s; the reconnection to the OTA manager 30 s, its own window,
+//!   after which it returns to the user bin; END_IND 60 s (installation inflates and writes
+//!   every image). Any other deadline that passes fails the flow with
+//!   [`LinkLost::TimedOut`]. Waiting to reconnect after a drop mid-transfer has no deadline.
+//! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
+//!   the device's to decide and the protocol cannot ask for it afterwards.
+//! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
+//! - Messages that arrive when nothing awaits them are ignored (late acknowledgements);
+//!   ABORT_COMMAND fails the flow with its reason; bytes that do not reassemble or decode fail
+//!   it with [`Error::PeerMalformed`], as the BLE link below has its own CRC.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use crate::error::{Error, LinkLost, Malformed, Misuse};
+use crate::flow::{Delivery, Flow, Transmit};
+use crate::image::sifli::TransferFile;
+use crate::time::{Millis, Span};
+use crate::wire::dfu::{dfu_refusal, DfuErrorCode, EndMode, ImageId, Message, DEFAULT_NUM_OF_RSP};
+use crate::wire::sifli::{Category, Fragmenter, Reassembler, MIN_VALUE_SIZE};
+
+/// The default value size: ATT MTU 247 less the 3-byte ATT header, what desktop and Android
+/// Chrome negotiate with SiFli parts.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 244;
+/// The default number of recoveries in a row without progress (the iOS remote's 5).
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// What the remote reassembles at most: the device's answers are a few bytes each.
+const RX_CAP: usize = 256;
+
+const WAIT_INIT: &str = "INIT_RESPONSE";
+const WAIT_RESUME: &str = "RESUME_RESPONSE";
+const WAIT_LINK_DROP: &str = "device reboot into the OTA manager";
+const WAIT_UPDATER: &str =
+    "reconnection to the OTA manager (it returns to the old firmware after 30 s)";
+const WAIT_START: &str = "IMAGE_SEND_START_RESPONSE";
+const WAIT_PACKET: &str = "IMAGE_SEND_PACKET_RESPONSE";
+const WAIT_RETRANSMISSION: &str = "RETRANSMISSION_RESPONSE";
+const WAIT_END: &str = "IMAGE_SEND_END_RESPONSE";
+const WAIT_END_IND: &str = "END_IND (installation result)";
+
+/// How long the flow waits for each answer; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DfuTimeouts {
+    /// INIT/RESUME/FORCE_INIT and IMAGE_SEND_END answers (60 s).
+    pub request: Span,
+    /// IMAGE_SEND_START_RESPONSE, which comes after the device erased the region (180 s).
+    pub image_start: Span,
+    /// A window's IMAGE_SEND_PACKET_RESPONSE (10 s).
+    pub packet_response: Span,
+    /// RETRANSMISSION_RESPONSE (5 s).
+    pub retransmission: Span,
+    /// The pause after LINK_LOSE_CHECK_REQ before sending again (1 s).
+    pub link_lose_pause: Span,
+    /// The link drop after INIT_COMPLETED_IND, when the device reboots (15 s).
+    pub reboot: Span,
+    /// Reconnecting to the OTA manager after that reboot (30 s).
+    pub updater_window: Span,
+    /// END_IND after TRANSMISSION_END (60 s).
+    pub end_ind: Span,
+}
+
+impl Default for DfuTimeouts {
+    fn default() -> Self {
+        DfuTimeouts {
+            request: Span::from_secs(60),
+            image_start: Span::from_secs(180),
+            packet_response: Span::from_secs(10),
+            retransmission: Span::from_secs(5),
+            link_lose_pause: Span::from_secs(1),
+            reboot: Span::from_secs(15),
+            updater_window: Span::from_secs(30),
+            end_ind: Span::from_secs(60),
+        }
+    }
+}
+
+/// What to do when the device reports an interrupted update (OTA_ONGOING, error 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOngoing {
+    /// RESUME_REQUEST: continue where the device stopped.
+    Resume,
+    /// FORCE_INIT_REQUEST: drop the device's progress and start from the first image.
+    Restart,
+}
+
+/// How a [`DfuUpdate`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DfuOptions {
+    /// Resume or restart an interrupted update (default [`OnOngoing::Resume`]).
+    pub on_ongoing: OnOngoing,
+    /// The largest value written, header included; at least [`MIN_VALUE_SIZE`] (default 244).
+    pub max_value_size: usize,
+    /// Packets per acknowledgement asked for in IMAGE_SEND_START, 1–255 (default 20).
+    pub num_of_rsp: u8,
+    /// Recoveries (retransmission requests, link-lose checks) in a row without progress
+    /// before the flow gives up (default 5).
+    pub max_retries: u32,
+    /// The deadlines.
+    pub timeouts: DfuTimeouts,
+}
+
+impl Default for DfuOptions {
+    fn default() -> Self {
+        DfuOptions {
+            on_ongoing: OnOngoing::Resume,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            num_of_rsp: DEFAULT_NUM_OF_RSP,
+            max_retries: DEFAULT_MAX_RETRIES,
+            timeouts: DfuTimeouts::default(),
+        }
+    }
+}
+
+/// A DFU package: `ctrl_packet.bin` and the transfer files, in ascending image id order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DfuPackage {
+    ctrl_packet: Vec<u8>,
+    images: Vec<TransferFile>,
+}
+
+impl DfuPackage {
+    /// A package from its parts; the images are sorted by id (the device counts progress in
+    /// that order, §4) and a repeated id is refused.
+    pub fn new(ctrl_packet: Vec<u8>, mut images: Vec<TransferFile>) -> Result<Self, Misuse> {
+        if ctrl_packet.is_empty() {
+            return Err(Misuse::InvalidArgument("the ctrl packet is empty"));
+        }
+        if images.is_empty() {
+            return Err(Misuse::InvalidArgument(
+                "a DFU package needs at least one image",
+            ));
+        }
+        images.sort_by_key(TransferFile::img_id);
+        if images.windows(2).any(|w| w[0].img_id() == w[1].img_id()) {
+            return Err(Misuse::InvalidArgument(
+                "a DFU package holds each image id once",
+            ));
+        }
+        Ok(DfuPackage {
+            ctrl_packet,
+            images,
+        })
+    }
+
+    /// `ctrl_packet.bin`.
+    #[must_use]
+    pub fn ctrl_packet(&self) -> &[u8] {
+        &self.ctrl_packet
+    }
+
+    /// The transfer files, in the order they are sent.
+    #[must_use]
+    pub fn images(&self) -> &[TransferFile] {
+        &self.images
+    }
+
+    /// Bytes sent over all images (transfer file sizes).
+    #[must_use]
+    pub fn total_len(&self) -> u64 {
+        self.images.iter().map(|i| u64::from(i.img_length())).sum()
+    }
+}
+
+/// The steps of a DFU update, for the UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DfuStage {
+    /// INIT in the user bin: the device checks the package.
+    Init,
+    /// The device reboots into its OTA manager.
+    Reboot,
+    /// Sending images.
+    Transfer,
+    /// The device installs the images.
+    Install,
+}
+
+/// What the flow reports to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DfuEvent {
+    /// A new step began.
+    Stage(DfuStage),
+    /// The device accepted the package and reboots into its OTA manager: reconnect to it.
+    RebootingIntoUpdater,
+    /// The device had an interrupted update; the flow continues at this image and packet.
+    Resuming {
+        /// The image the transfer continues with.
+        image: ImageId,
+        /// Packets of it the device already holds.
+        packets: u32,
+    },
+    /// Bytes the device has acknowledged, out of the package's.
+    Progress {
+        /// Acknowledged bytes.
+        confirmed: u64,
+        /// All bytes to send.
+        total: u64,
+    },
+    /// The link dropped while the flow still needs it: reconnect and call `handle_connected`.
+    NeedsReconnect,
+    /// The device installed the package. Finished.
+    Done,
+    /// The application cancelled the update. Finished.
+    Cancelled,
+    /// The update stopped. Finished.
+    Failed(Error),
+}
+
+/// What to do on the next connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// Talk to the user bin (or an OTA manager holding progress): INIT.
+    Init,
+    /// The OTA manager after the planned reboot: straight to the images.
+    Images,
+}
+
+/// What the flow awaits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    ExpectConnection { after: After },
+    ExpectInitResponse { force: bool },
+    ExpectResumeResponse,
+    ExpectLinkDrop,
+    ExpectStartResponse,
+    Sending,
+    ExpectPacketResponse,
+    Paused,
+    ExpectRetransmissionResponse,
+    ExpectEndResponse,
+    ExpectEndInd,
+    Done,
+    Cancelled,
+    Failed,
+}
+
+/// Where the transfer stands in the current image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    /// Index into the package's images.
+    image: usize,
+    /// Packets of it the device holds (its `curr_pkt_num`).
+    acked: u32,
+    /// The next packet to send, 0-based (`pkt_idx − 1`).
+    next: u32,
+    /// Packets to send before awaiting the acknowledgement (exclusive bound).
+    window_end: u32,
+    /// The device's `num_of_rsp`.
+    rsp: u8,
+}
+
+/// One DFU update: the remote side of SiFli OTA-manager DFU. See the module docs.
+#[derive(Debug)]
+pub struct DfuUpdate {
+    package: DfuPackage,
+    options: DfuOptions,
+    state: State,
+    stage: Option<DfuStage>,
+    cursor: Cursor,
+    end_mode: EndMode,
+    /// An update is under way on the device (progress it keeps across a drop).
+    started: bool,
+    /// A refused resume already fell back to a forced restart.
+    forced: bool,
+    retries: u32,
+    reassembler: Reassembler,
+    /// Whole messages waiting for the frames of the one being sent.
+    outbox: VecDeque<Vec<u8>>,
+    tx: Option<Fragmenter<Vec<u8>>>,
+    deadline: Option<(Millis, &'static str)>,
+    events: VecDeque<DfuEvent>,
+    /// The latest time any input reported; poll_transmit has none of its own.
+    now: Millis,
+}
+
+impl DfuUpdate {
+    /// A flow that will install `package`, waiting for the first [`Flow::handle_connected`].
+    pub fn new(package: DfuPackage, options: DfuOptions) -> Result<Self, Misuse> {
+        if options.max_value_size < MIN_VALUE_SIZE {
+            return Err(Misuse::InvalidArgument(
+                "the value size must leave room for a frame header and a byte",
+            ));
+        }
+        if options.num_of_rsp == 0 {
+            return Err(Misuse::InvalidArgument("num_of_rsp must be 1 to 255"));
+        }
+        if options.max_retries == 0 {
+            return Err(Misuse::InvalidArgument("max_retries must be at least 1"));
+        }
+        if package.ctrl_packet.len() > usize::from(u16::MAX) - 4 {
+            return Err(Misuse::InvalidArgument(
+                "the ctrl packet does not fit one DFU message",
+            ));
+        }
+        let rsp = options.num_of_rsp;
+        Ok(DfuUpdate {
+            package,
+            options,
+            state: State::ExpectConnection { after: After::Init },
+            stage: None,
+            cursor: Cursor {
+                image: 0,
+                acked: 0,
+                next: 0,
+                window_end: 0,
+                rsp,
+            },
+            end_mode: EndMode::Send,
+            started: false,
+            forced: false,
+            retries: 0,
+            reassembler: Reassembler::new(RX_CAP),
+            outbox: VecDeque::new(),
+            tx: None,
+            deadline: None,
+            events: VecDeque::new(),
+            now: Millis::ZERO,
+        })
+    }
+
+    /// The current step, or `None` before the first connection.
+    #[must_use]
+    pub fn stage(&self) -> Option<DfuStage> {
+        self.stage
+    }
+
+    /// Acknowledged bytes and the package size.
+    #[must_use]
+    pub fn progress(&self) -> (u64, u64) {
+        (self.confirmed(), self.package.total_len())
+    }
+
+    /// Whether the flow ended: done, cancelled or failed.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Done | State::Cancelled | State::Failed)
+    }
+
+    /// Stops the update; nothing more is sent. The device keeps its progress and returns to
+    /// its user bin or waits in its OTA manager, as after a lost link. No effect once finished.
+    pub fn cancel(&mut self, _now: Millis) {
+        if self.is_finished() {
+            return;
+        }
+        self.clear_link();
+        self.deadline = None;
+        self.state = State::Cancelled;
+        self.events.push_back(DfuEvent::Cancelled);
+    }
+
+    fn file(&self) -> Option<&TransferFile> {
+        self.package.images.get(self.cursor.image)
+    }
+
+    fn confirmed(&self) -> u64 {
+        let done: u64 = self.package.images[..self.cursor.image.min(self.package.images.len())]
+            .iter()
+            .map(|i| u64::from(i.img_length()))
+            .sum();
+        let current = self.file().map_or(0, |f| {
+            (0..self.cursor.acked)
+                .filter_map(|i| f.record(i))
+                .map(|r| r.len() as u64)
+                .sum::<u64>()
+        });
+        done + current
+    }
+
+    fn set_stage(&mut self, stage: DfuStage) {
+        if self.stage != Some(stage) {
+            self.stage = Some(stage);
+            self.events.push_back(DfuEvent::Stage(stage));
+        }
+    }
+
+    fn arm(&mut self, now: Millis, wait: Span, what: &'static str) {
+        self.deadline = Some((now + wait, what));
+    }
+
+    fn clear_link(&mut self) {
+        self.reassembler.reset();
+        self.outbox.clear();
+        self.tx = None;
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.clear_link();
+        self.deadline = None;
+        self.state = State::Failed;
+        self.events.push_back(DfuEvent::Failed(error));
+    }
+
+    fn refused(&mut self, code: u16) {
+        self.fail(dfu_refusal(code).into());
+    }
+
+    /// Queues `message` behind what is being sent.
+    fn send(&mut self, message: &Message<'_>) {
+        match message.to_vec() {
+            Ok(bytes) => self.outbox.push_back(bytes),
+            Err(e) => self.fail(Misuse::from(e).into()),
+        }
+    }
+
+    fn await_connection(&mut self, now: Millis, after: After) {
+        self.clear_link();
+        self.state = State::ExpectConnection { after };
+        if after == After::Images {
+            self.arm(now, self.options.timeouts.updater_window, WAIT_UPDATER);
+        } else {
+            self.deadline = None;
+        }
+        self.events.push_back(DfuEvent::NeedsReconnect);
+    }
+
+    fn send_init(&mut self, now: Millis, force: bool) {
+        let ctrl = core::mem::take(&mut self.package.ctrl_packet);
+        if force {
+            self.send(&Message::ForceInitRequest { ctrl_packet: &ctrl });
+        } else {
+            self.send(&Message::InitRequest { ctrl_packet: &ctrl });
+        }
+        self.package.ctrl_packet = ctrl;
+        self.state = State::ExpectInitResponse { force };
+        self.arm(now, self.options.timeouts.request, WAIT_INIT);
+    }
+
+    fn send_resume(&mut self, now: Millis) {
+        let ctrl = core::mem::take(&mut self.package.ctrl_packet);
+        self.send(&Message::ResumeRequest { ctrl_packet: &ctrl });
+        self.package.ctrl_packet = ctrl;
+        self.state = State::ExpectResumeResponse;
+        self.arm(now, self.options.timeouts.request, WAIT_RESUME);
+    }
+
+    /// The device took INIT (or RESUME): reboot into the OTA manager, or go on here.
+    fn init_done(&mut self, now: Millis, is_boot: bool) {
+        self.started = true;
+        if is_boot {
+            self.set_stage(DfuStage::Reboot);
+            self.events.push_back(DfuEvent::RebootingIntoUpdater);
+            self.state = State::ExpectLinkDrop;
+            self.arm(now, self.options.timeouts.reboot, WAIT_LINK_DROP);
+        } else {
+            self.start_image(now);
+        }
+    }
+
+    fn start_image(&mut self, now: Millis) {
+        let Some(file) = self.file() else {
+            return self.finish_transfer(now);
+        };
+        let (img_length, total_pkt_num, img_id) =
+            (file.img_length(), file.total_pkt_num(), file.img_id());
+        self.set_stage(DfuStage::Transfer);
+        let rsp = self.cursor.rsp;
+        self.send(&Message::ImageSendStart {
+            img_length,
+            total_pkt_num,
+            num_of_rsp: rsp,
+            img_id: ImageId(img_id),
+        });
+        self.state = State::ExpectStartResponse;
+        self.arm(now, self.options.timeouts.image_start, WAIT_START);
+    }
+
+    /// Sends from the device's count up to the next acknowledgement boundary.
+    fn next_window(&mut self, now: Millis) {
+        let Some(total) = self.file().map(TransferFile::total_pkt_num) else {
+            return self.finish_transfer(now);
+        };
+        let c = &mut self.cursor;
+        c.acked = c.acked.min(total);
+        c.next = c.acked;
+        if c.acked >= total {
+            return self.end_image(now);
+        }
+        let rsp = u32::from(c.rsp.max(1));
+        c.window_end = ((c.acked / rsp + 1) * rsp).min(total);
+        self.state = State::Sending;
+        self.deadline = None;
+    }
+
+    fn end_image(&mut self, now: Millis) {
+        let more = self.cursor.image + 1 < self.package.images.len();
+        let Some(img_id) = self.file().map(TransferFile::img_id) else {
+            return self.finish_transfer(now);
+        };
+        self.send(&Message::ImageSendEnd {
+            img_id: ImageId(img_id),
+            is_more_image: more,
+        });
+        self.state = State::ExpectEndResponse;
+        self.arm(now, self.options.timeouts.request, WAIT_END);
+    }
+
+    fn next_image(&mut self, now: Millis) {
+        self.cursor.image += 1;
+        self.cursor.acked = 0;
+        self.cursor.next = 0;
+        if self.cursor.image < self.package.images.len() {
+            self.start_image(now);
+        } else {
+            self.finish_transfer(now);
+        }
+    }
+
+    fn finish_transfer(&mut self, now: Millis) {
+        self.set_stage(DfuStage::Install);
+        self.send(&Message::TransmissionEnd);
+        if self.end_mode.device_sends_end_ind() {
+            self.state = State::ExpectEndInd;
+            self.arm(now, self.options.timeouts.end_ind, WAIT_END_IND);
+        } else {
+            self.finish_done();
+        }
+    }
+
+    fn finish_done(&mut self) {
+        self.deadline = None;
+        self.state = State::Done;
+        self.events.push_back(DfuEvent::Done);
+    }
+
+    fn progress_event(&mut self) {
+        self.events.push_back(DfuEvent::Progress {
+            confirmed: self.confirmed(),
+            total: self.package.total_len(),
+        });
+    }
+
+    /// A recovery (retransmission or link-lose check): counted, and fatal past the limit.
+    fn retry(&mut self) -> bool {
+        self.retries += 1;
+        if self.retries > self.options.max_retries {
+            self.fail(
+                LinkLost::RetriesExhausted {
+                    attempts: self.retries - 1,
+                }
+                .into(),
+            );
+            false
+        } else {
+            true
+        }
+    }
+
+    fn request_retransmission(&mut self, now: Millis) {
+        if self.retry() {
+            self.tx = None;
+            self.outbox.clear();
+            self.send(&Message::RetransmissionRequest);
+            self.state = State::ExpectRetransmissionResponse;
+            self.arm(
+                now,
+                self.options.timeouts.retransmission,
+                WAIT_RETRANSMISSION,
+            );
+        }
+    }
+
+    /// The device says where it is: continue from `held` packets at rate `rsp`.
+    fn rewind(&mut self, held: u32, rsp: u16) {
+        self.cursor.acked = held;
+        self.cursor.rsp = u8::try_from(rsp).unwrap_or(u8::MAX).max(1);
+    }
+
+    fn image_index(&self, id: ImageId) -> Option<usize> {
+        self.package.images.iter().position(|f| f.img_id() == id.0)
+    }
+
+    fn on_message(&mut self, now: Millis, message: Message<'_>) {
+        if let Message::AbortCommand { reason } = message {
+            return self.refused(reason);
+        }
+        match (self.state, message) {
+            (State::ExpectInitResponse { force }, Message::InitResponse { result, is_boot }) => {
+                if result == DfuErrorCode::NoErr.code() {
+                    if self.started {
+                        // The device dropped what it held: start over.
+                        self.cursor.image = 0;
+                        self.cursor.acked = 0;
+                    }
+                    self.send(&Message::InitCompletedInd { is_start: true });
+                    self.init_done(now, is_boot);
+                } else if result == DfuErrorCode::OtaOngoing.code() && !force {
+                    match self.options.on_ongoing {
+                        OnOngoing::Resume => self.send_resume(now),
+                        OnOngoing::Restart => self.send_init(now, true),
+                    }
+                } else {
+                    self.refused(result);
+                }
+            }
+            (
+                State::ExpectResumeResponse,
+                Message::ResumeResponse {
+                    result,
+                    is_boot,
+                    is_restart,
+                    curr_packet_num,
+                    curr_img,
+                    num_of_rsp,
+                },
+            ) => {
+                if result != DfuErrorCode::NoErr.code() {
+                    // A resume the device will not grant: start over, once.
+                    if self.forced {
+                        return self.refused(result);
+                    }
+                    self.forced = true;
+                    return self.send_init(now, true);
+                }
+                if is_restart {
+                    self.cursor.image = 0;
+                    self.cursor.acked = 0;
+                } else {
+                    let Some(index) = self.image_index(curr_img) else {
+                        return self.fail(
+                            Malformed {
+                                what: "RESUME_RESPONSE image",
+                                reason: crate::error::DecodeError::BadValue,
+                            }
+                            .into(),
+                        );
+                    };
+                    self.cursor.image = index;
+                    self.cursor.acked = curr_packet_num;
+                }
+                if let Some(rsp) = num_of_rsp {
+                    self.cursor.rsp = rsp.max(1);
+                }
+                let packets = self.cursor.acked;
+                if let Some(f) = self.file() {
+                    let image = ImageId(f.img_id());
+                    self.events.push_back(DfuEvent::Resuming { image, packets });
+                }
+                self.send(&Message::ResumeCompletedInd { is_start: true });
+                self.init_done(now, is_boot);
+            }
+            (
+                State::ExpectStartResponse,
+                Message::ImageSendStartResponse {
+                    result,
+                    end_mode,
+                    skip,
+                },
+            ) => {
+                if result != DfuErrorCode::NoErr.code() {
+                    return self.refused(result);
+                }
+                self.end_mode = end_mode;
+                if skip {
+                    return self.next_image(now);
+                }
+                self.next_window(now);
+            }
+            // Only a closed window is acknowledged; one in Sending is left over from before a
+            // rewind.
+            (State::ExpectPacketResponse, Message::ImageSendPacketResponse { result }) => {
+                if result != DfuErrorCode::NoErr.code() {
+                    return self.refused(result);
+                }
+                self.retries = 0;
+                self.cursor.acked = self.cursor.window_end;
+                self.progress_event();
+                self.next_window(now);
+            }
+            (
+                State::Sending
+                | State::ExpectPacketResponse
+                | State::Paused
+                | State::ExpectRetransmissionResponse,
+                Message::LinkLoseCheckReq {
+                    new_num_of_rsp,
+                    current_index,
+                    ..
+                },
+            ) => {
+                self.tx = None;
+                self.outbox.clear();
+                self.send(&Message::LinkLoseCheckRsp { result: 0 });
+                let total = self.file().map_or(0, TransferFile::total_pkt_num);
+                // The iOS remote ignores a check that asks for nothing it can do (§8).
+                if new_num_of_rsp == 0 || current_index >= total || !self.retry() {
+                    return;
+                }
+                self.rewind(current_index, new_num_of_rsp);
+                self.state = State::Paused;
+                self.arm(now, self.options.timeouts.link_lose_pause, WAIT_PACKET);
+            }
+            (
+                State::ExpectRetransmissionResponse,
+                Message::RetransmissionResponse {
+                    result,
+                    new_num_of_rsp,
+                    retransmission_packet_num,
+                },
+            ) => {
+                if result != DfuErrorCode::NoErr.code() {
+                    return self.refused(result);
+                }
+                self.rewind(retransmission_packet_num, new_num_of_rsp);
+                self.next_window(now);
+            }
+            (State::ExpectEndResponse, Message::ImageSendEndResponse { result }) => {
+                if result != DfuErrorCode::NoErr.code() {
+                    return self.refused(result);
+                }
+                self.next_image(now);
+            }
+            (State::ExpectEndInd, Message::EndInd { result }) => {
+                if self.end_mode.remote_echoes() {
+                    self.send(&Message::EndInd { result });
+                }
+                if result == 0 {
+                    self.finish_done();
+                } else {
+                    self.refused(u16::from(result));
+                }
+            }
+            // Late or unsolicited: nothing awaits it.
+            _ => {}
+        }
+    }
+
+    /// Builds the next image packet while the window is open; closing the window arms its
+    /// acknowledgement deadline from the latest time the edge reported.
+    fn next_packet(&mut self) -> Option<Vec<u8>> {
+        let now = self.now;
+        if self.state != State::Sending {
+            return None;
+        }
+        let c = self.cursor;
+        if c.next >= c.window_end {
+            self.state = State::ExpectPacketResponse;
+            self.arm(now, self.options.timeouts.packet_response, WAIT_PACKET);
+            return None;
+        }
+        let file = self.file()?;
+        let record = file.record(c.next)?;
+        let message = Message::ImageSendPacket {
+            img_id: ImageId(file.img_id()),
+            pkt_idx: u16::try_from(c.next + 1).ok()?,
+            data: record,
+        };
+        let bytes = message.to_vec().ok()?;
+        self.cursor.next += 1;
+        if self.cursor.next >= c.window_end {
+            self.state = State::ExpectPacketResponse;
+            self.arm(now, self.options.timeouts.packet_response, WAIT_PACKET);
+        }
+        Some(bytes)
+    }
+}
+
+impl Flow for DfuUpdate {
+    type Channel = ();
+    type Event = DfuEvent;
+
+    fn handle_connected(&mut self, now: Millis) {
+        self.now = now;
+        let State::ExpectConnection { after } = self.state else {
+            // A repeated report, or a link the flow does not wait for.
+            return;
+        };
+        self.clear_link();
+        match after {
+            After::Init => {
+                self.set_stage(DfuStage::Init);
+                self.send_init(now, false);
+            }
+            After::Images => self.start_image(now),
+        }
+    }
+
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.now = now;
+        self.clear_link();
+        match self.state {
+            // Expected: the device reboots into its OTA manager.
+            State::ExpectLinkDrop => self.await_connection(now, After::Images),
+            State::ExpectInitResponse { .. } | State::ExpectResumeResponse => {
+                self.await_connection(now, After::Init);
+            }
+            State::ExpectStartResponse
+            | State::Sending
+            | State::ExpectPacketResponse
+            | State::Paused
+            | State::ExpectRetransmissionResponse
+            | State::ExpectEndResponse => self.await_connection(now, After::Init),
+            State::ExpectEndInd => self.fail(LinkLost::Disconnected.into()),
+            State::ExpectConnection { .. } | State::Done | State::Cancelled | State::Failed => {}
+        }
+    }
+
+    fn handle_input(&mut self, now: Millis, _channel: (), bytes: &[u8]) {
+        self.now = now;
+        if self.is_finished() || matches!(self.state, State::ExpectConnection { .. }) {
+            return;
+        }
+        let assembled = match self.reassembler.push(bytes) {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => return self.fail(Malformed::from(e).into()),
+        };
+        if assembled.category != Category::DFU {
+            return;
+        }
+        match Message::decode(&assembled.payload) {
+            Ok(message) => self.on_message(now, message),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        self.now = now;
+        let Some((at, what)) = self.deadline else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.deadline = None;
+        match self.state {
+            State::ExpectPacketResponse | State::ExpectRetransmissionResponse => {
+                self.request_retransmission(now);
+            }
+            State::Paused => self.next_window(now),
+            _ => self.fail(LinkLost::TimedOut { waiting_for: what }.into()),
+        }
+    }
+
+    fn handle_transmitted(&mut self, now: Millis) {
+        self.now = now;
+        // The window's deadline counts from its last packet leaving, not from when it was
+        // built: on a slow link the writes themselves take time.
+        let sent = self.tx.as_ref().is_none_or(Fragmenter::is_done);
+        if self.state == State::ExpectPacketResponse && sent {
+            if let Some((at, _)) = &mut self.deadline {
+                *at = (*at).max(now + self.options.timeouts.packet_response);
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        let transmit = |len| Transmit {
+            channel: (),
+            len,
+            delivery: Delivery::WithoutResponse,
+        };
+        loop {
+            if let Some(tx) = &mut self.tx {
+                if let Some(len) = tx.emit_next(buf) {
+                    return Some(transmit(len));
+                }
+                self.tx = None;
+            }
+            let message = match self.outbox.pop_front() {
+                Some(m) => m,
+                None => self.next_packet()?,
+            };
+            match Fragmenter::new(Category::DFU, message, self.options.max_value_size) {
+                Ok(f) => self.tx = Some(f),
+                Err(e) => {
+                    self.fail(Misuse::from(e).into());
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.deadline.map(|d| d.0)
+    }
+
+    fn poll_event(&mut self) -> Option<DfuEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sifli::build_transfer;
+    use alloc::vec;
+
+    const BLK: u16 = 64;
+
+    /// A transfer file of `blocks` 64-byte blocks for `id`.
+    fn file(id: u8, blocks: usize) -> TransferFile {
+        let payload: Vec<u8> = (0..blocks * usize::from(BLK))
+            .map(|i| (i * 31 + usize::from(id)) as u8)
+            .collect();
+        let bytes = build_transfer(&payload, BLK, None).unwrap();
+        TransferFile::with_blk_size(id, bytes, BLK).unwrap()
+    }
+
+    fn package() -> DfuPackage {
+        // Out of order on purpose: the package sorts by id.
+        DfuPackage::new(vec![0xC7; 400], vec![file(3, 5), file(0, 7)]).unwrap()
+    }
+
+    fn options() -> DfuOptions {
+        DfuOptions {
+            num_of_rsp: 3,
+            ..DfuOptions::default()
+        }
+    }
+
+    /// The device's end of the link, built from the wire modules.
+    struct Script {
+        flow: DfuUpdate,
+        now: Millis,
+        rx: Reassembler,
+    }
+
+    impl Script {
+        fn new(options: DfuOptions) -> Self {
+            Script {
+                flow: DfuUpdate::new(package(), options).unwrap(),
+                now: Millis(1_000),
+                rx: Reassembler::new(crate::wire::dfu::MAX_PACKET_MESSAGE_LEN),
+            }
+        }
+
+        /// Every message the flow writes now, reassembled; frames are checked for size.
+        fn sent(&mut self) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            while let Some(t) = self.flow.poll_transmit(&mut buf) {
+                assert_eq!(t.len, buf.len());
+                assert!(t.len <= self.flow.options.max_value_size);
+                self.flow.handle_transmitted(self.now);
+                if let Some(a) = self.rx.push(&buf).unwrap() {
+                    assert_eq!(a.category, Category::DFU);
+                    out.push(a.payload);
+                }
+                buf.clear();
+            }
+            out
+        }
+
+        fn send(&mut self, message: Message<'_>) {
+            let bytes = message.to_vec().unwrap();
+            let mut f = Fragmenter::new(Category::DFU, bytes, 20).unwrap();
+            let mut buf = Vec::new();
+            while f.emit_next(&mut buf).is_some() {
+                self.flow.handle_input(self.now, (), &buf);
+                buf.clear();
+            }
+        }
+
+        fn events(&mut self) -> Vec<DfuEvent> {
+            core::iter::from_fn(|| self.flow.poll_event()).collect()
+        }
+
+        fn expect_one(&mut self) -> Vec<u8> {
+            let mut sent = self.sent();
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            sent.remove(0)
+        }
+
+        /// Connects and takes INIT_REQUEST; returns its ctrl packet.
+        fn init(&mut self) -> Vec<u8> {
+            self.flow.handle_connected(self.now);
+            let m = self.expect_one();
+            match Message::decode(&m).unwrap() {
+                Message::InitRequest { ctrl_packet } => ctrl_packet.to_vec(),
+                other => panic!("expected INIT_REQUEST, got {other:?}"),
+            }
+        }
+
+        /// INIT accepted with a reboot, and the OTA manager reconnected.
+        fn enter_updater(&mut self) {
+            assert_eq!(self.init(), vec![0xC7; 400]);
+            self.send(Message::InitResponse {
+                result: 0,
+                is_boot: true,
+            });
+            let m = self.expect_one();
+            assert_eq!(
+                Message::decode(&m).unwrap(),
+                Message::InitCompletedInd { is_start: true }
+            );
+            self.flow.handle_disconnected(self.now);
+            self.now += Span::from_secs(3);
+            self.flow.handle_connected(self.now);
+        }
+
+        fn expect_start(&mut self, img: u8, rsp: u8) -> (u32, u32) {
+            let m = self.expect_one();
+            match Message::decode(&m).unwrap() {
+                Message::ImageSendStart {
+                    img_length,
+                    total_pkt_num,
+                    num_of_rsp,
+                    img_id,
+                } => {
+                    assert_eq!((img_id, num_of_rsp), (ImageId(img), rsp));
+                    (img_length, total_pkt_num)
+                }
+                other => panic!("expected IMAGE_SEND_START, got {other:?}"),
+            }
+        }
+
+        fn start_ok(&mut self) {
+            self.send(Message::ImageSendStartResponse {
+                result: 0,
+                end_mode: EndMode::Send,
+                skip: false,
+            });
+        }
+
+        /// The packets now written: (img_id, pkt_idx) each, checked against the file.
+        fn packets(&mut self) -> Vec<(u8, u16)> {
+            let files = self.flow.package.images.clone();
+            self.sent()
+                .iter()
+                .map(|m| match Message::decode(m).unwrap() {
+                    Message::ImageSendPacket {
+                        img_id,
+                        pkt_idx,
+                        data,
+                    } => {
+                        let f = files.iter().find(|f| f.img_id() == img_id.0).unwrap();
+                        assert_eq!(Some(data), f.record(u32::from(pkt_idx) - 1));
+                        (img_id.0, pkt_idx)
+                    }
+                    other => panic!("expected IMAGE_SEND_PACKET, got {other:?}"),
+                })
+                .collect()
+        }
+
+        fn ack(&mut self) {
+            self.send(Message::ImageSendPacketResponse { result: 0 });
+        }
+
+        fn expect_end(&mut self, img: u8, more: bool) {
+            let m = self.expect_one();
+            assert_eq!(
+                Message::decode(&m).unwrap(),
+                Message::ImageSendEnd {
+                    img_id: ImageId(img),
+                    is_more_image: more
+                }
+            );
+            self.send(Message::ImageSendEndResponse { result: 0 });
+        }
+
+        fn failed(&mut self) -> Error {
+            assert!(self.flow.is_finished());
+            match self.events().pop() {
+                Some(DfuEvent::Failed(e)) => e,
+                other => panic!("expected Failed, got {other:?}"),
+            }
+        }
+    }
+
+    fn idx(img: u8, range: core::ops::RangeInclusive<u16>) -> Vec<(u8, u16)> {
+        range.map(|i| (img, i)).collect()
+    }
+
+    #[test]
+    fn full_update_with_reboot_windows_and_end_ind() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        let ev = s.events();
+        assert!(ev.contains(&DfuEvent::RebootingIntoUpdater));
+        assert!(ev.contains(&DfuEvent::NeedsReconnect));
+        assert!(ev.contains(&DfuEvent::Stage(DfuStage::Reboot)));
+
+        // Image 0: 7 records of 36 + 64 bytes, acknowledged every 3.
+        let (len, pkts) = s.expect_start(0, 3);
+        assert_eq!((len, pkts), (700, 7));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        assert!(
+            s.sent().is_empty(),
+            "the window waits for its acknowledgement"
+        );
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 4..=6));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack();
+        s.expect_end(0, true);
+        // Image 3.
+        assert_eq!(s.expect_start(3, 3), (500, 5));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(3, 1..=3));
+        s.ack();
+        assert_eq!(s.packets(), idx(3, 4..=5));
+        s.ack();
+        s.expect_end(3, false);
+        let m = s.expect_one();
+        assert_eq!(Message::decode(&m).unwrap(), Message::TransmissionEnd);
+        assert_eq!(s.flow.stage(), Some(DfuStage::Install));
+        s.send(Message::EndInd { result: 0 });
+        assert!(s.flow.is_finished());
+        let ev = s.events();
+        assert_eq!(ev.last(), Some(&DfuEvent::Done));
+        let progress: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DfuEvent::Progress { confirmed, total } => {
+                    assert_eq!(*total, 1200);
+                    Some(*confirmed)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, [300, 600, 700, 1000, 1200]);
+    }
+
+    #[test]
+    fn exact_bytes_of_the_first_messages() {
+        let mut s = Script::new(options());
+        s.flow.handle_connected(s.now);
+        let mut buf = Vec::new();
+        let t = s.flow.poll_transmit(&mut buf).unwrap();
+        // cate 01, first frame, total 404 = 4 + 400, then INIT_REQUEST id 0, length 400.
+        assert_eq!(
+            &buf[..t.len][..10],
+            &[0x01, 0x01, 0x94, 0x01, 0x00, 0x00, 0x90, 0x01, 0xC7, 0xC7]
+        );
+        assert_eq!(t.len, 244);
+    }
+
+    #[test]
+    fn ota_ongoing_resumes_at_the_device_position() {
+        let mut s = Script::new(options());
+        s.init();
+        s.send(Message::InitResponse {
+            result: DfuErrorCode::OtaOngoing.code(),
+            is_boot: false,
+        });
+        let m = s.expect_one();
+        assert!(matches!(
+            Message::decode(&m).unwrap(),
+            Message::ResumeRequest { ctrl_packet } if ctrl_packet == [0xC7; 400]
+        ));
+        s.send(Message::ResumeResponse {
+            result: 0,
+            is_boot: false,
+            is_restart: false,
+            curr_packet_num: 2,
+            curr_img: ImageId(3),
+            num_of_rsp: Some(2),
+        });
+        // Not booting: the same link goes on with image 3 at the device's rate.
+        let sent = s.sent();
+        assert_eq!(
+            Message::decode(&sent[0]).unwrap(),
+            Message::ResumeCompletedInd { is_start: true }
+        );
+        assert!(matches!(
+            Message::decode(&sent[1]).unwrap(),
+            Message::ImageSendStart {
+                img_id: ImageId(3),
+                num_of_rsp: 2,
+                total_pkt_num: 5,
+                ..
+            }
+        ));
+        assert!(s.events().contains(&DfuEvent::Resuming {
+            image: ImageId(3),
+            packets: 2
+        }));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(3, 3..=4));
+        s.ack();
+        assert_eq!(s.packets(), idx(3, 5..=5));
+    }
+
+    #[test]
+    fn ota_ongoing_restarts_when_asked_and_other_codes_refuse() {
+        let mut s = Script::new(DfuOptions {
+            on_ongoing: OnOngoing::Restart,
+            ..options()
+        });
+        s.init();
+        s.send(Message::InitResponse {
+            result: 10,
+            is_boot: true,
+        });
+        let m = s.expect_one();
+        assert!(matches!(
+            Message::decode(&m).unwrap(),
+            Message::ForceInitRequest { .. }
+        ));
+        // OTA_ONGOING again after a forced init is the device's refusal.
+        s.send(Message::InitResponse {
+            result: 10,
+            is_boot: true,
+        });
+        let e = s.failed();
+        assert!(matches!(&e, Error::PeerRefused(r) if r.name == "DFU_ERR_OTA_ONGOING"));
+
+        let mut s = Script::new(options());
+        s.init();
+        s.send(Message::InitResponse {
+            result: 9,
+            is_boot: false,
+        });
+        let e = s.failed();
+        assert!(
+            matches!(&e, Error::PeerRefused(r) if r.name == "DFU_ERR_CONTROL_PACKET_INVALID" && r.code == 9),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_acknowledgement_asks_for_retransmission_at_a_lower_rate() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        let deadline = s.flow.poll_timeout().unwrap();
+        assert_eq!(deadline, s.now + Span::from_secs(10));
+        s.now = deadline;
+        s.flow.handle_timeout(s.now);
+        let m = s.expect_one();
+        assert_eq!(Message::decode(&m).unwrap(), Message::RetransmissionRequest);
+        s.send(Message::RetransmissionResponse {
+            result: 0,
+            new_num_of_rsp: 1,
+            retransmission_packet_num: 1,
+        });
+        assert_eq!(s.packets(), idx(0, 2..=2));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 3..=3));
+        assert!(!s.flow.is_finished());
+    }
+
+    #[test]
+    fn retransmissions_without_progress_run_out() {
+        let mut s = Script::new(DfuOptions {
+            max_retries: 2,
+            ..options()
+        });
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        let _ = s.packets();
+        for _ in 0..2 {
+            let at = s.flow.poll_timeout().unwrap();
+            s.now = at;
+            s.flow.handle_timeout(at);
+            assert_eq!(
+                Message::decode(&s.expect_one()).unwrap(),
+                Message::RetransmissionRequest
+            );
+        }
+        let at = s.flow.poll_timeout().unwrap();
+        s.flow.handle_timeout(at);
+        assert_eq!(
+            s.failed(),
+            Error::LinkLost(LinkLost::RetriesExhausted { attempts: 2 })
+        );
+    }
+
+    #[test]
+    fn link_lose_check_is_answered_and_sending_resumes_after_a_pause() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        let _ = s.packets();
+        s.send(Message::LinkLoseCheckReq {
+            result: 0,
+            new_num_of_rsp: 2,
+            current_index: 1,
+        });
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::LinkLoseCheckRsp { result: 0 }
+        );
+        assert!(s.sent().is_empty(), "paused");
+        let at = s.flow.poll_timeout().unwrap();
+        assert_eq!(at, s.now + Span::from_secs(1));
+        s.now = at;
+        s.flow.handle_timeout(at);
+        // From packet 2 to the next multiple of the new rate.
+        assert_eq!(s.packets(), idx(0, 2..=2));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 3..=4));
+    }
+
+    #[test]
+    fn a_drop_mid_image_reconnects_through_init_and_resumes() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        let _ = s.packets();
+        s.ack();
+        let _ = s.packets();
+        s.flow.handle_disconnected(s.now);
+        assert!(s.events().contains(&DfuEvent::NeedsReconnect));
+        assert_eq!(
+            s.flow.poll_timeout(),
+            None,
+            "a drop mid-transfer waits for the user"
+        );
+        s.init();
+        s.send(Message::InitResponse {
+            result: 10,
+            is_boot: false,
+        });
+        assert!(matches!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::ResumeRequest { .. }
+        ));
+        s.send(Message::ResumeResponse {
+            result: 0,
+            is_boot: false,
+            is_restart: false,
+            curr_packet_num: 3,
+            curr_img: ImageId(0),
+            num_of_rsp: Some(3),
+        });
+        let sent = s.sent();
+        assert_eq!(sent.len(), 2, "RESUME_COMPLETED_IND, IMAGE_SEND_START");
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 4..=6));
+    }
+
+    #[test]
+    fn the_updater_window_and_other_deadlines_fail_clearly() {
+        let mut s = Script::new(options());
+        s.init();
+        s.send(Message::InitResponse {
+            result: 0,
+            is_boot: true,
+        });
+        let _ = s.sent();
+        s.flow.handle_disconnected(s.now);
+        let at = s.flow.poll_timeout().unwrap();
+        assert_eq!(at, s.now + Span::from_secs(30));
+        s.flow.handle_timeout(at);
+        assert_eq!(
+            s.failed(),
+            Error::LinkLost(LinkLost::TimedOut {
+                waiting_for: WAIT_UPDATER
+            })
+        );
+
+        let mut s = Script::new(options());
+        s.init();
+        let at = s.flow.poll_timeout().unwrap();
+        s.flow.handle_timeout(at);
+        assert_eq!(
+            s.failed(),
+            Error::LinkLost(LinkLost::TimedOut {
+                waiting_for: WAIT_INIT
+            })
+        );
+    }
+
+    #[test]
+    fn skip_end_mode_zero_and_abort() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.send(Message::ImageSendStartResponse {
+            result: 0,
+            end_mode: EndMode::NoSend,
+            skip: true,
+        });
+        s.expect_start(3, 3);
+        s.send(Message::ImageSendStartResponse {
+            result: 0,
+            end_mode: EndMode::NoSend,
+            skip: true,
+        });
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::TransmissionEnd
+        );
+        assert_eq!(s.events().last(), Some(&DfuEvent::Done));
+
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.send(Message::AbortCommand { reason: 8 });
+        assert!(matches!(s.failed(), Error::PeerRefused(r) if r.name == "DFU_ERR_FW_INVALID"));
+    }
+
+    #[test]
+    fn construction_checks() {
+        assert!(DfuPackage::new(Vec::new(), vec![file(0, 1)]).is_err());
+        assert!(DfuPackage::new(vec![1], Vec::new()).is_err());
+        assert!(DfuPackage::new(vec![1], vec![file(0, 1), file(0, 2)]).is_err());
+        for bad in [
+            DfuOptions {
+                max_value_size: 4,
+                ..options()
+            },
+            DfuOptions {
+                num_of_rsp: 0,
+                ..options()
+            },
+            DfuOptions {
+                max_retries: 0,
+                ..options()
+            },
+        ] {
+            assert!(DfuUpdate::new(package(), bad).is_err());
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let mut s = Script::new(options());
+            s.flow.handle_connected(s.now);
+            let _ = s.sent();
+            for _ in 0..40 {
+                let len = (next() % 24) as usize;
+                let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if let Some(b) = bytes.first_mut() {
+                    *b = 0x01;
+                }
+                s.flow.handle_input(s.now, (), &bytes);
+                if next() % 5 == 0 {
+                    s.flow.handle_disconnected(s.now);
+                    s.flow.handle_connected(s.now);
+                }
+                if let Some(at) = s.flow.poll_timeout() {
+                    s.flow.handle_timeout(at);
+                }
+                let mut buf = Vec::new();
+                while s.flow.poll_transmit(&mut buf).is_some() {
+                    buf.clear();
+                }
+                let _ = s.events();
+            }
+        }
+    }
+}

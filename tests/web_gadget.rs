@@ -252,6 +252,22 @@ async fn no_bluetooth_and_bad_options_are_typed_errors() {
             .await
             .expect_err("refused");
     assert_eq!(field(&error, "code"), "invalid-argument");
+    let dfu = VerifiedImage::dfu_package(
+        fixture!("dfu/ctrl_packet.bin"),
+        js_sys::Array::of1(&object(&[
+            ("imgId", 0.into()),
+            (
+                "bytes",
+                js_sys::Uint8Array::from(&fixture!("dfu/hcpu.transfer.bin")[..]).into(),
+            ),
+        ])),
+        None,
+    )
+    .expect("a DFU package");
+    let error = settle(updater.update(&dfu, JsValue::UNDEFINED))
+        .await
+        .expect_err("a DFU package is not for a gadget");
+    assert_eq!(field(&error, "code"), "wrong-image");
     updater.close();
 
     let refusing = object(&[(

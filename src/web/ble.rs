@@ -37,8 +37,10 @@ pub struct GattProfile {
     pub service: &'static str,
     /// The characteristic the central writes without response.
     pub write: &'static str,
-    /// The characteristic whose notifications the central receives.
+    /// The characteristic whose notifications the central receives (may be `write`).
     pub notify: &'static str,
+    /// A name prefix the device may advertise without the service (a second chooser filter).
+    pub name_prefix: Option<&'static str>,
 }
 
 /// Alexa Gadgets: service 0xFE03, TX (Echo → gadget) and RX (gadget → Echo) (`gadget.md` §1).
@@ -46,6 +48,16 @@ pub const GADGET_PROFILE: GattProfile = GattProfile {
     service: "0000fe03-0000-1000-8000-00805f9b34fb",
     write: "f04eb177-3005-43a7-ac61-a390ddf83076",
     notify: "2beea05b-1879-4bb4-8a2f-72641f82420b",
+    name_prefix: None,
+};
+
+/// SiFli serial transport: one data characteristic both ways (`dfu.md` §1). The OTA manager
+/// advertises its name, not the service, hence the name filter.
+pub const DFU_PROFILE: GattProfile = GattProfile {
+    service: crate::wire::sifli::SERVICE_UUID,
+    write: crate::wire::sifli::DATA_CHARACTERISTIC_UUID,
+    notify: crate::wire::sifli::DATA_CHARACTERISTIC_UUID,
+    name_prefix: Some(crate::wire::sifli::ADVERTISED_NAME_PREFIX),
 };
 
 /// Asks the user to pick a device that advertises `profile`'s service (the browser's chooser,
@@ -60,8 +72,16 @@ pub async fn request_device(
     if let Some(prefix) = name_prefix {
         filter.set_name_prefix(prefix);
     }
+    let mut filters = alloc::vec![filter];
+    if let Some(prefix) = profile.name_prefix {
+        let by_name = BluetoothLeScanFilterInit::new();
+        by_name.set_name_prefix(name_prefix.unwrap_or(prefix));
+        filters.push(by_name);
+    }
     let options = RequestDeviceOptions::new();
-    options.set_filters(&[filter]);
+    options.set_filters(&filters);
+    // A device found by its name alone still exposes the service only if asked for.
+    options.set_optional_services(&[JsString::from(profile.service)]);
     let device = JsFuture::from(bluetooth.request_device(&options)).await?;
     Ok(device.unchecked_into())
 }

@@ -12,6 +12,7 @@
 
 mod ble;
 mod clock;
+mod running;
 mod updater;
 
 pub use updater::Updater;
@@ -23,8 +24,10 @@ use js_sys::{Array, Object, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 
 use crate::error::{Error, LinkLost, Misuse};
+use crate::flow::dfu::DfuPackage;
 use crate::image::digest::{DigestAlg, Hasher};
 use crate::image::manifest::{Manifest, ManifestEntry};
+use crate::image::sifli::TransferFile;
 use crate::image::signature::PublicKey;
 use crate::image::verify::{verify_image, Image, Verified, VerifyPolicy};
 
@@ -93,11 +96,21 @@ pub fn verify_image_js(
     verify(bytes, &entry, public_key_pem, danger_accept_unsigned)?.describe()
 }
 
-/// A firmware image that passed verification against its manifest entry; updaters take only
-/// this. Made by `VerifiedImage.verify` (same arguments as `verifyImage`).
+/// What an updater installs, checked: a gadget image verified against its manifest entry
+/// (`VerifiedImage.verify`, same arguments as `verifyImage`), or a SiFli DFU package whose
+/// transfer files are well formed (`VerifiedImage.dfuPackage`; the device itself checks the
+/// package's RSA signatures). Updaters take only this.
 #[wasm_bindgen]
 pub struct VerifiedImage {
-    verified: Verified<Image>,
+    payload: Payload,
+}
+
+/// The checked content of a [`VerifiedImage`].
+pub(crate) enum Payload {
+    /// A gadget image.
+    Image(Verified<Image>),
+    /// A DFU package.
+    Dfu(DfuPackage),
 }
 
 #[wasm_bindgen]
@@ -112,9 +125,64 @@ impl VerifiedImage {
         verify(bytes, &entry, public_key_pem, danger_accept_unsigned)
     }
 
-    /// `{name, flow, version, size, sha256, signed}`.
+    /// A SiFli DFU package: `ctrlPacket` (`ctrl_packet.bin`) and `images`, an array of
+    /// `{imgId, bytes}` transfer files. Each file's records are walked with `blkSize`
+    /// (default 512) and must carry their own offsets.
+    #[wasm_bindgen(js_name = dfuPackage)]
+    pub fn dfu_package(
+        #[wasm_bindgen(js_name = ctrlPacket)] ctrl_packet: &[u8],
+        images: Array,
+        #[wasm_bindgen(js_name = blkSize)] blk_size: Option<u16>,
+    ) -> Result<VerifiedImage, JsValue> {
+        let bad = |what: &'static str| misuse("invalid-argument", what);
+        let mut files = Vec::new();
+        for item in images.iter() {
+            let id = Reflect::get(&item, &"imgId".into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .filter(|n| n.fract() == 0.0 && (0.0..=255.0).contains(n))
+                .ok_or_else(|| bad("each image needs imgId, 0-255"))?;
+            let bytes = Reflect::get(&item, &"bytes".into())
+                .ok()
+                .filter(|v| v.is_instance_of::<js_sys::Uint8Array>())
+                .ok_or_else(|| bad("each image needs bytes, a Uint8Array"))?
+                .unchecked_into::<js_sys::Uint8Array>()
+                .to_vec();
+            let file = TransferFile::with_blk_size(id as u8, bytes, blk_size.unwrap_or(512))
+                .map_err(|e| {
+                    throwable(
+                        e.code(),
+                        "verification-failed",
+                        &alloc::format!("transfer file for image {}: {e}", id as u8),
+                        false,
+                    )
+                })?;
+            files.push(file);
+        }
+        let package = DfuPackage::new(ctrl_packet.to_vec(), files)
+            .map_err(|m| to_js_error("invalid-argument", &Error::Misuse(m)))?;
+        Ok(VerifiedImage {
+            payload: Payload::Dfu(package),
+        })
+    }
+
+    /// `{name, flow, version, size, sha256, signed}` for an image; `{flow: "dfu", size,
+    /// images}` for a package.
     pub fn describe(&self) -> Result<Object, JsValue> {
-        let image = self.verified.get();
+        let image = match &self.payload {
+            Payload::Image(verified) => verified.get(),
+            Payload::Dfu(package) => {
+                let out = Object::new();
+                set(&out, "flow", &JsValue::from_str("dfu"))?;
+                set(&out, "size", &JsValue::from_f64(package.total_len() as f64))?;
+                set(
+                    &out,
+                    "images",
+                    &JsValue::from_f64(package.images().len() as f64),
+                )?;
+                return Ok(out);
+            }
+        };
         let out = Object::new();
         set(&out, "name", &JsValue::from_str(&image.name))?;
         set(&out, "flow", &JsValue::from_str(image.flow.as_str()))?;
@@ -129,23 +197,30 @@ impl VerifiedImage {
         Ok(out)
     }
 
-    /// The image's version text.
+    /// The image's version text (empty for a DFU package, which carries none the remote
+    /// can read).
     #[wasm_bindgen(getter)]
     pub fn version(&self) -> String {
-        self.verified.get().version.clone()
+        match &self.payload {
+            Payload::Image(verified) => verified.get().version.clone(),
+            Payload::Dfu(_) => String::new(),
+        }
     }
 
-    /// The image's size in bytes.
+    /// Bytes that go to the device.
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> f64 {
-        self.verified.get().bytes.len() as f64
+        match &self.payload {
+            Payload::Image(verified) => verified.get().bytes.len() as f64,
+            Payload::Dfu(package) => package.total_len() as f64,
+        }
     }
 }
 
 impl VerifiedImage {
-    /// The proof token inside.
-    pub(crate) fn verified(&self) -> &Verified<Image> {
-        &self.verified
+    /// What was checked.
+    pub(crate) fn payload(&self) -> &Payload {
+        &self.payload
     }
 }
 
@@ -175,7 +250,9 @@ fn verify(
         let code = e.code();
         to_js_error(code, &Error::Verification(e))
     })?;
-    Ok(VerifiedImage { verified })
+    Ok(VerifiedImage {
+        payload: Payload::Image(verified),
+    })
 }
 
 fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {

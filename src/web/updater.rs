@@ -39,12 +39,15 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{Bluetooth, CustomEvent, CustomEventInit, EventTarget};
 
 use crate::error::Misuse;
-use crate::flow::gadget::{GadgetEvent, GadgetOptions, GadgetStage, GadgetUpdate};
-use crate::flow::Flow;
+use crate::flow::dfu::{DfuOptions, DfuUpdate, OnOngoing};
+use crate::flow::gadget::{GadgetOptions, GadgetUpdate};
 use crate::time::Millis;
-use crate::web::ble::{navigator_bluetooth, request_device, GattLink, GADGET_PROFILE};
+use crate::web::ble::{
+    navigator_bluetooth, request_device, GattLink, GattProfile, DFU_PROFILE, GADGET_PROFILE,
+};
 use crate::web::clock::{now, sleep, Timeout};
-use crate::web::{flow_error, misuse_error, set, throwable, VerifiedImage};
+use crate::web::running::{Note, Running};
+use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
 
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(4);
@@ -62,10 +65,18 @@ struct Rate {
     from: u64,
 }
 
+/// Which protocol the connected device speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gadget,
+    Dfu,
+}
+
 struct Driver {
+    kind: Kind,
     link: GattLink,
     events: EventTarget,
-    flow: Option<GadgetUpdate>,
+    flow: Option<Running>,
     waiter: Option<Waiter>,
     timer: Option<Timeout>,
     connected: bool,
@@ -100,29 +111,14 @@ impl Updater {
     /// `options.namePrefix` narrows the chooser.
     #[wasm_bindgen(js_name = connectGadget)]
     pub async fn connect_gadget(options: JsValue) -> Result<Updater, JsValue> {
-        let bluetooth = match get(&options, "bluetooth").filter(|v| !v.is_undefined()) {
-            Some(b) => b.unchecked_into::<Bluetooth>(),
-            None => navigator_bluetooth().ok_or_else(|| {
-                misuse_error(
-                    "bluetooth-unavailable",
-                    Misuse::Unsupported(
-                        "Web Bluetooth is not available in this browser: use Chrome or Edge, \
-                         over HTTPS or from 127.0.0.1, or the demo device",
-                    ),
-                )
-            })?,
-        };
-        let prefix = get(&options, "namePrefix").and_then(|v| v.as_string());
-        let device = request_device(&bluetooth, GADGET_PROFILE, prefix.as_deref())
-            .await
-            .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
-        let updater = Updater::bind(device)?;
-        let link = updater.shared.borrow().link.clone();
-        link.open()
-            .await
-            .map_err(|e| link_error("connect-failed", "could not connect to the device", &e))?;
-        updater.shared.borrow_mut().connected = true;
-        Ok(updater)
+        Updater::connect(options, Kind::Gadget, GADGET_PROFILE).await
+    }
+
+    /// Asks the user to pick a SiFli device (serial-transport service, or an OTA manager
+    /// advertising as `SIFLI_APP-…`) and connects to it. Options as for `connectGadget`.
+    #[wasm_bindgen(js_name = connectDfu)]
+    pub async fn connect_dfu(options: JsValue) -> Result<Updater, JsValue> {
+        Updater::connect(options, Kind::Dfu, DFU_PROFILE).await
     }
 
     /// The device's advertised name.
@@ -141,22 +137,40 @@ impl Updater {
     #[wasm_bindgen(getter)]
     pub fn stage(&self) -> Option<String> {
         let d = self.shared.borrow();
-        d.flow
-            .as_ref()
-            .and_then(GadgetUpdate::stage)
-            .map(|s| stage_name(s).into())
+        d.flow.as_ref().and_then(Running::stage).map(String::from)
     }
 
-    /// Installs `image` on the device; resolves with `{outcome: "done" | "up-to-date" |
-    /// "staged", ...}` and rejects with an `OtawebError`.
+    /// Installs `image` (a verified gadget image, or a DFU package for a SiFli device);
+    /// resolves with `{outcome: "done" | "up-to-date" | "staged", ...}` and rejects with an
+    /// `OtawebError`.
     ///
-    /// `options.stageOnly` stops before ApplyFirmware (call `apply()` later);
-    /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer.
+    /// Gadget: `options.stageOnly` stops before ApplyFirmware (call `apply()` later);
+    /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer. DFU:
+    /// `options.restart` starts an interrupted update over instead of resuming it;
+    /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
     pub fn update(&self, image: &VerifiedImage, options: JsValue) -> Promise {
         let shared = self.shared.clone();
-        let verified = image.verified().clone();
         let started = (|| {
-            let options = gadget_options(&options)?;
+            let kind = shared.borrow().kind;
+            let flow = match (kind, image.payload()) {
+                (Kind::Gadget, Payload::Image(verified)) => Running::Gadget(
+                    GadgetUpdate::new(verified.clone(), gadget_options(&options)?)
+                        .map_err(|m| misuse_error("invalid-argument", m))?,
+                ),
+                (Kind::Dfu, Payload::Dfu(package)) => Running::Dfu(
+                    DfuUpdate::new(package.clone(), dfu_options(&options)?)
+                        .map_err(|m| misuse_error("invalid-argument", m))?,
+                ),
+                _ => {
+                    return Err(misuse_error(
+                        "wrong-image",
+                        Misuse::InvalidArgument(
+                            "this image is for another kind of device: gadget images go to \
+                             connectGadget updaters, DFU packages to connectDfu ones",
+                        ),
+                    ))
+                }
+            };
             let mut d = shared.borrow_mut();
             if d.closed {
                 return Err(misuse_error(
@@ -176,16 +190,14 @@ impl Updater {
                     },
                 ));
             }
-            let flow = GadgetUpdate::new(verified, options)
-                .map_err(|m| misuse_error("invalid-argument", m))?;
             d.flow = Some(flow);
             d.rate = None;
             Ok(d.waiter_promise())
         })();
         match started {
             Ok(promise) => {
-                // Enabling notifications again makes the gadget send its PV packet, which
-                // opens the handshake of the new flow.
+                // Enabling notifications again makes a gadget send its PV packet, which opens
+                // the handshake of the new flow.
                 spawn_local(reopen(shared));
                 promise
             }
@@ -260,9 +272,43 @@ impl Updater {
 }
 
 impl Updater {
+    async fn connect(
+        options: JsValue,
+        kind: Kind,
+        profile: GattProfile,
+    ) -> Result<Updater, JsValue> {
+        let bluetooth = match get(&options, "bluetooth").filter(|v| !v.is_undefined()) {
+            Some(b) => b.unchecked_into::<Bluetooth>(),
+            None => navigator_bluetooth().ok_or_else(|| {
+                misuse_error(
+                    "bluetooth-unavailable",
+                    Misuse::Unsupported(
+                        "Web Bluetooth is not available in this browser: use Chrome or Edge, \
+                         over HTTPS or from 127.0.0.1, or the demo device",
+                    ),
+                )
+            })?,
+        };
+        let prefix = get(&options, "namePrefix").and_then(|v| v.as_string());
+        let device = request_device(&bluetooth, profile, prefix.as_deref())
+            .await
+            .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
+        let updater = Updater::bind(device, kind, profile)?;
+        let link = updater.shared.borrow().link.clone();
+        link.open()
+            .await
+            .map_err(|e| link_error("connect-failed", "could not connect to the device", &e))?;
+        updater.shared.borrow_mut().connected = true;
+        Ok(updater)
+    }
+
     /// An updater for `device`. The link's listeners hold the driver weakly, so they do not
     /// keep it alive.
-    fn bind(device: web_sys::BluetoothDevice) -> Result<Updater, JsValue> {
+    fn bind(
+        device: web_sys::BluetoothDevice,
+        kind: Kind,
+        profile: GattProfile,
+    ) -> Result<Updater, JsValue> {
         let events = EventTarget::new()?;
         let shared = Rc::new_cyclic(|weak: &Weak<RefCell<Driver>>| {
             let on_value = {
@@ -282,7 +328,8 @@ impl Updater {
                 }
             };
             RefCell::new(Driver {
-                link: GattLink::new(device, GADGET_PROFILE, on_value, on_disconnect),
+                kind,
+                link: GattLink::new(device, profile, on_value, on_disconnect),
                 events,
                 flow: None,
                 waiter: None,
@@ -321,7 +368,7 @@ fn on_input(shared: &Shared, bytes: &[u8]) {
         let mut d = shared.borrow_mut();
         let at = now();
         if let Some(flow) = d.flow.as_mut() {
-            flow.handle_input(at, (), bytes);
+            flow.handle_input(at, bytes);
         }
     }
     settle(shared);
@@ -409,8 +456,8 @@ fn settle(shared: &Shared) {
         let Some(flow) = d.flow.as_mut() else {
             return;
         };
-        while let Some(event) = flow.poll_event() {
-            translate(event, flow, &mut d.rate, &mut d.waiter, &mut out);
+        while let Some(note) = flow.poll_note() {
+            translate(note, &mut d.rate, &mut d.waiter, &mut out);
         }
         let deadline = flow.poll_timeout();
         d.timer = deadline.map(|at| {
@@ -452,13 +499,7 @@ fn settle(shared: &Shared) {
 }
 
 /// One flow event as JavaScript events and promise outcomes.
-fn translate(
-    event: GadgetEvent,
-    flow: &GadgetUpdate,
-    rate: &mut Option<Rate>,
-    waiter: &mut Option<Waiter>,
-    out: &mut Vec<Out>,
-) {
+fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, out: &mut Vec<Out>) {
     let detail = Object::new();
     let put = |k: &str, v: JsValue| {
         let _ = set(&detail, k, &v);
@@ -470,17 +511,17 @@ fn translate(
             out.push(Out::Resolve(w, result.into()));
         }
     };
-    match event {
-        GadgetEvent::Stage(stage) => {
-            put("stage", stage_name(stage).into());
+    match note {
+        Note::Stage(stage) => {
+            put("stage", stage.into());
             out.push(Out::Event("stage", detail));
         }
-        GadgetEvent::VersionFound { current, offered } => {
+        Note::Version { current, offered } => {
             put("current", current.into());
             put("offered", offered.into());
             out.push(Out::Event("version", detail));
         }
-        GadgetEvent::Progress { confirmed, total } => {
+        Note::Progress { confirmed, total } => {
             let at = now();
             let r = *rate.get_or_insert(Rate {
                 since: at,
@@ -503,28 +544,36 @@ fn translate(
             put("secondsLeft", left);
             out.push(Out::Event("progress", detail));
         }
-        GadgetEvent::NeedsReconnect => {
+        Note::NeedsReconnect => {
             // The rate restarts after the link is back.
             *rate = None;
             out.push(Out::Reconnect);
         }
-        GadgetEvent::UpToDate { current, offered } => {
+        Note::Rebooting => out.push(Out::Event("rebooting", detail)),
+        Note::Resuming { image, packets } => {
+            put("image", image.into());
+            put("packets", packets.into());
+            out.push(Out::Event("resuming", detail));
+        }
+        Note::UpToDate { current, offered } => {
             put("current", current.into());
             put("offered", offered.into());
             outcome(out, waiter, "up-to-date", &detail);
             out.push(Out::Event("up-to-date", detail));
         }
-        GadgetEvent::Staged => {
-            put("confirmed", (flow.progress().0 as f64).into());
+        Note::Staged { confirmed } => {
+            put("confirmed", (confirmed as f64).into());
             outcome(out, waiter, "staged", &detail);
             out.push(Out::Event("staged", detail));
         }
-        GadgetEvent::Done { version } => {
-            put("version", version.into());
+        Note::Done { version } => {
+            if let Some(v) = version {
+                put("version", v.into());
+            }
             outcome(out, waiter, "done", &detail);
             out.push(Out::Event("done", detail));
         }
-        GadgetEvent::Cancelled => {
+        Note::Cancelled => {
             let error = misuse_error(
                 "cancelled",
                 Misuse::WrongState {
@@ -537,7 +586,7 @@ fn translate(
             }
             out.push(Out::Event("cancelled", detail));
         }
-        GadgetEvent::Failed(error) => {
+        Note::Failed(error) => {
             let js = flow_error(&error);
             if let Some(w) = waiter.take() {
                 out.push(Out::Reject(w, js.clone()));
@@ -607,17 +656,6 @@ fn emit(shared: &Shared, kind: &str, detail: Object) {
     }
 }
 
-fn stage_name(stage: GadgetStage) -> &'static str {
-    match stage {
-        GadgetStage::Handshake => "handshake",
-        GadgetStage::Discover => "discover",
-        GadgetStage::Transfer => "transfer",
-        GadgetStage::Apply => "apply",
-        GadgetStage::Restart => "restart",
-        GadgetStage::Confirm => "confirm",
-    }
-}
-
 fn get(object: &JsValue, key: &str) -> Option<JsValue> {
     if !object.is_object() {
         return None;
@@ -650,6 +688,29 @@ fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
     }
     if let Some(n) = number("maxAttempts", "maxAttempts must be a whole number")? {
         out.max_attempts = n;
+    }
+    Ok(out)
+}
+
+/// The options object of `update()` for a SiFli device as [`DfuOptions`].
+fn dfu_options(options: &JsValue) -> Result<DfuOptions, JsValue> {
+    let mut out = DfuOptions::default();
+    if get(options, "restart").is_some_and(|v| v.is_truthy()) {
+        out.on_ongoing = OnOngoing::Restart;
+    }
+    if let Some(v) = get(options, "valueSize").filter(|v| !v.is_undefined()) {
+        out.max_value_size = v
+            .as_f64()
+            .filter(|n| n.fract() == 0.0 && (1.0..=512.0).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                misuse_error(
+                    "invalid-argument",
+                    Misuse::InvalidArgument(
+                        "valueSize must be a whole number of bytes, at most 512",
+                    ),
+                )
+            })?;
     }
     Ok(out)
 }

@@ -1,8 +1,11 @@
-// A `navigator.bluetooth` stand-in in front of the demo gadget (the companion firmware
-// compiled to wasm). It plays only the radio: the updater's real Web Bluetooth code calls
-// requestDevice → gatt.connect → getPrimaryService → getCharacteristic → startNotifications
-// → writeValueWithoutResponse exactly as it would on a real device, and every byte goes
-// through the real gadget code. No protocol logic lives here.
+// A `navigator.bluetooth` stand-in in front of a demo device (the companion firmware
+// compiled to wasm: the Alexa gadget or the SiFli DFU device). It plays only the radio: the
+// updater's real Web Bluetooth code calls requestDevice → gatt.connect → getPrimaryService →
+// getCharacteristic → startNotifications → writeValueWithoutResponse exactly as it would on
+// a real device, and every byte goes through the real firmware code. No protocol logic
+// lives here. The device object (`makeDevice()`) offers connect(), disconnect(),
+// write(bytes), takeNotifications(), takeRestart(), restart(), a `name`, and optionally
+// tick(nowMs) for its own timers, which the stand-in calls every `tickMs`.
 //
 // The radio model: values written without response wait in an OS queue of `txQueue`
 // entries (a write resolves once its value is queued, as Chrome's does); every
@@ -12,9 +15,21 @@
 // with "GATT operation already in progress." Faults for tests: `dropRate` loses written
 // values, `disconnectAfterWrites` drops the link after the n-th write.
 
-const GADGET_SERVICE = "0000fe03-0000-1000-8000-00805f9b34fb";
-const GADGET_TX = "f04eb177-3005-43a7-ac61-a390ddf83076";
-const GADGET_RX = "2beea05b-1879-4bb4-8a2f-72641f82420b";
+/** The GATT layout of each demo device: service, write and notify characteristics. */
+export const PROFILES = {
+  gadget: {
+    service: "0000fe03-0000-1000-8000-00805f9b34fb",
+    write: "f04eb177-3005-43a7-ac61-a390ddf83076",
+    notify: "2beea05b-1879-4bb4-8a2f-72641f82420b",
+  },
+  // SiFli serial transport: one data characteristic both ways.
+  sifli: {
+    service: "00000000-0000-0000-6473-5f696c666973",
+    write: "00000000-0000-0200-6473-5f696c666973",
+    notify: "00000000-0000-0200-6473-5f696c666973",
+    namePrefix: "SIFLI_APP",
+  },
+};
 
 const DEFAULTS = {
   intervalMs: 15,
@@ -24,6 +39,8 @@ const DEFAULTS = {
   dropRate: 0,
   disconnectAfterWrites: [],
   seed: 1,
+  profile: PROFILES.gadget,
+  tickMs: 50,
 };
 
 /** A 16- or 32-bit alias or a UUID string, as the full lowercase UUID. */
@@ -68,12 +85,12 @@ class DemoCharacteristic extends EventTarget {
 }
 
 class DemoService {
-  constructor(device) {
+  constructor(device, profile) {
     this.device = device;
-    this.uuid = GADGET_SERVICE;
+    this.uuid = profile.service;
     this.isPrimary = true;
-    this.tx = new DemoCharacteristic(this, GADGET_TX, { write: true, writeWithoutResponse: true });
-    this.rx = new DemoCharacteristic(this, GADGET_RX, { notify: true, read: true });
+    this.tx = new DemoCharacteristic(this, profile.write, { write: true, writeWithoutResponse: true, notify: profile.write === profile.notify });
+    this.rx = profile.notify === profile.write ? this.tx : new DemoCharacteristic(this, profile.notify, { notify: true, read: true });
   }
 
   getCharacteristic(uuid) {
@@ -102,7 +119,7 @@ class DemoGattServer {
 
   getPrimaryService(uuid) {
     return this.device.radio.operation(() => {
-      if (canonical(uuid) !== GADGET_SERVICE) {
+      if (canonical(uuid) !== this.device.service.uuid) {
         throw domError("NotFoundError", `No Services matching UUID ${canonical(uuid)} found in Device.`);
       }
       return this.device.service;
@@ -113,11 +130,15 @@ class DemoGattServer {
 class DemoDevice extends EventTarget {
   constructor(gadget, options) {
     super();
-    this.id = "otaweb-demo-gadget";
-    this.name = gadget.name;
+    this.id = `otaweb-demo-${options.profile === PROFILES.sifli ? "sifli" : "gadget"}`;
     this.gatt = new DemoGattServer(this);
-    this.service = new DemoService(this);
+    this.service = new DemoService(this, options.profile);
     this.radio = new Radio(this, gadget, options);
+  }
+
+  /** The name the firmware advertises now (an OTA manager renames itself). */
+  get name() {
+    return this.radio.gadget.name;
   }
 }
 
@@ -134,6 +155,16 @@ class Radio {
     this.timer = null;
     this.rng = options.seed >>> 0 || 1;
     this.stats = { writes: 0, writtenBytes: 0, notifications: 0, dropped: 0, overlapped: 0, disconnects: 0, restarts: 0 };
+    if (typeof gadget.tick === "function") {
+      // The firmware's own timers (a DFU device's 30 s window back to its user bin).
+      this.ticker = setInterval(() => this.tick(), options.tickMs);
+    }
+  }
+
+  tick() {
+    this.gadget.tick(performance.now());
+    this.notify();
+    if (this.gadget.takeRestart()) this.restart();
   }
 
   /** Runs `body` as one GATT operation, refusing to overlap another (as Chrome does). */
@@ -301,8 +332,11 @@ export function createDemoBluetooth(makeGadget, options = {}) {
       return device;
     },
     requestDevice(request = {}) {
-      const wanted = (request.filters ?? []).flatMap((f) => f.services ?? []).map(canonical);
-      if (!request.acceptAllDevices && !wanted.includes(GADGET_SERVICE)) {
+      const filters = request.filters ?? [];
+      const wanted = filters.flatMap((f) => f.services ?? []).map(canonical);
+      const prefix = settings.profile.namePrefix;
+      const byName = prefix !== undefined && filters.some((f) => f.namePrefix === prefix);
+      if (!request.acceptAllDevices && !wanted.includes(settings.profile.service) && !byName) {
         return Promise.reject(domError("NotFoundError", "User cancelled the requestDevice() chooser."));
       }
       device ??= new DemoDevice(makeGadget(), settings);

@@ -213,6 +213,15 @@ async fn stage_only_then_apply_and_a_lower_version_is_refused() {
     let updater = Updater::connect_gadget(JsValue::UNDEFINED)
         .await
         .expect("connects");
+    let checked =
+        settle(updater.update(&image("app-v1.bin"), object(&[("checkOnly", true.into())])))
+            .await
+            .expect("checks");
+    assert_eq!(field(&checked, "outcome"), "update-available");
+    assert_eq!(field(&checked, "current"), 0);
+    assert_eq!(field(&checked, "offered"), 1);
+    assert_eq!(field(&gadget, "stagedBytes"), 0, "a check sends no segment");
+
     let staged =
         settle(updater.update(&image("app-v1.bin"), object(&[("stageOnly", true.into())])))
             .await

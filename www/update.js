@@ -131,10 +131,35 @@ async function connect() {
     listen(updater);
     state.updater = updater;
     ui.deviceName.textContent = updater.deviceName ?? "(unnamed gadget)";
-    setStatus(state.image ? "Connected. Press Update to install the image." : "Connected. Choose and check an image above.");
+    setStatus("Connected. Choose and check an image above.");
+    renderButtons();
+    await check();
   } catch (e) {
     describeError(e);
   }
+  renderButtons();
+}
+
+/** Reads the device's version against the chosen image, sending nothing else. */
+async function check() {
+  if (!state.updater || !state.image || state.running) return;
+  state.running = true;
+  renderButtons();
+  try {
+    const verified = VerifiedImage.verify(state.image.bytes, state.image.entry, state.image.key, false);
+    const result = await state.updater.update(verified, { checkOnly: true });
+    ui.deviceVersion.textContent = `version ${result.current}`;
+    ui.stage.textContent = "—";
+    setStatus(
+      result.outcome === "update-available"
+        ? `The device runs version ${result.current}; version ${result.offered} is ready to install. Press Update.`
+        : `The device already runs version ${result.current}; version ${result.offered} is not newer.`,
+      "",
+    );
+  } catch (e) {
+    describeError(e);
+  }
+  state.running = false;
   renderButtons();
 }
 
@@ -185,6 +210,7 @@ document.addEventListener("image-verified", (e) => {
   state.image = e.detail.entry.flow === "gadget" ? e.detail : null;
   if (!state.image) setStatus(`This image is for the ${e.detail.entry.flow} flow; this section installs gadget images.`);
   renderButtons();
+  check();
 });
 document.addEventListener("image-cleared", () => {
   state.image = null;

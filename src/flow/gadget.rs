@@ -70,6 +70,9 @@
 //! - \[INF\] §4: segment bytes go on the OTA stream raw, without the ACK flag, in
 //!   transactions of at most T bytes; each segment is announced by its own
 //!   UpdateComponentSegment with the ACK flag on every packet (\[REC\] §3.5).
+//! - [`GadgetOptions::check_only`] runs the handshake and Discover and finishes with
+//!   [`GadgetEvent::UpdateAvailable`] or [`GadgetEvent::UpToDate`]: how an application shows
+//!   the device's version before the person decides to update.
 //! - Version not newer: the flow emits [`GadgetEvent::UpToDate`] and finishes *without* an
 //!   error, having sent nothing beyond the handshake: an up-to-date device is a fine outcome,
 //!   not a fault of the peer or the caller.
@@ -212,6 +215,9 @@ pub struct GadgetOptions {
     pub min_segment_size: u32,
     /// Stop in [`GadgetEvent::Staged`] before ApplyFirmware; [`GadgetUpdate::apply`] goes on.
     pub stage_only: bool,
+    /// Only read the device's version: finish with [`GadgetEvent::UpdateAvailable`] or
+    /// [`GadgetEvent::UpToDate`] after Discover, sending no segment.
+    pub check_only: bool,
     /// Our own cap on the packet size, at least 8 (default 512, Web Bluetooth's limit).
     pub max_packet_size: u16,
     /// Attempts per request, and per segment once it is at `min_segment_size`, including
@@ -227,6 +233,7 @@ impl Default for GadgetOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             min_segment_size: DEFAULT_MIN_SEGMENT_SIZE,
             stage_only: false,
+            check_only: false,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeouts: GadgetTimeouts::default(),
@@ -275,6 +282,14 @@ pub enum GadgetEvent {
     NeedsReconnect,
     /// The device already runs this version or a newer one; nothing was sent. Finished.
     UpToDate {
+        /// The device's version.
+        current: u32,
+        /// The image's version.
+        offered: u32,
+    },
+    /// The device runs an older version than the image's; nothing was sent (`check_only`).
+    /// Finished.
+    UpdateAvailable {
         /// The device's version.
         current: u32,
         /// The image's version.
@@ -338,7 +353,7 @@ enum State {
     ExpectApplyResponse,
     /// The link drop of the device's restart.
     ExpectRestart,
-    /// Finished: the device was already up to date.
+    /// Finished: the device was already up to date, or (`check_only`) it was not.
     UpToDate,
     /// Finished: the device runs the new version.
     Done,
@@ -627,13 +642,18 @@ impl GadgetUpdate {
     }
 
     fn finish_up_to_date(&mut self, current: u32) {
-        self.clear_link();
-        self.deadline = None;
-        self.state = State::UpToDate;
-        self.events.push_back(GadgetEvent::UpToDate {
+        self.finish_checked(GadgetEvent::UpToDate {
             current,
             offered: self.offered.0,
         });
+    }
+
+    /// Finishes after Discover, having sent nothing more, reporting `event`.
+    fn finish_checked(&mut self, event: GadgetEvent) {
+        self.clear_link();
+        self.deadline = None;
+        self.state = State::UpToDate;
+        self.events.push_back(event);
     }
 
     fn finish_done(&mut self) {
@@ -784,6 +804,9 @@ impl GadgetUpdate {
             .push_back(GadgetEvent::VersionFound { current, offered });
         match goal {
             Goal::Transfer if current >= offered => self.finish_up_to_date(current),
+            Goal::Transfer if self.options.check_only => {
+                self.finish_checked(GadgetEvent::UpdateAvailable { current, offered });
+            }
             Goal::Transfer => {
                 self.resuming = self.confirmed > 0;
                 self.set_stage(GadgetStage::Transfer);
@@ -2192,6 +2215,36 @@ mod tests {
         let at = s.flow.poll_timeout().expect("a deadline");
         s.now = at;
         s.flow.handle_timeout(at);
+    }
+
+    #[test]
+    fn check_only_reports_the_version_and_sends_nothing_more() {
+        let mut s = Script::new(GadgetOptions {
+            check_only: true,
+            ..options()
+        });
+        s.handshake("1");
+        assert!(s.sent().is_empty());
+        assert!(s.flow.is_finished());
+        assert_eq!(
+            s.events().last(),
+            Some(&GadgetEvent::UpdateAvailable {
+                current: 1,
+                offered: 2
+            })
+        );
+        let mut s = Script::new(GadgetOptions {
+            check_only: true,
+            ..options()
+        });
+        s.handshake("2");
+        assert_eq!(
+            s.events().last(),
+            Some(&GadgetEvent::UpToDate {
+                current: 2,
+                offered: 2
+            })
+        );
     }
 
     #[test]

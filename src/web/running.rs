@@ -55,6 +55,13 @@ pub enum Note {
         /// The image's version.
         offered: u32,
     },
+    /// Finished (a check): the device runs an older version than the image's.
+    UpdateAvailable {
+        /// The device's version.
+        current: u32,
+        /// The image's version.
+        offered: u32,
+    },
     /// The image is on the device, waiting for `apply()`.
     Staged {
         /// Confirmed bytes.
@@ -161,6 +168,9 @@ fn gadget_note(event: GadgetEvent, flow: &GadgetUpdate) -> Note {
         GadgetEvent::Progress { confirmed, total } => Note::Progress { confirmed, total },
         GadgetEvent::NeedsReconnect => Note::NeedsReconnect,
         GadgetEvent::UpToDate { current, offered } => Note::UpToDate { current, offered },
+        GadgetEvent::UpdateAvailable { current, offered } => {
+            Note::UpdateAvailable { current, offered }
+        }
         GadgetEvent::Staged => Note::Staged {
             confirmed: flow.progress().0,
         },

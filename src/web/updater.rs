@@ -17,7 +17,8 @@
 //! | `progress` | `{confirmed, total, bytesPerSecond, secondsLeft}`: bytes the device confirmed |
 //! | `reconnecting` | `{attempt, delayMs}`: the link dropped and the updater is reconnecting |
 //! | `connected` / `disconnected` | `{}` |
-//! | `staged`, `done`, `up-to-date`, `cancelled` | `{version}` / `{current, offered}` where it applies |
+//! | `staged`, `done`, `up-to-date`, `update-available`, `cancelled` | `{version}` / `{current, offered}` where it applies |
+//! | `rebooting` / `resuming` | `{}` / `{image, packets}`: a DFU device reboots into its OTA manager / continues an interrupted update |
 //! | `error` | the `OtawebError` that also rejects the pending promise |
 //!
 //! Reconnection is the edge's job (the flow only says it needs one): after a drop it calls
@@ -144,7 +145,9 @@ impl Updater {
     /// resolves with `{outcome: "done" | "up-to-date" | "staged", ...}` and rejects with an
     /// `OtawebError`.
     ///
-    /// Gadget: `options.stageOnly` stops before ApplyFirmware (call `apply()` later);
+    /// Gadget: `options.checkOnly` only reads the device's version (outcome
+    /// `"update-available"` or `"up-to-date"`); `options.stageOnly` stops before
+    /// ApplyFirmware (call `apply()` later);
     /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer. DFU:
     /// `options.restart` starts an interrupted update over instead of resuming it;
     /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
@@ -561,6 +564,12 @@ fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, o
             outcome(out, waiter, "up-to-date", &detail);
             out.push(Out::Event("up-to-date", detail));
         }
+        Note::UpdateAvailable { current, offered } => {
+            put("current", current.into());
+            put("offered", offered.into());
+            outcome(out, waiter, "update-available", &detail);
+            out.push(Out::Event("update-available", detail));
+        }
         Note::Staged { confirmed } => {
             put("confirmed", (confirmed as f64).into());
             outcome(out, waiter, "staged", &detail);
@@ -668,6 +677,9 @@ fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
     let mut out = GadgetOptions::default();
     if let Some(v) = get(options, "stageOnly").filter(|v| !v.is_undefined()) {
         out.stage_only = v.is_truthy();
+    }
+    if let Some(v) = get(options, "checkOnly").filter(|v| !v.is_undefined()) {
+        out.check_only = v.is_truthy();
     }
     let number = |key: &str, what: &'static str| -> Result<Option<u32>, JsValue> {
         match get(options, key).filter(|v| !v.is_undefined()) {

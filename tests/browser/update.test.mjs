@@ -48,8 +48,10 @@ test("Update stays disabled until connected with a verified image", async () => 
 test("Connect → demo device → Update installs app v2 with a progress bar", async () => {
   await page.getByTestId("device-demo").check();
   await page.getByTestId("connect").click();
-  await page.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
+  // Connecting reads the device's version against the chosen image, and sends nothing else.
+  await page.getByTestId("update-status").filter({ hasText: "version 2 is ready to install" }).waitFor();
   assert.equal(await text("device-name"), "otaweb demo gadget");
+  assert.equal(await text("device-version"), "version 0");
 
   // Watch the progress bar move while the transfer runs.
   const seen = page.evaluate(

@@ -72,6 +72,11 @@ class DemoCharacteristic extends EventTarget {
     return this.writeValueWithoutResponse(data);
   }
 
+  /** Resolves once the value reached the device, as an ATT write request does. */
+  writeValueWithResponse(data) {
+    return this.service.device.radio.write(data, { confirmed: true });
+  }
+
   startNotifications() {
     return this.service.device.radio.startNotifications(this);
   }
@@ -212,7 +217,7 @@ class Radio {
     });
   }
 
-  write(data) {
+  write(data, { confirmed = false } = {}) {
     const bytes = data instanceof Uint8Array ? data.slice() : new Uint8Array(data.buffer ?? data);
     if (bytes.length > 512) {
       return Promise.reject(domError("InvalidModificationError", "Value can't exceed 512 bytes."));
@@ -222,7 +227,8 @@ class Radio {
         new Promise((resolve, reject) => {
           this.stats.writes += 1;
           this.stats.writtenBytes += value.length;
-          this.queue.push({ value, resolve, reject, released: false });
+          // A confirmed write holds its promise until a connection event delivers it.
+          this.queue.push({ value, resolve, reject, released: false, confirmed });
           this.release();
           this.schedule();
           if (this.options.disconnectAfterWrites.includes(this.stats.writes)) {
@@ -236,7 +242,7 @@ class Radio {
   release() {
     for (let i = 0; i < Math.min(this.queue.length, this.options.txQueue); i++) {
       const entry = this.queue[i];
-      if (!entry.released) {
+      if (!entry.released && !entry.confirmed) {
         entry.released = true;
         entry.resolve();
       }

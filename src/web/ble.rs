@@ -23,6 +23,8 @@ use core::cell::RefCell;
 
 use js_sys::{Function, JsString, Uint8Array};
 use wasm_bindgen::prelude::*;
+
+use crate::flow::Delivery;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -218,18 +220,27 @@ impl GattLink {
         Ok(())
     }
 
-    /// Starts one write without response of `bytes` and returns its completion; the caller
-    /// awaits it before the next write (see the module docs).
-    pub fn write(&self, bytes: &[u8]) -> Result<JsFuture<js_sys::Undefined>, JsValue> {
+    /// Starts one write of `bytes` and returns its completion; the caller awaits it before
+    /// the next write (see the module docs). `delivery` picks write without response, or with
+    /// response where a flow wants the peer's link layer to confirm (and to pace the OS queue
+    /// that some stacks overflow silently).
+    pub fn write(
+        &self,
+        bytes: &[u8],
+        delivery: Delivery,
+    ) -> Result<JsFuture<js_sys::Undefined>, JsValue> {
         let open = self
             .0
             .open
             .borrow()
             .clone()
             .ok_or_else(|| JsValue::from_str("the link is not open"))?;
-        let promise = open
-            .write
-            .write_value_without_response_with_u8_slice(bytes)?;
+        let promise = match delivery {
+            Delivery::WithoutResponse => open
+                .write
+                .write_value_without_response_with_u8_slice(bytes)?,
+            Delivery::WithResponse => open.write.write_value_with_response_with_u8_slice(bytes)?,
+        };
         Ok(JsFuture::from(promise))
     }
 

@@ -627,7 +627,7 @@ fn kick_writer(shared: &Shared) {
                 let Some(flow) = d.flow.as_mut() else { break };
                 d.buf.clear();
                 match flow.poll_transmit(&mut d.buf) {
-                    Some(t) => d.link.write(&d.buf[..t.len]),
+                    Some(t) => d.link.write(&d.buf[..t.len], t.delivery),
                     None => break,
                 }
             };

@@ -5,8 +5,10 @@
 //! and compiled to wasm it is the page's built-in demo device.
 //!
 //! - [`flash`]: a simulated NOR flash with power-cut injection, and partitions of any flash.
+//! - [`record`]: the power-safe record log that [`slots`] and [`dfu`] keep their state in.
 //! - [`slots`]: two image slots, a power-safe state area and the boot decision.
 //! - [`gadget`]: the Alexa Gadgets OTA responder, sans-IO, staging into the inactive slot.
+//! - [`dfu`]: the SiFli OTA-manager DFU device (user bin and OTA manager), sans-IO.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +17,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod dfu;
 pub mod flash;
 pub mod gadget;
+pub mod record;
 pub mod slots;

@@ -44,6 +44,7 @@
 //!   body [W]  commit word: all 0x00, written last, in a write of its own
 //! ```
 //!
+//! The record scheme is [`crate::record::RecordLog`], shared with the DFU device.
 //! The check is SHA-256 truncated to 8 bytes (`otaweb::image::digest::sha256`): it only
 //! needs to catch torn or stray bytes, not an adversary, and the hash is already linked.
 //!
@@ -66,16 +67,15 @@ use core::ops::Range;
 use embedded_storage::nor_flash::NorFlash;
 use otaweb::image::digest::{sha256, DigestAlg, Hasher};
 
+use crate::record::{LogError, RecordLog};
+
 /// The record magic, "OTA1" read as a big-endian word and stored little-endian.
 const MAGIC: u32 = 0x4F54_4131;
 /// Bytes of a record before the padding: fields and check.
-const RECORD_LEN: usize = 100;
 /// Where the check starts; it covers every byte before it.
 const CHECK_AT: usize = 92;
-/// Bytes of SHA-256 kept as the check.
-const CHECK_LEN: usize = 8;
-/// The value of every byte of a committed record's commit word.
-const COMMITTED: u8 = 0x00;
+/// Where the record payload starts, after the log's magic and sequence.
+const PAYLOAD_AT: usize = 8;
 /// Erased NOR flash reads as ones.
 const ERASED: u8 = 0xFF;
 /// How much of an image is read at a time to hash it.
@@ -113,7 +113,7 @@ impl Layout {
         {
             return Err(LayoutError::NotSectorAligned);
         }
-        if record_stride(ws) > es {
+        if RecordLog::too_large(es as u32, ws as u32, CHECK_AT - PAYLOAD_AT) {
             return Err(LayoutError::SectorTooSmall);
         }
         let end =
@@ -275,24 +275,6 @@ pub struct Boot {
     pub state: State,
 }
 
-/// A record slot in the state area, as found on a scan.
-enum Found {
-    /// All bytes erased: it can be written.
-    Free,
-    /// A committed record that passed its checks.
-    Valid { sequence: u32, state: State },
-    /// Written, but torn, uncommitted or not ours: skipped, not reusable until erased.
-    Used,
-}
-
-/// The latest record and where the next one goes.
-struct Scan {
-    /// Highest-sequence valid record and its sector.
-    latest: Option<(u32, State, usize)>,
-    /// Per sector, the index after the last non-free record slot.
-    used: [usize; 2],
-}
-
 /// A validated [`Layout`] and the operations on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slots {
@@ -322,16 +304,13 @@ impl Slots {
 
     /// The current state: the latest valid record, or [`State::factory`] if there is none.
     pub fn state<F: NorFlash>(&self, flash: &mut F) -> Result<State, SlotError<F::Error>> {
-        Ok(self
-            .scan(flash)?
-            .latest
-            .map_or_else(State::factory, |(_, state, _)| state))
+        Ok(self.latest(flash)?.unwrap_or_else(State::factory))
     }
 
     /// The boot decision: verifies and activates a pending image, or drops it if it does
     /// not match its recorded size and SHA-256. Safe to cut and run again.
     pub fn boot<F: NorFlash>(&self, flash: &mut F) -> Result<Boot, SlotError<F::Error>> {
-        let Some((_, state, _)) = self.scan(flash)?.latest else {
+        let Some(state) = self.latest(flash)? else {
             return Ok(Boot {
                 outcome: BootOutcome::Factory,
                 state: State::factory(),
@@ -395,7 +374,7 @@ impl Slots {
         if size > self.layout.slot_size {
             return Err(SlotError::OutOfBounds);
         }
-        let state_area = self.state_sector(0).start..self.state_sector(1).end;
+        let state_area = self.log().sector(0).start..self.log().sector(1).end;
         flash
             .erase(state_area.start, state_area.end)
             .map_err(SlotError::Flash)?;
@@ -481,46 +460,33 @@ impl Slots {
         Ok(out)
     }
 
-    /// The flash range of state sector `index` (0 or 1).
-    fn state_sector(&self, index: usize) -> Range<u32> {
-        let start = self.layout.base + index as u32 * self.layout.erase_size;
-        start..start + self.layout.erase_size
-    }
-
+    #[cfg(test)]
     fn stride(&self) -> usize {
-        record_stride(self.layout.write_size as usize)
+        self.log().stride()
     }
 
+    #[cfg(test)]
     fn records_per_sector(&self) -> usize {
-        self.layout.erase_size as usize / self.stride()
+        self.log().records_per_sector()
     }
 
-    /// Reads every record slot of both state sectors.
-    fn scan<F: NorFlash>(&self, flash: &mut F) -> Result<Scan, SlotError<F::Error>> {
-        let stride = self.stride();
-        let mut buf = vec![0; stride];
-        let mut scan = Scan {
-            latest: None,
-            used: [0; 2],
-        };
-        for sector in 0..2 {
-            let start = self.state_sector(sector).start;
-            for index in 0..self.records_per_sector() {
-                let at = start + (index * stride) as u32;
-                flash.read(at, &mut buf).map_err(SlotError::Flash)?;
-                match self.classify(&buf) {
-                    Found::Free => continue,
-                    Found::Used => {}
-                    Found::Valid { sequence, state } => {
-                        if scan.latest.is_none_or(|(seq, _, _)| sequence > seq) {
-                            scan.latest = Some((sequence, state, sector));
-                        }
-                    }
-                }
-                scan.used[sector] = index + 1;
-            }
+    /// The state area as a record log.
+    fn log(&self) -> RecordLog {
+        RecordLog {
+            base: self.layout.base,
+            sector_size: self.layout.erase_size,
+            write_size: self.layout.write_size,
+            magic: MAGIC,
+            payload_len: CHECK_AT - PAYLOAD_AT,
         }
-        Ok(scan)
+    }
+
+    /// The latest valid state record, if any.
+    fn latest<F: NorFlash>(&self, flash: &mut F) -> Result<Option<State>, SlotError<F::Error>> {
+        let slot_size = self.layout.slot_size;
+        self.log()
+            .latest(flash, |p| decode(p, slot_size))
+            .map_err(SlotError::Flash)
     }
 
     /// Appends a record of `state` with the next sequence number (see the module docs).
@@ -529,67 +495,19 @@ impl Slots {
         flash: &mut F,
         state: &State,
     ) -> Result<(), SlotError<F::Error>> {
-        let scan = self.scan(flash)?;
-        let (sequence, sector) = match scan.latest {
-            Some((seq, _, sector)) => (
-                seq.checked_add(1).ok_or(SlotError::SequenceExhausted)?,
-                sector,
-            ),
-            None => (1, 0),
-        };
-        let (sector, index) = if scan.used[sector] < self.records_per_sector() {
-            (sector, scan.used[sector])
-        } else {
-            // Full: start over in the other sector, which holds nothing newer than this one.
-            let other = 1 - sector;
-            let range = self.state_sector(other);
-            flash
-                .erase(range.start, range.end)
-                .map_err(SlotError::Flash)?;
-            (other, 0)
-        };
-        let at = self.state_sector(sector).start + (index * self.stride()) as u32;
-        let ws = self.layout.write_size as usize;
-        let body = encode(sequence, state, ws);
-        flash.write(at, &body).map_err(SlotError::Flash)?;
-        // The commit word goes last, so a record cut short is never taken as valid.
-        flash
-            .write(at + body.len() as u32, &vec![COMMITTED; ws])
-            .map_err(SlotError::Flash)
-    }
-
-    /// Judges the bytes of one record slot.
-    fn classify(&self, raw: &[u8]) -> Found {
-        if raw.iter().all(|&b| b == ERASED) {
-            return Found::Free;
-        }
-        let body_len = body_len(self.layout.write_size as usize);
-        let (body, commit) = raw.split_at(body_len);
-        if !commit.iter().all(|&b| b == COMMITTED) {
-            return Found::Used;
-        }
-        match decode(body, self.layout.slot_size) {
-            Some((sequence, state)) => Found::Valid { sequence, state },
-            None => Found::Used,
-        }
+        let slot_size = self.layout.slot_size;
+        self.log()
+            .append(flash, &encode_payload(state), |p| decode(p, slot_size))
+            .map_err(|e| match e {
+                LogError::Flash(e) => SlotError::Flash(e),
+                LogError::SequenceExhausted => SlotError::SequenceExhausted,
+            })
     }
 }
 
-/// A record body's length for write-words of `ws` bytes.
-fn body_len(ws: usize) -> usize {
-    RECORD_LEN.next_multiple_of(ws)
-}
-
-/// The distance between records: the body and the commit word.
-fn record_stride(ws: usize) -> usize {
-    body_len(ws) + ws
-}
-
-/// The record body for `state`, padded to whole write-words.
-fn encode(sequence: u32, state: &State, ws: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body_len(ws));
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&sequence.to_le_bytes());
+/// The record payload for `state`: bytes 8..92 of the record in the module docs.
+fn encode_payload(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECK_AT - PAYLOAD_AT);
     let pending = state.pending;
     out.extend_from_slice(&[
         state.active.slot.to_byte(),
@@ -608,46 +526,38 @@ fn encode(sequence: u32, state: &State, ws: usize) -> Vec<u8> {
         out.extend_from_slice(&image.size.to_le_bytes());
         out.extend_from_slice(&image.sha256);
     }
-    let check = sha256(&out);
-    out.extend_from_slice(&check[..CHECK_LEN]);
-    out.resize(body_len(ws), ERASED);
     out
 }
 
-/// The sequence and state of a committed record body, if it passes every check.
-fn decode(body: &[u8], slot_size: u32) -> Option<(u32, State)> {
-    let fields = body.get(..CHECK_AT)?;
-    let check = body.get(CHECK_AT..CHECK_AT + CHECK_LEN)?;
-    if sha256(fields)[..CHECK_LEN] != *check {
-        return None;
-    }
+/// The state in a record payload (bytes 8..92), if its fields are consistent.
+fn decode(fields: &[u8], slot_size: u32) -> Option<State> {
     let word = |at: usize| -> Option<u32> {
+        let at = at - PAYLOAD_AT;
         Some(u32::from_le_bytes(fields.get(at..at + 4)?.try_into().ok()?))
     };
-    if word(0)? != MAGIC {
-        return None;
-    }
+    let byte = |at: usize| fields.get(at - PAYLOAD_AT).copied();
     let image = |slot: Slot, at: usize| -> Option<ImageInfo> {
         let size = word(at + 4)?;
         (size <= slot_size).then_some(())?;
+        let digest = at + 8 - PAYLOAD_AT;
         Some(ImageInfo {
             slot,
             version: word(at)?,
             size,
-            sha256: fields.get(at + 8..at + 40)?.try_into().ok()?,
+            sha256: fields.get(digest..digest + 32)?.try_into().ok()?,
         })
     };
-    let active = image(Slot::from_byte(fields[8])?, 12)?;
-    let pending = match fields[9] {
+    let active = image(Slot::from_byte(byte(8)?)?, 12)?;
+    let pending = match byte(9)? {
         0 => None,
         1 => {
-            let slot = Slot::from_byte(fields[10])?;
+            let slot = Slot::from_byte(byte(10)?)?;
             (slot != active.slot).then_some(())?;
             Some(image(slot, 52)?)
         }
         _ => return None,
     };
-    Some((word(4)?, State { active, pending }))
+    Some(State { active, pending })
 }
 
 #[cfg(test)]
@@ -883,11 +793,11 @@ mod tests {
         let good = slots.state(&mut flash).unwrap();
         // A body without its commit word, as a cut before the commit leaves it.
         let stride = slots.stride() as u32;
-        let body = encode(99, &State::factory(), 4);
+        let body = slots.log().encode(99, &encode_payload(&State::factory()));
         flash.write(stride, &body).unwrap();
         assert_eq!(slots.state(&mut flash).unwrap(), good);
         // A committed record with a bad check.
-        let mut bad = encode(100, &State::factory(), 4);
+        let mut bad = slots.log().encode(100, &encode_payload(&State::factory()));
         bad[20] ^= 0x55;
         flash.write(2 * stride, &bad).unwrap();
         flash.write(2 * stride + bad.len() as u32, &[0; 4]).unwrap();

@@ -206,6 +206,8 @@ pub struct Pair<C: Central, P> {
     next_event: Millis,
     pending_write: Option<Vec<u8>>,
     pending_notify: Option<Vec<u8>>,
+    /// While set, the link is not (re)made: the central is out of range.
+    out_of_range: bool,
 }
 
 impl<C: Central, P: Peripheral> Pair<C, P> {
@@ -228,7 +230,13 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
             next_event: Millis::ZERO,
             pending_write: None,
             pending_notify: None,
+            out_of_range: false,
         }
+    }
+
+    /// Keeps the central from connecting (`true`) or lets it again (`false`).
+    pub fn set_out_of_range(&mut self, out: bool) {
+        self.out_of_range = out;
     }
 
     /// Runs until the central is finished or `limit` of virtual time has passed; returns
@@ -272,7 +280,8 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
 
     /// One pass at the current time: connect, time out, deliver, send, restart.
     fn step(&mut self) {
-        if !self.connected && self.reconnect_at.is_some_and(|t| self.now >= t) {
+        if !self.connected && !self.out_of_range && self.reconnect_at.is_some_and(|t| self.now >= t)
+        {
             self.reconnect_at = None;
             self.connected = true;
             self.next_event = self.now;

@@ -1,0 +1,423 @@
+//! SiFli OTA-manager DFU end to end: `DfuUpdate` (the phone) against the companion
+//! firmware's `DfuDevice` (user bin and OTA manager on a simulated flash), over the
+//! simulated BLE link, with the fixture package of `firmware-fixtures/files/dfu/`. Every
+//! outcome is read back from the device's partitions after its reboots.
+// Native only, like tests/gadget_sim.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod sim;
+
+use std::collections::VecDeque;
+
+use otaweb::error::Error;
+use otaweb::flow::dfu::{DfuEvent, DfuOptions, DfuPackage, DfuUpdate, OnOngoing};
+use otaweb::flow::{Flow, Transmit};
+use otaweb::image::sifli::{ImageId, PublicKey, TransferFile};
+use otaweb::time::{Millis, Span};
+use otaweb_firmware::dfu::{
+    DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, DfuState, Mode, Region,
+};
+use otaweb_firmware::flash::Fixed;
+use sim::{Central, Faults, LinkParams, Pair, Peripheral};
+
+type Flash = Fixed<4, 4096>;
+
+const CTRL: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/ctrl_packet.bin");
+const CTRL_BAD_SIG: &[u8] =
+    include_bytes!("../firmware-fixtures/files/dfu/ctrl_packet.bad-signature.bin");
+const HCPU_T: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/hcpu.transfer.bin");
+const HCPU_TAMPERED: &[u8] =
+    include_bytes!("../firmware-fixtures/files/dfu/hcpu.tampered.transfer.bin");
+const RES_T: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/res.transfer.bin");
+const FONT_T: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/font.transfer.bin");
+const HCPU: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/hcpu.bin");
+const RES: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/res.bin");
+const FONT: &[u8] = include_bytes!("../firmware-fixtures/files/dfu/font.bin");
+const ROOT_KEY: &[u8] = include_bytes!("../firmware-fixtures/files/keys/dfu-test-root-key.bin");
+const UID: &[u8] = include_bytes!("../firmware-fixtures/files/keys/dfu-test-uid.bin");
+const PUB_DER: &[u8] =
+    include_bytes!("../firmware-fixtures/files/keys/dfu-test-signing-key.pub.der");
+
+const KIB: u32 = 1024;
+
+fn region(base_kib: u32, size_kib: u32) -> Region {
+    Region {
+        base: base_kib * KIB,
+        size: size_kib * KIB,
+    }
+}
+
+/// §10 scaled down to a 128 KiB part with 4 KiB sectors.
+fn config() -> DfuConfig {
+    DfuConfig {
+        root_key: ROOT_KEY.try_into().unwrap(),
+        public_key: PublicKey::from_spki_der(PUB_DER).unwrap(),
+        uid: UID.try_into().unwrap(),
+        sdk_version: 2_003_000,
+        max_value_size: 244,
+        layout: DfuLayout {
+            erase_size: 4096,
+            write_size: 4,
+            ota_manager: region(0, 8),
+            progress: region(8, 8),
+            ctrl: region(16, 4),
+            download: region(20, 16),
+            hcpu: region(36, 48),
+            res: region(84, 24),
+            font: region(108, 16),
+        },
+    }
+}
+
+/// The factory images: distinct from the package's.
+fn factory() -> [Vec<u8>; 3] {
+    [vec![0x11; 30_000], vec![0x22; 8_000], vec![0x33; 4_000]]
+}
+
+fn padded(image: &[u8]) -> Vec<u8> {
+    let mut v = image.to_vec();
+    v.resize(image.len().next_multiple_of(16), 0);
+    v
+}
+
+fn provisioned_flash() -> Flash {
+    let mut flash = Flash::new(128 * KIB as usize).unwrap();
+    let [h, r, f] = factory();
+    DfuDevice::provision(&mut flash, &config(), [&h, &r, &f]).unwrap();
+    flash
+}
+
+/// The device as the simulator's peripheral; a restart is the event, taken as it comes.
+struct Device {
+    dev: DfuDevice<Flash>,
+    restart: bool,
+    boots: u32,
+}
+
+impl Device {
+    fn new(flash: Flash) -> Self {
+        Device {
+            dev: DfuDevice::new(flash, config(), Millis::ZERO).unwrap(),
+            restart: false,
+            boots: 0,
+        }
+    }
+
+    fn take(&mut self) {
+        while let Some(DfuDeviceEvent::RestartRequested) = self.dev.poll_event() {
+            self.restart = true;
+        }
+    }
+
+    fn images(&mut self) -> [Vec<u8>; 3] {
+        [ImageId::HCPU, ImageId::RES, ImageId::FONT].map(|id| self.dev.partition_image(id).unwrap())
+    }
+}
+
+impl Peripheral for Device {
+    fn handle_connected(&mut self, now: Millis) {
+        self.dev.handle_connected(now);
+    }
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.dev.handle_disconnected(now);
+        self.take();
+    }
+    fn handle_write(&mut self, now: Millis, bytes: &[u8]) {
+        self.dev.handle_write(now, bytes);
+        self.take();
+    }
+    fn poll_notify(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        self.dev.poll_notify(buf)
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.dev.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Millis) {
+        self.dev.handle_timeout(now);
+        self.take();
+    }
+    fn take_restart_request(&mut self) -> bool {
+        std::mem::take(&mut self.restart)
+    }
+    fn restart(&mut self, now: Millis) {
+        self.boots += 1;
+        self.dev.restart(now);
+    }
+}
+
+/// The remote flow, with its reconnect requests seen as soon as they are made.
+struct Phone {
+    flow: DfuUpdate,
+    now: Millis,
+    events: VecDeque<DfuEvent>,
+    reconnect: bool,
+}
+
+impl Phone {
+    fn new(package: DfuPackage, options: DfuOptions) -> Self {
+        Phone {
+            flow: DfuUpdate::new(package, options).unwrap(),
+            now: Millis::ZERO,
+            events: VecDeque::new(),
+            reconnect: false,
+        }
+    }
+
+    fn take_events(&mut self, now: Millis) {
+        self.now = now;
+        while let Some(event) = self.flow.poll_event() {
+            if event == DfuEvent::NeedsReconnect {
+                self.reconnect = true;
+            }
+            self.events.push_back(event);
+        }
+    }
+}
+
+impl Flow for Phone {
+    type Channel = ();
+    type Event = DfuEvent;
+
+    fn handle_connected(&mut self, now: Millis) {
+        self.reconnect = false;
+        self.flow.handle_connected(now);
+        self.take_events(now);
+    }
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.flow.handle_disconnected(now);
+        self.take_events(now);
+    }
+    fn handle_input(&mut self, now: Millis, channel: (), bytes: &[u8]) {
+        self.flow.handle_input(now, channel, bytes);
+        self.take_events(now);
+    }
+    fn handle_timeout(&mut self, now: Millis) {
+        self.flow.handle_timeout(now);
+        self.take_events(now);
+    }
+    fn handle_transmitted(&mut self, now: Millis) {
+        self.flow.handle_transmitted(now);
+    }
+    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        self.flow.poll_transmit(buf)
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.flow.poll_timeout()
+    }
+    fn poll_event(&mut self) -> Option<DfuEvent> {
+        let now = self.now;
+        self.take_events(now);
+        self.events.pop_front()
+    }
+}
+
+impl Central for Phone {
+    fn finished(&self) -> bool {
+        self.flow.is_finished()
+    }
+    fn wants_reconnect(&mut self) -> bool {
+        self.reconnect
+    }
+}
+
+fn package(ctrl: &[u8], hcpu: &[u8]) -> DfuPackage {
+    let file =
+        |id: ImageId, bytes: &[u8]| TransferFile::with_blk_size(id.0, bytes.to_vec(), 512).unwrap();
+    DfuPackage::new(
+        ctrl.to_vec(),
+        vec![
+            file(ImageId::FONT, FONT_T),
+            file(ImageId::HCPU, hcpu),
+            file(ImageId::RES, RES_T),
+        ],
+    )
+    .unwrap()
+}
+
+fn pair(options: DfuOptions, faults: Faults) -> Pair<Phone, Device> {
+    Pair::new(
+        Phone::new(package(CTRL, HCPU_T), options),
+        Device::new(provisioned_flash()),
+        LinkParams::DESKTOP,
+        faults,
+    )
+}
+
+fn failure(events: &[DfuEvent]) -> Option<&Error> {
+    events.iter().find_map(|e| match e {
+        DfuEvent::Failed(e) => Some(e),
+        _ => None,
+    })
+}
+
+fn assert_new_images(device: &mut Device) {
+    let [h, r, f] = device.images();
+    assert_eq!(h, padded(HCPU), "HCPU partition");
+    assert_eq!(r, padded(RES), "RES partition");
+    assert_eq!(f, padded(FONT), "FONT partition");
+}
+
+#[test]
+fn the_fixture_package_installs_end_to_end() {
+    let mut p = pair(DfuOptions::default(), Faults::default());
+    assert_eq!(p.peripheral.dev.mode(), Mode::UserBin);
+    assert!(p.drive(Span::from_secs(120)), "events: {:?}", p.events);
+    assert!(p.events.contains(&DfuEvent::Done), "{:?}", p.events);
+    assert!(p.events.contains(&DfuEvent::RebootingIntoUpdater));
+    // Once into the OTA manager, once back into the user bin.
+    assert_eq!(p.peripheral.boots, 2);
+    let dev = &mut p.peripheral;
+    assert_eq!(dev.dev.mode(), Mode::UserBin);
+    assert_eq!(dev.dev.progress().state, DfuState::Idle);
+    assert_new_images(dev);
+    // Another boot keeps them.
+    dev.dev.restart(p.now);
+    assert_eq!(dev.dev.mode(), Mode::UserBin);
+    assert_new_images(dev);
+    let total: u64 = [HCPU_T, RES_T, FONT_T].iter().map(|f| f.len() as u64).sum();
+    let secs = p.now.0 as f64 / 1000.0;
+    println!(
+        "fixture package: {total} transfer bytes in {secs:.2} s simulated (with the reboots' \
+         2 × {} ms reconnect delay), {:.1} kB/s; link capacity {:.1} kB/s; {} writes",
+        LinkParams::DESKTOP.reconnect_delay.as_millis(),
+        total as f64 / secs / 1000.0,
+        LinkParams::DESKTOP.capacity_bytes_per_sec() / 1000.0,
+        p.stats.writes
+    );
+}
+
+#[test]
+fn a_ctrl_packet_with_a_bad_signature_is_refused_with_9_and_nothing_changes() {
+    let mut p = Pair::new(
+        Phone::new(package(CTRL_BAD_SIG, HCPU_T), DfuOptions::default()),
+        Device::new(provisioned_flash()),
+        LinkParams::DESKTOP,
+        Faults::default(),
+    );
+    let before = p.peripheral.dev.flash().sim().stats().writes;
+    assert!(p.drive(Span::from_secs(30)));
+    match failure(&p.events) {
+        Some(Error::PeerRefused(r)) => {
+            assert_eq!(r.code, 9);
+            assert_eq!(r.name, "DFU_ERR_CONTROL_PACKET_INVALID");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.peripheral.boots, 0);
+    assert_eq!(p.peripheral.dev.mode(), Mode::UserBin);
+    assert_eq!(p.peripheral.dev.flash().sim().stats().writes, before);
+    assert_eq!(p.peripheral.images(), factory());
+}
+
+#[test]
+fn a_drop_mid_image_resumes_from_the_devices_packet() {
+    // Value 150 falls inside the RES image (HCPU is 30 packets of 3 values each).
+    let faults = Faults {
+        disconnect_after_writes: vec![150],
+        ..Faults::default()
+    };
+    let mut p = pair(DfuOptions::default(), faults);
+    assert!(p.drive(Span::from_secs(180)), "{:?}", p.events);
+    assert!(p.events.contains(&DfuEvent::Done), "{:?}", p.events);
+    let resumed = p.events.iter().find_map(|e| match e {
+        DfuEvent::Resuming { image, packets } => Some((*image, *packets)),
+        _ => None,
+    });
+    let (image, packets) = resumed.expect("resumed");
+    // RES is written in place, so the device waited in its OTA manager.
+    assert_eq!(image, ImageId::RES);
+    assert!(packets > 0, "resumed from packet {packets} of {image}");
+    assert_new_images(&mut p.peripheral);
+}
+
+#[test]
+fn a_drop_mid_image_with_restart_starts_over_and_installs() {
+    let faults = Faults {
+        disconnect_after_writes: vec![150],
+        ..Faults::default()
+    };
+    let options = DfuOptions {
+        on_ongoing: OnOngoing::Restart,
+        ..DfuOptions::default()
+    };
+    let mut p = pair(options, faults);
+    assert!(p.drive(Span::from_secs(180)), "{:?}", p.events);
+    assert!(p.events.contains(&DfuEvent::Done), "{:?}", p.events);
+    assert!(!p
+        .events
+        .iter()
+        .any(|e| matches!(e, DfuEvent::Resuming { .. })));
+    assert_new_images(&mut p.peripheral);
+}
+
+#[test]
+fn without_a_reconnection_the_ota_manager_returns_to_the_user_bin_after_30_s() {
+    let mut p = pair(DfuOptions::default(), Faults::default());
+    // Until the device reboots into the OTA manager.
+    while p.peripheral.boots == 0 {
+        p.drive(Span(100));
+    }
+    p.set_out_of_range(true);
+    assert_eq!(p.peripheral.dev.mode(), Mode::OtaManager);
+    let booted = p.now;
+    p.drive(Span::from_secs(29));
+    assert_eq!(p.peripheral.dev.mode(), Mode::OtaManager);
+    p.drive(Span::from_secs(2));
+    assert_eq!(p.peripheral.dev.mode(), Mode::UserBin);
+    assert!(p.now >= booted + Span::from_secs(30));
+    assert_eq!(p.peripheral.dev.progress().state, DfuState::Idle);
+    assert_eq!(p.peripheral.images(), factory());
+}
+
+#[test]
+fn a_tampered_transfer_file_fails_and_installs_nothing() {
+    let mut p = Pair::new(
+        Phone::new(package(CTRL, HCPU_TAMPERED), DfuOptions::default()),
+        Device::new(provisioned_flash()),
+        LinkParams::DESKTOP,
+        Faults::default(),
+    );
+    assert!(p.drive(Span::from_secs(120)));
+    match failure(&p.events) {
+        Some(Error::PeerRefused(r)) => assert_eq!(r.code, 8, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    // The phone gives up; the link goes and the OTA manager returns to the user bin.
+    p.disconnect();
+    p.drive(Span::from_secs(5));
+    assert_eq!(p.peripheral.dev.mode(), Mode::UserBin);
+    assert_eq!(p.peripheral.images(), factory());
+}
+
+#[test]
+fn a_power_cut_at_any_flash_write_leaves_a_bootable_device() {
+    // The writes of one whole update, counted on a clean run.
+    let mut clean = pair(DfuOptions::default(), Faults::default());
+    let base = clean.peripheral.dev.flash().sim().stats().writes;
+    assert!(clean.drive(Span::from_secs(120)));
+    let writes = clean.peripheral.dev.flash().sim().stats().writes - base;
+    let new = [padded(HCPU), padded(RES), padded(FONT)];
+    for cut in 1..=writes {
+        let mut p = pair(DfuOptions::default(), Faults::default());
+        p.peripheral
+            .dev
+            .flash_mut()
+            .sim_mut()
+            .cut_power_after_writes(cut as u32);
+        p.drive(Span::from_secs(120));
+        let mut flash = p.peripheral.dev.flash().clone();
+        flash.sim_mut().restore_power();
+        let mut dev = Device::new(flash);
+        match dev.dev.mode() {
+            Mode::UserBin => {
+                let images = dev.images();
+                assert!(
+                    images == factory() || images == new,
+                    "cut {cut}: the user bin boots a mix"
+                );
+            }
+            Mode::OtaManager => {}
+        }
+    }
+    println!("power cut at each of {writes} flash writes: every boot is usable");
+}

@@ -331,6 +331,8 @@ class Radio {
  */
 export function createDemoBluetooth(makeGadget, options = {}) {
   const settings = { ...DEFAULTS, ...options };
+  // A profile may be named ("gadget", "sifli") or given whole.
+  if (typeof settings.profile === "string") settings.profile = PROFILES[settings.profile];
   let device = null;
   return {
     getAvailability: () => Promise.resolve(true),

@@ -13,6 +13,8 @@ macro_rules! fixture {
 }
 
 /// The text of `firmware-fixtures/files/$name`.
+// Not every test binary that includes this module reads text fixtures.
+#[allow(unused_macros)]
 macro_rules! fixture_text {
     ($name:literal) => {
         include_str!(concat!(

@@ -11,9 +11,17 @@
 //!
 //! The device starts from a factory image at OTA version 0, as Amazon's prerequisites
 //! require of a new gadget.
+//!
+//! [`DemoDfuDevice`] is the same for the SiFli DFU device ([`DfuDevice`]): user bin and OTA
+//! manager on a 128 KiB flash with factory firmware, resource and font images, and the
+//! repository's test keys (firmware-fixtures/files/keys/dfu-test-*), so the fixture package
+//! installs. It has timers of its own (the OTA manager's 30 s window): the stand-in calls
+//! [`DemoDfuDevice::tick`] with the page's clock, and every other call uses the latest tick.
 
 use otaweb::image::digest::to_hex;
+use otaweb::image::sifli::{ImageId, PublicKey};
 use otaweb::time::Millis;
+use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
 use otaweb_firmware::flash::Fixed;
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
 use otaweb_firmware::slots::{Layout, Slots};
@@ -213,4 +221,175 @@ fn factory_image() -> Vec<u8> {
     (0..FACTORY_SIZE)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
         .collect()
+}
+
+const DFU_ROOT_KEY: &[u8; 32] =
+    include_bytes!("../../../firmware-fixtures/files/keys/dfu-test-root-key.bin");
+const DFU_UID: &[u8; 16] = include_bytes!("../../../firmware-fixtures/files/keys/dfu-test-uid.bin");
+const DFU_PUBLIC_KEY: &[u8] =
+    include_bytes!("../../../firmware-fixtures/files/keys/dfu-test-signing-key.pub.der");
+/// The SDK version the fixture package asks for (its `sdk_version`).
+const DFU_SDK_VERSION: u32 = 2_003_000;
+const DFU_FLASH_SIZE: usize = 128 * 1024;
+/// What the OTA manager advertises (§1: `SIFLI_APP-` and the address bytes).
+const OTA_MANAGER_NAME: &str = "SIFLI_APP-0-1-2-3-4-5";
+
+fn region(base_kib: u32, size_kib: u32) -> Region {
+    Region {
+        base: base_kib * 1024,
+        size: size_kib * 1024,
+    }
+}
+
+fn dfu_config() -> Result<DfuConfig, JsError> {
+    Ok(DfuConfig {
+        root_key: *DFU_ROOT_KEY,
+        public_key: PublicKey::from_spki_der(DFU_PUBLIC_KEY)
+            .map_err(|e| JsError::new(&e.to_string()))?,
+        uid: *DFU_UID,
+        sdk_version: DFU_SDK_VERSION,
+        max_value_size: 244,
+        // The dfu.md §10 layout, scaled to 128 KiB with 4 KiB sectors.
+        layout: DfuLayout {
+            erase_size: 4096,
+            write_size: 4,
+            ota_manager: region(0, 8),
+            progress: region(8, 8),
+            ctrl: region(16, 4),
+            download: region(20, 16),
+            hcpu: region(36, 48),
+            res: region(84, 24),
+            font: region(108, 16),
+        },
+    })
+}
+
+/// The SiFli demo device: see the crate docs.
+#[wasm_bindgen]
+pub struct DemoDfuDevice {
+    device: DfuDevice<Flash>,
+    name: String,
+    now: Millis,
+    restart_pending: bool,
+    restarts: u32,
+}
+
+#[wasm_bindgen]
+impl DemoDfuDevice {
+    /// A factory-fresh device in its user bin, advertising `name`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(name: Option<String>) -> Result<DemoDfuDevice, JsError> {
+        let config = dfu_config()?;
+        let mut flash = Flash::new(DFU_FLASH_SIZE).map_err(|e| JsError::new(&e.to_string()))?;
+        let firmware = factory_image();
+        let resource = vec![0x5A; 8 * 1024];
+        let font = vec![0xA5; 4 * 1024];
+        DfuDevice::provision(&mut flash, &config, [&firmware, &resource, &font])
+            .map_err(|e| JsError::new(&alloc_debug(&e)))?;
+        let device = DfuDevice::new(flash, config, Millis::ZERO)
+            .map_err(|e| JsError::new(&alloc_debug(&e)))?;
+        Ok(DemoDfuDevice {
+            device,
+            name: name.unwrap_or_else(|| "otaweb demo SiFli".into()),
+            now: Millis::ZERO,
+            restart_pending: false,
+            restarts: 0,
+        })
+    }
+
+    /// The name advertised now: the OTA manager has its own.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        match self.device.mode() {
+            Mode::OtaManager => OTA_MANAGER_NAME.into(),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// `"user-bin"` or `"ota-manager"`.
+    #[wasm_bindgen(getter)]
+    pub fn mode(&self) -> String {
+        match self.device.mode() {
+            Mode::OtaManager => "ota-manager".into(),
+            _ => "user-bin".into(),
+        }
+    }
+
+    /// The page's clock (ms): the device's timers run on it.
+    pub fn tick(&mut self, now_ms: f64) {
+        self.now = Millis(now_ms.max(0.0) as u64);
+        if self.device.poll_timeout().is_some_and(|t| self.now >= t) {
+            self.device.handle_timeout(self.now);
+            self.take_events();
+        }
+    }
+
+    /// The central enabled notifications.
+    pub fn connect(&mut self) {
+        self.device.handle_connected(self.now);
+    }
+
+    /// The link dropped.
+    pub fn disconnect(&mut self) {
+        self.device.handle_disconnected(self.now);
+        self.take_events();
+    }
+
+    /// One value the central wrote to the data characteristic.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.device.handle_write(self.now, bytes);
+        self.take_events();
+    }
+
+    /// The values to notify, in order.
+    #[wasm_bindgen(js_name = takeNotifications)]
+    pub fn take_notifications(&mut self) -> Vec<js_sys::Uint8Array> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(len) = self.device.poll_notify(&mut buf) {
+            out.push(js_sys::Uint8Array::from(&buf[..len]));
+            buf.clear();
+        }
+        out
+    }
+
+    /// Whether the device asked to reboot; asking clears it.
+    #[wasm_bindgen(js_name = takeRestart)]
+    pub fn take_restart(&mut self) -> bool {
+        core::mem::take(&mut self.restart_pending)
+    }
+
+    /// Reboots: the boot decision on the flash.
+    pub fn restart(&mut self) {
+        self.restarts += 1;
+        self.device.restart(self.now);
+        self.take_events();
+    }
+
+    /// How many times the device rebooted.
+    #[wasm_bindgen(getter)]
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Lowercase hex SHA-256 of what partition `img_id` (0 firmware, 3 resources, 4 fonts)
+    /// holds, decrypted where it is stored encrypted.
+    #[wasm_bindgen(js_name = partitionSha256)]
+    pub fn partition_sha256(&mut self, img_id: u8) -> Option<String> {
+        self.device
+            .partition_digest(ImageId(img_id))
+            .map(|d| to_hex(&d))
+    }
+}
+
+impl DemoDfuDevice {
+    fn take_events(&mut self) {
+        while let Some(DfuDeviceEvent::RestartRequested) = self.device.poll_event() {
+            self.restart_pending = true;
+        }
+    }
+}
+
+fn alloc_debug(value: &impl core::fmt::Debug) -> String {
+    format!("{value:?}")
 }

@@ -35,6 +35,8 @@ demo: setup pkg
 	@echo "  5. 'Use the demo image', then in section 4: Connect (demo device) -> Update"
 	@echo "     -> the built-in gadget (the companion firmware in wasm) goes from version 0 to 2;"
 	@echo "     tick 'Stage only' to send now and apply later; Update again -> already up to date"
+	@echo "  6. section 4: 'Demo SiFli device', 'Use the demo DFU package', Connect -> Update"
+	@echo "     -> INIT, reboot into the OTA manager, transfer, install, reboot back"
 	@echo
 	@exec node scripts/serve.mjs --port $(PORT)
 

@@ -1,13 +1,18 @@
-// The install section: connects to a gadget (the demo device or a real one over Web
-// Bluetooth) and installs the image the checker verified. The protocol runs in wasm
-// (`Updater`); this file only wires buttons to it and renders its events.
+// The install section: connects to a device (a demo device or a real one over Web
+// Bluetooth: an Alexa gadget or a SiFli DFU device) and installs the gadget image the
+// checker verified, or a DFU package. The protocols run in wasm (`Updater`); this file only
+// wires buttons to it and renders its events.
 import init, { Updater, VerifiedImage } from "/pkg/otaweb.js";
-import initDemo, { DemoGadget } from "/pkg/demo/otaweb_demo_device.js";
+import initDemo, { DemoDfuDevice, DemoGadget } from "/pkg/demo/otaweb_demo_device.js";
 import { createDemoBluetooth } from "/demo-bluetooth.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  demo: $("device-demo"),
+  devices: [...document.querySelectorAll('input[name="device"]')],
+  dfuFiles: $("dfu-files"),
+  dfuInput: $("dfu-input"),
+  demoDfu: $("demo-dfu"),
+  dfuSummary: $("dfu-summary"),
   connect: $("connect"),
   update: $("update"),
   apply: $("apply"),
@@ -23,6 +28,9 @@ const ui = {
 };
 
 const STAGES = {
+  init: "The device checks the package",
+  reboot: "The device is rebooting into its updater",
+  install: "The device is installing",
   handshake: "Greeting the device",
   discover: "Reading its firmware version",
   transfer: "Sending the image",
@@ -40,9 +48,16 @@ const HINTS = {
   "retries-exhausted": "The link lost too much data. Bring the device closer and press Update again: it resumes.",
   "IMAGE_REJECTED": "The device checked the new image and kept its old firmware. Download the image again.",
   "cancelled": "Nothing was installed. The device keeps its current firmware.",
+  "DFU_ERR_CONTROL_PACKET_INVALID": "The package is not signed for this device. Get the package made for it.",
+  "DFU_ERR_FW_INVALID": "An image in the package is damaged. Download the package again.",
+  "wrong-image": "Pick the kind of device this image is for.",
 };
 
-const state = { image: null, updater: null, running: false, staged: false, demo: null };
+const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {} };
+
+/** "demo-gadget", "demo-dfu", "ble-gadget" or "ble-dfu". */
+const deviceKind = () => ui.devices.find((r) => r.checked).value;
+const isDfu = () => deviceKind().endsWith("dfu");
 
 function setStatus(text, kind = "") {
   ui.status.textContent = text;
@@ -63,18 +78,26 @@ function renderButtons() {
   const connected = state.updater !== null;
   ui.connect.disabled = state.running;
   ui.connect.textContent = connected ? "Disconnect" : "Connect";
-  ui.update.disabled = !connected || state.running || state.image === null;
+  const ready = isDfu() ? state.dfu !== null : state.image !== null;
+  ui.update.disabled = !connected || state.running || !ready;
+  ui.dfuFiles.hidden = !isDfu();
+  // Staging is the gadget's: a DFU device installs at the end of its transfer.
+  ui.stageOnly.closest("p").hidden = isDfu();
+  for (const r of ui.devices) r.disabled = connected;
   ui.apply.disabled = !connected || state.running || !state.staged;
   ui.cancel.disabled = !state.running;
 }
 
-/** The demo device's stand-in, made once per page so the device keeps its flash. */
-async function demoBluetooth() {
-  if (state.demo === null) {
+/** A demo device's stand-in, made once per page so the device keeps its flash. */
+async function demoBluetooth(kind) {
+  if (!state.demos[kind]) {
     await initDemo();
-    state.demo = createDemoBluetooth(() => new DemoGadget(undefined, undefined, "otaweb demo gadget"));
+    state.demos[kind] =
+      kind === "demo-dfu"
+        ? createDemoBluetooth(() => new DemoDfuDevice(), { profile: "sifli" })
+        : createDemoBluetooth(() => new DemoGadget(undefined, undefined, "otaweb demo gadget"));
   }
-  return state.demo;
+  return state.demos[kind];
 }
 
 function describeError(e) {
@@ -99,7 +122,13 @@ function listen(updater) {
     ui.progressText.textContent = `${kib(confirmed)} of ${kib(total)}${rate}${left}`;
   });
   on("reconnecting", ({ attempt }) => {
-    setStatus(`The link dropped; reconnecting (attempt ${attempt})…`);
+    setStatus(`Reconnecting to the device (attempt ${attempt})…`);
+  });
+  on("rebooting", () => {
+    setStatus("The device accepted the package and is rebooting into its updater; reconnecting…");
+  });
+  on("resuming", ({ image, packets }) => {
+    setStatus(`Resuming the interrupted update at image ${image}, packet ${packets + 1}…`);
   });
   on("connected", () => {
     if (state.running) setStatus("Reconnected; resuming…");
@@ -126,8 +155,9 @@ async function connect() {
   setStatus("Connecting…");
   ui.connect.disabled = true;
   try {
-    const options = ui.demo.checked ? { bluetooth: await demoBluetooth() } : {};
-    const updater = await Updater.connectGadget(options);
+    const kind = deviceKind();
+    const options = kind.startsWith("demo") ? { bluetooth: await demoBluetooth(kind) } : {};
+    const updater = isDfu() ? await Updater.connectDfu(options) : await Updater.connectGadget(options);
     listen(updater);
     state.updater = updater;
     ui.deviceName.textContent = updater.deviceName ?? "(unnamed gadget)";
@@ -142,7 +172,7 @@ async function connect() {
 
 /** Reads the device's version against the chosen image, sending nothing else. */
 async function check() {
-  if (!state.updater || !state.image || state.running) return;
+  if (!state.updater || !state.image || state.running || isDfu()) return;
   state.running = true;
   renderButtons();
   try {
@@ -169,7 +199,10 @@ async function run(action) {
   renderButtons();
   try {
     const result = await action();
-    if (result.outcome === "done") {
+    if (result.outcome === "done" && result.version === undefined) {
+      ui.stage.textContent = "Finished";
+      setStatus("✓ Installed: the device installed the package and restarted into it.", "pass");
+    } else if (result.outcome === "done") {
       state.staged = false;
       ui.deviceVersion.textContent = `version ${result.version}`;
       ui.stage.textContent = "Finished";
@@ -190,14 +223,63 @@ async function run(action) {
 }
 
 function update() {
-  const { image } = state;
   ui.progress.value = 0;
   ui.progressText.textContent = "";
+  if (isDfu()) {
+    const { dfu } = state;
+    setStatus(`Installing the DFU package (${dfu.images.length} images)…`);
+    return run(() => state.updater.update(VerifiedImage.dfuPackage(dfu.ctrl, dfu.images), {}));
+  }
+  const { image } = state;
   setStatus(`Installing ${image.fileName}…`);
   return run(() => {
     const verified = VerifiedImage.verify(image.bytes, image.entry, image.key, false);
     return state.updater.update(verified, { stageOnly: ui.stageOnly.checked });
   });
+}
+
+/** A DFU package from its files: ctrl_packet.bin, transfer files, and package.json naming ids. */
+async function readDfuPackage(files) {
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const manifest = byName.get("package.json");
+  if (!manifest) throw new Error("package.json is missing: it names each transfer file's image id");
+  const meta = JSON.parse(await manifest.text());
+  const read = async (name) => {
+    const f = byName.get(name);
+    if (!f) throw new Error(`${name} is missing from the chosen files`);
+    return new Uint8Array(await f.arrayBuffer());
+  };
+  const ctrl = await read(meta.ctrl_packet ?? "ctrl_packet.bin");
+  const images = await Promise.all(
+    meta.images.map(async (i) => ({ imgId: i.img_id, bytes: await read(i.transfer), name: i.transfer })),
+  );
+  // The package's own checks (records walk, ids unique) run in wasm.
+  const summary = VerifiedImage.dfuPackage(ctrl, images).describe();
+  return { ctrl, images, summary };
+}
+
+async function chooseDfu(files) {
+  try {
+    state.dfu = await readDfuPackage(files);
+    const kib = (state.dfu.summary.size / 1024).toFixed(1);
+    ui.dfuSummary.textContent = `Package ready: ${state.dfu.images.map((i) => i.name).join(", ")} (${kib} KiB).`;
+  } catch (e) {
+    state.dfu = null;
+    ui.dfuSummary.textContent = `✗ ${e?.message ?? e}`;
+  }
+  renderButtons();
+}
+
+async function useDemoDfu() {
+  const names = ["package.json", "ctrl_packet.bin", "hcpu.transfer.bin", "res.transfer.bin", "font.transfer.bin"];
+  const files = await Promise.all(
+    names.map(async (name) => {
+      const res = await fetch(`/fixtures/dfu/${name}`);
+      if (!res.ok) throw new Error(`${name}: HTTP ${res.status}`);
+      return new File([await res.arrayBuffer()], name);
+    }),
+  );
+  await chooseDfu(files);
 }
 
 function apply() {
@@ -217,6 +299,9 @@ document.addEventListener("image-cleared", () => {
   renderButtons();
 });
 ui.connect.addEventListener("click", connect);
+for (const r of ui.devices) r.addEventListener("change", renderButtons);
+ui.dfuInput.addEventListener("change", () => chooseDfu([...ui.dfuInput.files]));
+ui.demoDfu.addEventListener("click", () => useDemoDfu().catch((e) => (ui.dfuSummary.textContent = `✗ ${e.message}`)));
 ui.update.addEventListener("click", update);
 ui.apply.addEventListener("click", apply);
 ui.cancel.addEventListener("click", () => state.updater?.cancel());

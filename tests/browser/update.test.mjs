@@ -86,6 +86,25 @@ test("the same image again: the device is up to date and nothing is sent", async
   assert.equal(await page.getByTestId("update-status").getAttribute("data-state"), "pass");
 });
 
+test("SiFli demo device: DFU package → Connect → Update, through the reboot into the OTA manager", async () => {
+  await page.getByTestId("connect").click(); // disconnect the gadget
+  await page.getByTestId("update-status").filter({ hasText: "Disconnected" }).waitFor();
+  await page.getByTestId("device-demo-dfu").check();
+  await page.getByTestId("demo-dfu").click();
+  await page.getByTestId("dfu-summary").filter({ hasText: "Package ready" }).waitFor();
+  assert.match(await text("dfu-summary"), /hcpu\.transfer\.bin, res\.transfer\.bin, font\.transfer\.bin/);
+  await page.getByTestId("connect").click();
+  await page.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
+  assert.equal(await text("device-name"), "otaweb demo SiFli");
+  await page.getByTestId("update").click();
+  await page.getByTestId("update-status").filter({ hasText: "installed the package" }).waitFor();
+  const [value, max] = await page.getByTestId("progress").evaluate((p) => [p.value, p.max]);
+  assert.equal(value, max);
+  assert.ok(max > 50_000, `progress over ${max} bytes`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, "update-dfu-done.png"), fullPage: true });
+});
+
 test("no console errors, page errors or failed requests", () => {
   assert.deepEqual(problems, []);
 });

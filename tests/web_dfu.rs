@@ -201,3 +201,41 @@ async fn a_drop_mid_image_resumes_and_a_tampered_image_is_refused() {
     assert_eq!(partition(&device, 0), before, "nothing installed");
     updater.close();
 }
+
+#[wasm_bindgen_test]
+async fn an_ota_manager_under_a_new_identity_is_picked_again() {
+    let (device, _bluetooth) = demo(&[("newIdentityOnReboot", true.into())]);
+    let updater = Updater::connect_dfu(JsValue::UNDEFINED)
+        .await
+        .expect("connects");
+    // The page's part: when the updater says the device is lost, the person picks it again.
+    let mut resolve_lost = None;
+    let lost = js_sys::Promise::new(&mut |resolve, _| resolve_lost = Some(resolve));
+    let resolve_lost = resolve_lost.expect("resolver");
+    let listener = Closure::<dyn FnMut(web_sys::CustomEvent)>::new(move |_| {
+        let _ = resolve_lost.call0(&JsValue::UNDEFINED);
+    });
+    updater
+        .add_event_listener("device-lost", listener.as_ref().unchecked_ref())
+        .expect("listener");
+    listener.forget();
+
+    let update = updater.update(
+        &package(fixture!("dfu/hcpu.transfer.bin")),
+        JsValue::UNDEFINED,
+    );
+    JsFuture::from(lost)
+        .await
+        .expect("the old identity never reconnects");
+    JsFuture::from(updater.pick_device())
+        .await
+        .expect("the OTA manager is found again");
+    assert_eq!(
+        updater.device_name().as_deref(),
+        Some("SIFLI_APP-0-1-2-3-4-5")
+    );
+    let result = JsFuture::from(update).await.expect("installs");
+    assert_eq!(field(&result, "outcome"), "done");
+    assert_eq!(partition(&device, 0), installed(fixture!("dfu/hcpu.bin")));
+    updater.close();
+}

@@ -13,7 +13,10 @@
 // and the gadget's answers come back as notifications at the same event. Like a real
 // browser, the stand-in allows one GATT operation at a time and rejects an overlapping one
 // with "GATT operation already in progress." Faults for tests: `dropRate` loses written
-// values, `disconnectAfterWrites` drops the link after the n-th write.
+// values, `disconnectAfterWrites` drops the link after the n-th write, and
+// `newIdentityOnReboot` makes the rebooted firmware a different BluetoothDevice (as an OTA
+// manager with its own address is): the old one never connects again, and only a new
+// requestDevice() finds it.
 
 /** The GATT layout of each demo device: service, write and notify characteristics. */
 export const PROFILES = {
@@ -41,6 +44,7 @@ const DEFAULTS = {
   seed: 1,
   profile: PROFILES.gadget,
   tickMs: 50,
+  newIdentityOnReboot: false,
 };
 
 /** A 16- or 32-bit alias or a UUID string, as the full lowercase UUID. */
@@ -197,6 +201,10 @@ class Radio {
   connect() {
     return new Promise((resolve, reject) => {
       setTimeout(() => {
+        if (this.gone) {
+          reject(domError("NetworkError", "Connection failed: the device is no longer advertising under this identity."));
+          return;
+        }
         if (performance.now() < this.rebootingUntil) {
           reject(domError("NetworkError", "Connection failed for unknown reason."));
           return;
@@ -296,6 +304,11 @@ class Radio {
     this.rebootingUntil = performance.now() + this.options.rebootMs;
     this.drop();
     this.gadget.restart();
+    if (this.options.newIdentityOnReboot) {
+      this.gone = true;
+      clearInterval(this.ticker);
+      this.options.rehome(this.gadget, this.stats);
+    }
   }
 
   /** The link goes down: queued values are lost, the central hears gattserverdisconnected. */
@@ -334,6 +347,12 @@ export function createDemoBluetooth(makeGadget, options = {}) {
   // A profile may be named ("gadget", "sifli") or given whole.
   if (typeof settings.profile === "string") settings.profile = PROFILES[settings.profile];
   let device = null;
+  // The same firmware behind a new BluetoothDevice, keeping the radio's statistics.
+  settings.rehome = (gadget, stats) => {
+    device = new DemoDevice(gadget, settings);
+    device.radio.stats = stats;
+    device.radio.rebootingUntil = performance.now() + settings.rebootMs;
+  };
   return {
     getAvailability: () => Promise.resolve(true),
     get device() {

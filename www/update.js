@@ -17,6 +17,7 @@ const ui = {
   update: $("update"),
   apply: $("apply"),
   cancel: $("cancel"),
+  pickAgain: $("pick-again"),
   stageOnly: $("stage-only"),
   status: $("update-status"),
   deviceName: $("device-name"),
@@ -124,6 +125,10 @@ function listen(updater) {
   on("reconnecting", ({ attempt }) => {
     setStatus(`Reconnecting to the device (attempt ${attempt})…`);
   });
+  on("device-lost", () => {
+    ui.pickAgain.hidden = false;
+    setStatus("The device does not answer under its old identity (an updater may advertise under another). Press “Pick the device again” and choose it in the list.");
+  });
   on("rebooting", () => {
     setStatus("The device accepted the package and is rebooting into its updater; reconnecting…");
   });
@@ -131,6 +136,7 @@ function listen(updater) {
     setStatus(`Resuming the interrupted update at image ${image}, packet ${packets + 1}…`);
   });
   on("connected", () => {
+    ui.pickAgain.hidden = true;
     if (state.running) setStatus("Reconnected; resuming…");
   });
   on("disconnected", () => {
@@ -299,6 +305,9 @@ document.addEventListener("image-cleared", () => {
   renderButtons();
 });
 ui.connect.addEventListener("click", connect);
+ui.pickAgain.addEventListener("click", () =>
+  state.updater?.pickDevice().catch((e) => describeError(e)),
+);
 for (const r of ui.devices) r.addEventListener("change", renderButtons);
 ui.dfuInput.addEventListener("change", () => chooseDfu([...ui.dfuInput.files]));
 ui.demoDfu.addEventListener("click", () => useDemoDfu().catch((e) => (ui.dfuSummary.textContent = `✗ ${e.message}`)));

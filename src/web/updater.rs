@@ -16,6 +16,7 @@
 //! | `version` | `{current, offered}`: the device's firmware version, on every connection |
 //! | `progress` | `{confirmed, total, bytesPerSecond, secondsLeft}`: bytes the device confirmed |
 //! | `reconnecting` | `{attempt, delayMs}`: the link dropped and the updater is reconnecting |
+//! | `device-lost` | `{}`: reconnecting has failed for a while; offer `pickDevice()` on a click |
 //! | `connected` / `disconnected` | `{}` |
 //! | `staged`, `done`, `up-to-date`, `update-available`, `cancelled` | `{version}` / `{current, offered}` where it applies |
 //! | `rebooting` / `resuming` | `{}` / `{image, packets}`: a DFU device reboots into its OTA manager / continues an interrupted update |
@@ -52,6 +53,8 @@ use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImag
 
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(4);
+/// Failed reconnections (about 4 s) before the page is told to offer `pickDevice()`.
+const PICK_AFTER_ATTEMPTS: u32 = 4;
 
 /// The promise an `update()` or `apply()` call returned, settled by the flow's outcome.
 struct Waiter {
@@ -75,6 +78,8 @@ enum Kind {
 
 struct Driver {
     kind: Kind,
+    bluetooth: Bluetooth,
+    profile: GattProfile,
     link: GattLink,
     events: EventTarget,
     flow: Option<Running>,
@@ -259,6 +264,33 @@ impl Updater {
         link.disconnect();
     }
 
+    /// Asks the person to pick the device again (call it from a click, after a
+    /// `device-lost` event) and goes on with the update on the device picked; resolves once
+    /// connected.
+    #[wasm_bindgen(js_name = pickDevice)]
+    pub fn pick_device(&self) -> Promise {
+        let shared = self.shared.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let (bluetooth, profile) = {
+                let d = shared.borrow();
+                (d.bluetooth.clone(), d.profile)
+            };
+            let device = request_device(&bluetooth, profile, None)
+                .await
+                .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
+            let link = link_for(device, profile, &Rc::downgrade(&shared));
+            // The old link goes with its listeners; its device may be gone anyway.
+            let _ = core::mem::replace(&mut shared.borrow_mut().link, link.clone());
+            link.open()
+                .await
+                .map_err(|e| link_error("connect-failed", "could not connect to the device", &e))?;
+            if !shared.borrow().connected {
+                on_link_up(&shared);
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Adds a listener for one of the event types in the module docs.
     #[wasm_bindgen(js_name = addEventListener)]
     pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
@@ -296,7 +328,7 @@ impl Updater {
         let device = request_device(&bluetooth, profile, prefix.as_deref())
             .await
             .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
-        let updater = Updater::bind(device, kind, profile)?;
+        let updater = Updater::bind(bluetooth, device, kind, profile)?;
         let link = updater.shared.borrow().link.clone();
         link.open()
             .await
@@ -308,31 +340,18 @@ impl Updater {
     /// An updater for `device`. The link's listeners hold the driver weakly, so they do not
     /// keep it alive.
     fn bind(
+        bluetooth: Bluetooth,
         device: web_sys::BluetoothDevice,
         kind: Kind,
         profile: GattProfile,
     ) -> Result<Updater, JsValue> {
         let events = EventTarget::new()?;
         let shared = Rc::new_cyclic(|weak: &Weak<RefCell<Driver>>| {
-            let on_value = {
-                let weak = weak.clone();
-                move |bytes: &[u8]| {
-                    if let Some(d) = weak.upgrade() {
-                        on_input(&d, bytes);
-                    }
-                }
-            };
-            let on_disconnect = {
-                let weak = weak.clone();
-                move || {
-                    if let Some(d) = weak.upgrade() {
-                        on_link_down(&d);
-                    }
-                }
-            };
             RefCell::new(Driver {
                 kind,
-                link: GattLink::new(device, profile, on_value, on_disconnect),
+                bluetooth,
+                profile,
+                link: link_for(device, profile, weak),
                 events,
                 flow: None,
                 waiter: None,
@@ -349,6 +368,32 @@ impl Updater {
     }
 }
 
+/// A link to `device` whose listeners reach the driver through `weak`, so they do not keep
+/// it alive.
+fn link_for(
+    device: web_sys::BluetoothDevice,
+    profile: GattProfile,
+    weak: &Weak<RefCell<Driver>>,
+) -> GattLink {
+    let on_value = {
+        let weak = weak.clone();
+        move |bytes: &[u8]| {
+            if let Some(d) = weak.upgrade() {
+                on_input(&d, bytes);
+            }
+        }
+    };
+    let on_disconnect = {
+        let weak = weak.clone();
+        move || {
+            if let Some(d) = weak.upgrade() {
+                on_link_down(&d);
+            }
+        }
+    };
+    GattLink::new(device, profile, on_value, on_disconnect)
+}
+
 impl Driver {
     /// A new pending promise for `update()`/`apply()`; a previous one is superseded.
     fn waiter_promise(&mut self) -> Promise {
@@ -362,6 +407,11 @@ impl Driver {
 
     fn wants_link(&self) -> bool {
         !self.closed && self.flow.as_ref().is_some_and(|f| !f.is_finished())
+    }
+
+    /// The flow wants the link and does not have it.
+    fn needs_link(&self) -> bool {
+        self.wants_link() && !self.connected
     }
 }
 
@@ -427,7 +477,7 @@ async fn reconnect(shared: Shared) {
     let mut delay = RECONNECT_FIRST;
     let mut attempt = 0u32;
     loop {
-        if !shared.borrow().wants_link() {
+        if !shared.borrow().needs_link() {
             break;
         }
         attempt += 1;
@@ -435,8 +485,13 @@ async fn reconnect(shared: Shared) {
         let _ = set(&detail, "attempt", &attempt.into());
         let _ = set(&detail, "delayMs", &(delay.as_millis() as f64).into());
         emit(&shared, "reconnecting", detail);
+        if attempt == PICK_AFTER_ATTEMPTS {
+            // The device may be back under another identity (an OTA manager advertising
+            // its own address): only the person can pick it, from a click.
+            emit(&shared, "device-lost", Object::new());
+        }
         sleep(delay).await;
-        if !shared.borrow().wants_link() {
+        if !shared.borrow().needs_link() {
             break;
         }
         let link = shared.borrow().link.clone();

@@ -32,6 +32,8 @@ extern crate std;
 pub mod error;
 pub mod flow;
 pub mod image;
+#[cfg(test)]
+mod test_rng;
 pub mod time;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;

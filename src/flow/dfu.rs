@@ -1462,13 +1462,8 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next();
         for _ in 0..300 {
             let mut s = Script::new(options());
             s.flow.handle_connected(s.now);

@@ -1439,6 +1439,7 @@ mod tests {
     use crate::image::digest::sha256;
     use crate::image::manifest::ManifestEntry;
     use crate::image::verify::{verify_image, VerifyPolicy};
+    use crate::test_rng::Rng;
     use crate::wire::agt::PV_PACKET_LEN;
     use crate::wire::agt_proto::{
         decode_discover_directive, Command, DeviceFeatures, DeviceInformation,
@@ -1451,24 +1452,6 @@ mod tests {
     const SEG: u32 = 16 * 1024;
     const SIZE: u32 = 40 * 1024;
     const ACK_FLAG: u8 = 0x02;
-
-    /// xorshift64: deterministic bytes without a rand dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
 
     fn image_bytes() -> Vec<u8> {
         Rng(0x5EED_1234_ABCD_0001).bytes(SIZE as usize)

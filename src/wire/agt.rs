@@ -1520,6 +1520,7 @@ fn write_u16(data: &mut [u8], at: usize, value: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use alloc::string::ToString;
     use alloc::vec;
 
@@ -1529,26 +1530,6 @@ mod tests {
 
     const fn seq(n: u8) -> SequenceNumber {
         SequenceNumber(n)
-    }
-
-    /// Deterministic xorshift64* for the property and robustness loops.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
     }
 
     fn limits(packet_size: u16) -> Limits {

@@ -10,8 +10,10 @@
 //! - [`agt_proto`]: the Alexa Gadgets protobuf messages.
 //! - [`sifli`]: the SiFli BLE serial-transport service (GATT ids, frames, fragmentation).
 //! - [`dfu`]: the SiFli DFU messages, `DFU_ERR_*` codes and identifiers over [`sifli`].
+//! - [`mqtt`]: MQTT 3.1.1 packets (QoS 0 and 1) and a streaming decoder with a size cap.
 
 pub mod agt;
 pub mod agt_proto;
 pub mod dfu;
+pub mod mqtt;
 pub mod sifli;

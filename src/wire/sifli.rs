@@ -868,28 +868,9 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use alloc::string::ToString;
     use alloc::vec;
-
-    /// Deterministic xorshift64* for the property and robustness loops.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
 
     fn frame_bytes(repr: &FrameRepr<'_>) -> Vec<u8> {
         let mut buf = vec![0xFF; repr.buffer_len()];

@@ -10,9 +10,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 use otaweb::web;
 
-fn field(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &key.into()).expect("readable")
-}
+use common::web::field;
 
 fn app_v2_entry() -> JsValue {
     let images = web::parse_manifest(fixture_text!("manifest.json")).expect("parses");

@@ -7,10 +7,7 @@
 #[macro_use]
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -19,33 +16,13 @@ use otaweb::image::digest::{sha256, to_hex};
 use otaweb::web::{Updater, VerifiedImage};
 use otaweb_demo_device::DemoDfuDevice;
 
+use common::web::{count, details, field, install, object, radio_stats, record};
+
 wasm_bindgen_test_configure!(run_in_browser);
-
-#[wasm_bindgen(module = "/www/demo-bluetooth.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = installDemoBluetooth)]
-    fn install_demo_bluetooth(make_device: &Function, options: &JsValue) -> JsValue;
-}
-
-fn field(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &key.into()).expect("readable")
-}
-
-fn object(pairs: &[(&str, JsValue)]) -> JsValue {
-    let o = Object::new();
-    for (k, v) in pairs {
-        Reflect::set(&o, &(*k).into(), v).expect("settable");
-    }
-    o.into()
-}
 
 /// A fresh demo DFU device behind a freshly installed SiFli stand-in.
 fn demo(extra: &[(&str, JsValue)]) -> (JsValue, JsValue) {
     let device: JsValue = DemoDfuDevice::new(None).expect("demo device").into();
-    let make = {
-        let device = device.clone();
-        Closure::<dyn FnMut() -> JsValue>::new(move || device.clone())
-    };
     let mut pairs = vec![
         ("profile", "sifli".into()),
         ("intervalMs", 1.into()),
@@ -54,8 +31,7 @@ fn demo(extra: &[(&str, JsValue)]) -> (JsValue, JsValue) {
         ("tickMs", 20.into()),
     ];
     pairs.extend_from_slice(extra);
-    let bluetooth = install_demo_bluetooth(make.as_ref().unchecked_ref(), &object(&pairs));
-    make.forget();
+    let bluetooth = install(&device, &object(&pairs));
     (device, bluetooth)
 }
 
@@ -88,23 +64,6 @@ fn partition(device: &JsValue, id: u8) -> JsValue {
         .expect("reads the flash")
 }
 
-fn record(updater: &Updater, kinds: &[&str]) -> Rc<RefCell<Vec<(String, JsValue)>>> {
-    let log = Rc::new(RefCell::new(Vec::new()));
-    for kind in kinds {
-        let log = log.clone();
-        let name = kind.to_string();
-        let listener =
-            Closure::<dyn FnMut(web_sys::CustomEvent)>::new(move |e: web_sys::CustomEvent| {
-                log.borrow_mut().push((name.clone(), e.detail()));
-            });
-        updater
-            .add_event_listener(kind, listener.as_ref().unchecked_ref())
-            .expect("listener");
-        listener.forget();
-    }
-    log
-}
-
 #[wasm_bindgen_test]
 async fn full_dfu_update_reboots_into_the_ota_manager_and_installs() {
     let (device, bluetooth) = demo(&[]);
@@ -132,33 +91,19 @@ async fn full_dfu_update_reboots_into_the_ota_manager_and_installs() {
         "into the OTA manager and back"
     );
 
-    let stages: Vec<String> = log
-        .borrow()
+    let stages: Vec<String> = details(&log, "stage")
         .iter()
-        .filter(|(k, _)| k == "stage")
-        .map(|(_, d)| field(d, "stage").as_string().unwrap())
+        .map(|d| field(d, "stage").as_string().unwrap())
         .collect();
     assert_eq!(stages, ["init", "reboot", "transfer", "install"]);
-    assert_eq!(
-        log.borrow()
-            .iter()
-            .filter(|(k, _)| k == "rebooting")
-            .count(),
-        1
-    );
+    assert_eq!(count(&log, "rebooting"), 1);
     let total = (fixture!("dfu/hcpu.transfer.bin").len()
         + fixture!("dfu/res.transfer.bin").len()
         + fixture!("dfu/font.transfer.bin").len()) as f64;
-    let last = log
-        .borrow()
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "progress")
-        .map(|(_, d)| d.clone())
-        .expect("progress");
+    let last = details(&log, "progress").pop().expect("progress");
     assert_eq!(field(&last, "confirmed"), total);
     assert_eq!(field(&last, "total"), total);
-    let stats = field(&field(&field(&bluetooth, "device"), "radio"), "stats");
+    let stats = radio_stats(&bluetooth);
     assert_eq!(
         field(&stats, "overlapped"),
         0,

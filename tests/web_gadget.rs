@@ -6,10 +6,7 @@
 #[macro_use]
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use js_sys::{Function, Object, Reflect};
+use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -17,25 +14,9 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use otaweb::web::{self, Updater, VerifiedImage};
 use otaweb_demo_device::DemoGadget;
 
+use common::web::{count, details, field, install, object, radio_stats, record};
+
 wasm_bindgen_test_configure!(run_in_browser);
-
-#[wasm_bindgen(module = "/www/demo-bluetooth.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = installDemoBluetooth)]
-    fn install_demo_bluetooth(make_gadget: &Function, options: &JsValue) -> JsValue;
-}
-
-fn field(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &key.into()).expect("readable")
-}
-
-fn object(pairs: &[(&str, JsValue)]) -> JsValue {
-    let o = Object::new();
-    for (k, v) in pairs {
-        Reflect::set(&o, &(*k).into(), v).expect("settable");
-    }
-    o.into()
-}
 
 /// A fresh demo gadget behind a freshly installed stand-in; returns the gadget (as
 /// JavaScript holds it) and the stand-in (for its radio statistics).
@@ -43,12 +24,7 @@ fn demo(radio: JsValue) -> (JsValue, JsValue) {
     let gadget: JsValue = DemoGadget::new(None, None, Some("otaweb test".into()))
         .expect("demo gadget")
         .into();
-    let make = {
-        let gadget = gadget.clone();
-        Closure::<dyn FnMut() -> JsValue>::new(move || gadget.clone())
-    };
-    let bluetooth = install_demo_bluetooth(make.as_ref().unchecked_ref(), &radio);
-    make.forget();
+    let bluetooth = install(&gadget, &radio);
     (gadget, bluetooth)
 }
 
@@ -76,30 +52,8 @@ fn image(url: &str) -> VerifiedImage {
     VerifiedImage::verify(bytes, entry, Some(key), None).expect("verifies")
 }
 
-/// Counts events of each type the updater dispatches.
-fn record(updater: &Updater, kinds: &[&str]) -> Rc<RefCell<Vec<(String, JsValue)>>> {
-    let log = Rc::new(RefCell::new(Vec::new()));
-    for kind in kinds {
-        let log = log.clone();
-        let name = kind.to_string();
-        let listener =
-            Closure::<dyn FnMut(web_sys::CustomEvent)>::new(move |e: web_sys::CustomEvent| {
-                log.borrow_mut().push((name.clone(), e.detail()));
-            });
-        updater
-            .add_event_listener(kind, listener.as_ref().unchecked_ref())
-            .expect("listener");
-        listener.forget();
-    }
-    log
-}
-
 async fn settle(promise: js_sys::Promise) -> Result<JsValue, JsValue> {
     JsFuture::from(promise).await
-}
-
-fn count(log: &Rc<RefCell<Vec<(String, JsValue)>>>, kind: &str) -> usize {
-    log.borrow().iter().filter(|(k, _)| k == kind).count()
 }
 
 const APP_V2_SHA256: &str = "f54ee1e8539dece67299def1c0ffc811a100f70b468dad0b3483abdcbf1be7ba";
@@ -120,18 +74,15 @@ async fn full_update_through_web_bluetooth() {
     assert_eq!(field(&result, "version"), 2);
 
     assert_eq!(field(&gadget, "activeVersion"), 2);
-    let read_back = Reflect::get(&gadget, &"readBackSha256".into())
-        .expect("method")
+    let read_back = field(&gadget, "readBackSha256")
         .unchecked_into::<Function>()
         .call0(&gadget)
         .expect("reads the flash");
     assert_eq!(read_back, APP_V2_SHA256);
 
-    let stages: Vec<String> = log
-        .borrow()
+    let stages: Vec<String> = details(&log, "stage")
         .iter()
-        .filter(|(k, _)| k == "stage")
-        .map(|(_, d)| field(d, "stage").as_string().unwrap())
+        .map(|d| field(d, "stage").as_string().unwrap())
         .collect();
     assert_eq!(
         stages,
@@ -147,27 +98,18 @@ async fn full_update_through_web_bluetooth() {
         .to_vec(),
         "{stages:?}"
     );
-    let versions: Vec<(JsValue, JsValue)> = log
-        .borrow()
-        .iter()
-        .filter(|(k, _)| k == "version")
-        .map(|(_, d)| (field(d, "current"), field(d, "offered")))
-        .collect();
-    assert_eq!(versions.first().map(|v| v.0.clone()), Some(0.into()));
-    assert_eq!(versions.last().map(|v| v.0.clone()), Some(2.into()));
-    let last_progress = log
-        .borrow()
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "progress")
-        .map(|(_, d)| d.clone())
-        .expect("progress events");
+    let versions = details(&log, "version");
+    assert_eq!(
+        versions.first().map(|d| field(d, "current")),
+        Some(0.into())
+    );
+    assert_eq!(versions.last().map(|d| field(d, "current")), Some(2.into()));
+    let last_progress = details(&log, "progress").pop().expect("progress events");
     assert_eq!(field(&last_progress, "confirmed"), 98_304);
     assert_eq!(field(&last_progress, "total"), 98_304);
     assert_eq!(count(&log, "done"), 1);
 
-    let stats = field(&bluetooth, "device");
-    let stats = field(&field(&stats, "radio"), "stats");
+    let stats = radio_stats(&bluetooth);
     assert_eq!(
         field(&stats, "overlapped"),
         0,
@@ -194,8 +136,7 @@ async fn disconnects_mid_transfer_resume_to_the_same_image() {
     assert_eq!(field(&result, "outcome"), "done");
     assert_eq!(field(&gadget, "activeVersion"), 2);
     assert_eq!(field(&gadget, "activeSha256"), APP_V2_SHA256);
-    let radio = field(&field(&bluetooth, "device"), "radio");
-    let stats = field(&radio, "stats");
+    let stats = radio_stats(&bluetooth);
     // Two injected drops and the restart.
     assert_eq!(field(&stats, "disconnects"), 3);
     assert!(

@@ -292,9 +292,7 @@ pub const fn remaining_len_size(value: usize) -> usize {
 /// [`MAX_STRING_LEN`] bytes.
 #[must_use]
 pub fn is_valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= MAX_STRING_LEN
-        && !topic.contains(['+', '#', '\0'])
+    !topic.is_empty() && topic.len() <= MAX_STRING_LEN && !topic.contains(['+', '#', '\0'])
 }
 
 /// Whether `filter` may be a SUBSCRIBE or UNSUBSCRIBE topic filter: not empty, `+` and `#`
@@ -528,7 +526,8 @@ impl SubackCode {
             vendor: Vendor::Mqtt,
             code: i64::from(SUBACK_FAILURE),
             name: "SUBACK_FAILURE",
-            meaning: "the broker refused the subscription; check that this client may read the topic",
+            meaning:
+                "the broker refused the subscription; check that this client may read the topic",
             retryable: false,
         })
     }
@@ -865,6 +864,22 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets DUP on a QoS 1 PUBLISH, as a resend needs; returns `false` and changes nothing
+    /// for any other packet (DUP is only for QoS 1).
+    pub fn set_dup(&mut self) -> bool {
+        let Some(first) = self.buffer.as_mut().first_mut() else {
+            return false;
+        };
+        let is_qos1_publish = *first >> TYPE_SHIFT == PacketType::Publish as u8
+            && (*first & QOS_MASK) >> QOS_SHIFT == QoS::AtLeastOnce as u8;
+        if is_qos1_publish {
+            *first |= DUP_BIT;
+        }
+        is_qos1_publish
+    }
+}
+
 /// A cursor over a packet body whose every read is checked.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -1170,9 +1185,10 @@ impl<'a> PacketRepr<'a> {
                     .saturating_add(1)
             }),
             PacketRepr::Suback(s) => 2usize.saturating_add(s.codes.len()),
-            PacketRepr::Unsubscribe(u) => u.filters.iter().fold(2usize, |len, f| {
-                len.saturating_add(field_len(f.as_bytes()))
-            }),
+            PacketRepr::Unsubscribe(u) => u
+                .filters
+                .iter()
+                .fold(2usize, |len, f| len.saturating_add(field_len(f.as_bytes()))),
             PacketRepr::Pingreq | PacketRepr::Pingresp | PacketRepr::Disconnect => 0,
         }
     }
@@ -1617,8 +1633,7 @@ impl Decoder {
 
     fn complete_if_whole(&mut self, total: usize) {
         if self.partial.len() >= total {
-            self.ready
-                .push_back(Ok(core::mem::take(&mut self.partial)));
+            self.ready.push_back(Ok(core::mem::take(&mut self.partial)));
             self.expected = None;
         }
     }
@@ -1710,8 +1725,8 @@ mod tests {
                 password: None,
             }),
             &[
-                0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00,
-                0x01, b'a',
+                0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x01,
+                b'a',
             ],
         );
         // A user name alone, and an empty client id with a clean session.
@@ -1724,8 +1739,8 @@ mod tests {
                 password: None,
             }),
             &[
-                0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x82, 0x01, 0x02, 0x00,
-                0x00, 0x00, 0x05, b'd', b'k', b'&', b'p', b'k',
+                0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x82, 0x01, 0x02, 0x00, 0x00,
+                0x00, 0x05, b'd', b'k', b'&', b'p', b'k',
             ],
         );
     }
@@ -1997,12 +2012,18 @@ mod tests {
             // DUP on QoS 0.
             (&[0x38, 0x03, 0x00, 0x01, b't'], DecodeError::BadValue),
             // Zero packet id on QoS 1.
-            (&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00], DecodeError::BadValue),
+            (
+                &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00],
+                DecodeError::BadValue,
+            ),
             // Invalid UTF-8 topic, U+0000 in the topic, wildcards, an empty topic.
             (&[0x30, 0x03, 0x00, 0x01, 0xFF], DecodeError::BadValue),
             (&[0x30, 0x04, 0x00, 0x02, 0xC3, 0x28], DecodeError::BadValue),
             (&[0x30, 0x03, 0x00, 0x01, 0x00], DecodeError::BadValue),
-            (&[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'+'], DecodeError::BadValue),
+            (
+                &[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'+'],
+                DecodeError::BadValue,
+            ),
             (&[0x30, 0x03, 0x00, 0x01, b'#'], DecodeError::BadValue),
             (&[0x30, 0x02, 0x00, 0x00], DecodeError::BadValue),
             // A topic longer than the packet.
@@ -2074,7 +2095,11 @@ mod tests {
                 "MQTT PUBACK packet",
                 DecodeError::BadValue,
             ),
-            (&[0x42, 0x02, 0x00, 0x01], "MQTT PUBACK packet", DecodeError::BadValue),
+            (
+                &[0x42, 0x02, 0x00, 0x01],
+                "MQTT PUBACK packet",
+                DecodeError::BadValue,
+            ),
             (
                 &[0xB0, 0x02, 0x00, 0x00],
                 "MQTT UNSUBACK packet",
@@ -2082,7 +2107,11 @@ mod tests {
             ),
             (&[0xC1, 0x00], "MQTT PINGREQ packet", DecodeError::BadValue),
             (&[0xD8, 0x00], "MQTT PINGRESP packet", DecodeError::BadValue),
-            (&[0xE2, 0x00], "MQTT DISCONNECT packet", DecodeError::BadValue),
+            (
+                &[0xE2, 0x00],
+                "MQTT DISCONNECT packet",
+                DecodeError::BadValue,
+            ),
             (
                 &[0xC0, 0x01, 0x00],
                 "MQTT PINGREQ packet",
@@ -2517,7 +2546,9 @@ mod tests {
         );
         assert_eq!(err(&[0xD0, 0x00, 0x00]), DecodeError::TrailingBytes);
 
-        let bytes = [0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i'];
+        let bytes = [
+            0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i',
+        ];
         let p = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(p.packet_type(), Some(PacketType::Publish));
         assert_eq!(p.flags(), 0x0B);
@@ -2525,6 +2556,17 @@ mod tests {
         assert_eq!(p.header_len(), 2);
         assert_eq!(p.body(), &bytes[2..]);
         assert_eq!(p.into_inner(), &bytes[..]);
+
+        // DUP is set on QoS 1 PUBLISH only.
+        let mut qos1 = [0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x01];
+        assert!(Packet::new_unchecked(&mut qos1[..]).set_dup());
+        assert_eq!(qos1[0], 0x3A);
+        for first in [0x30u8, 0x40, 0x82] {
+            let mut other = [first, 0x00];
+            assert!(!Packet::new_unchecked(&mut other[..]).set_dup());
+            assert_eq!(other[0], first);
+        }
+        assert!(!Packet::new_unchecked(&mut [0u8; 0][..]).set_dup());
 
         // Emitting into a short buffer refuses without writing past it.
         let mut short = [0u8; 3];
@@ -2544,7 +2586,9 @@ mod tests {
     fn decoder_reassembles_any_chunking() {
         let stream: Vec<u8> = [
             &[0x20, 0x02, 0x00, 0x00][..],
-            &[0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i'],
+            &[
+                0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i',
+            ],
             &[0xD0, 0x00],
             &[0x90, 0x03, 0x00, 0x01, 0x01],
         ]
@@ -2649,7 +2693,9 @@ mod tests {
 
     #[test]
     fn display_names_the_packet() {
-        let bytes = [0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i'];
+        let bytes = [
+            0x3B, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i',
+        ];
         assert_eq!(
             PacketRepr::parse_bytes(&bytes).unwrap().to_string(),
             "MQTT PUBLISH \"a/b\" qos 1 id 10 dup retain len 2"
@@ -2674,9 +2720,10 @@ mod tests {
             if len >= 2 && rng.below(4) != 0 {
                 bytes[0] = ((1 + rng.below(14) as u8) << 4) | (bytes[0] & 0x0F);
                 if rng.below(2) == 0 {
-                    bytes[0] = (bytes[0] & 0xF0) | PacketType::from_u8(bytes[0] >> 4)
-                        .and_then(PacketType::fixed_flags)
-                        .unwrap_or(bytes[0] & 0x0F);
+                    bytes[0] = (bytes[0] & 0xF0)
+                        | PacketType::from_u8(bytes[0] >> 4)
+                            .and_then(PacketType::fixed_flags)
+                            .unwrap_or(bytes[0] & 0x0F);
                 }
                 bytes[1] = (len - 2) as u8;
             }

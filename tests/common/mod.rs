@@ -24,3 +24,6 @@ macro_rules! fixture_text {
         ))
     };
 }
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

@@ -21,6 +21,8 @@
 //! Because time is a value ([`Millis`]), the same flow runs in the browser, in `cargo test`
 //! and in the two-party simulator, where a virtual clock jumps straight to the next deadline.
 //!
+//! [`mqtt`] is the MQTT 3.1.1 client session the EnOS flow runs on, a [`Flow`] itself.
+//!
 //! ```
 //! use otaweb::flow::{Delivery, Flow, Transmit};
 //! use otaweb::Millis;
@@ -65,6 +67,7 @@
 
 pub mod dfu;
 pub mod gadget;
+pub mod mqtt;
 
 use alloc::vec::Vec;
 

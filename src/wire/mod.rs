@@ -11,9 +11,11 @@
 //! - [`sifli`]: the SiFli BLE serial-transport service (GATT ids, frames, fragmentation).
 //! - [`dfu`]: the SiFli DFU messages, `DFU_ERR_*` codes and identifiers over [`sifli`].
 //! - [`mqtt`]: MQTT 3.1.1 packets (QoS 0 and 1) and a streaming decoder with a size cap.
+//! - [`enos`]: EnOS OTA over MQTT: the signed CONNECT, topics, JSON bodies, codes, steps.
 
 pub mod agt;
 pub mod agt_proto;
 pub mod dfu;
+pub mod enos;
 pub mod mqtt;
 pub mod sifli;

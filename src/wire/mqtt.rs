@@ -320,6 +320,9 @@ pub fn is_valid_topic_filter(filter: &str) -> bool {
 pub struct PacketId(NonZeroU16);
 
 impl PacketId {
+    /// The lowest id, 1.
+    pub const MIN: PacketId = PacketId(NonZeroU16::MIN);
+
     /// The id `value`, or `None` for zero.
     #[must_use]
     pub const fn new(value: u16) -> Option<Self> {
@@ -340,7 +343,7 @@ impl PacketId {
     pub const fn next(self) -> Self {
         match NonZeroU16::new(self.0.get().wrapping_add(1)) {
             Some(v) => PacketId(v),
-            None => PacketId(NonZeroU16::MIN),
+            None => PacketId::MIN,
         }
     }
 }
@@ -1652,26 +1655,9 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use alloc::string::ToString;
     use alloc::vec;
-
-    /// xorshift64: deterministic bytes without a rand dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
 
     fn id(n: u16) -> PacketId {
         PacketId::new(n).unwrap()

@@ -22,6 +22,8 @@
 //! and in the two-party simulator, where a virtual clock jumps straight to the next deadline.
 //!
 //! [`mqtt`] is the MQTT 3.1.1 client session the EnOS flow runs on, a [`Flow`] itself.
+//! [`enos`] is the EnOS OTA flow: it owns that session and hands download and install to the
+//! application.
 //!
 //! ```
 //! use otaweb::flow::{Delivery, Flow, Transmit};
@@ -66,6 +68,7 @@
 //! ```
 
 pub mod dfu;
+pub mod enos;
 pub mod gadget;
 pub mod mqtt;
 

@@ -9,12 +9,16 @@
 //! - [`VerifiedImage`]: an image that passed [`verify_image`], the only thing an updater
 //!   accepts, so JavaScript cannot hand a device unverified bytes.
 //! - [`Updater`]: a flow driven over Web Bluetooth ([`updater`]), on the link in [`ble`].
+//! - [`MqttClient`]: the MQTT session over a WebSocket ([`mqtt`], on [`ws`]).
 
 mod ble;
 mod clock;
+mod mqtt;
 mod running;
 mod updater;
+mod ws;
 
+pub use mqtt::MqttClient;
 pub use updater::Updater;
 
 use alloc::string::{String, ToString};

@@ -1,0 +1,390 @@
+//! `MqttClient`: the MQTT 3.1.1 session over a browser WebSocket, for JavaScript.
+//!
+//! Contract. The session ([`MqttSession`]) decides everything: what to send, when to ping,
+//! what to re-send after a reconnect. This edge owns the WebSocket ([`WsLink`]), one timer
+//! and the JavaScript promises; after every input it drains the session in the
+//! [`crate::flow`] order (packets, events, timer). It reconnects after
+//! [`MqttSession::poll_reconnect_delay`] for as long as the session wants to, and closes the
+//! socket when the session gives a connection up. It is the transport under the EnOS agent,
+//! and usable alone.
+//!
+//! Events (`event.detail`): `connected` `{sessionPresent}`, `message` `{topic, payload
+//! (Uint8Array), text (if UTF-8)}`, `link-lost` / `error` (an `OtawebError`).
+
+use alloc::rc::{Rc, Weak};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
+
+use js_sys::{Function, Object, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use web_sys::{CustomEvent, CustomEventInit, EventTarget};
+
+use crate::error::{Error, LinkLost, Misuse};
+use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
+use crate::flow::Flow;
+use crate::web::clock::{now, Timeout};
+use crate::web::ws::{check_url, WsLink};
+use crate::web::{flow_error, misuse_error, set, throwable};
+use crate::wire::mqtt::{PacketId, QoS};
+
+struct Waiter {
+    resolve: Function,
+    reject: Function,
+}
+
+impl Waiter {
+    fn new() -> (Waiter, Promise) {
+        let mut waiter = None;
+        let promise =
+            Promise::new(&mut |resolve, reject| waiter = Some(Waiter { resolve, reject }));
+        // Promise::new runs the executor at once, so the waiter is always there.
+        (waiter.expect("executor ran"), promise)
+    }
+
+    fn resolve(self, value: &JsValue) {
+        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
+    }
+
+    fn reject(self, error: &JsValue) {
+        let _ = self.reject.call1(&JsValue::UNDEFINED, error);
+    }
+}
+
+struct Driver {
+    session: MqttSession,
+    url: String,
+    link: Option<WsLink>,
+    events: EventTarget,
+    timer: Option<Timeout>,
+    reconnect: Option<Timeout>,
+    connect: Option<Waiter>,
+    subscribes: Vec<(String, Waiter)>,
+    publishes: Vec<(PacketId, Waiter)>,
+    closed: bool,
+    buf: Vec<u8>,
+}
+
+type Shared = Rc<RefCell<Driver>>;
+
+/// An MQTT 3.1.1 client over a WebSocket. See the module docs for its events.
+#[wasm_bindgen]
+pub struct MqttClient {
+    shared: Shared,
+}
+
+#[wasm_bindgen]
+impl MqttClient {
+    /// Connects to `url` (`wss://…`, or `ws://` to this computer) and resolves once the
+    /// broker accepts. `options`: `clientId` (required), `username`, `password`,
+    /// `keepAlive` (seconds, default 60).
+    pub async fn connect(url: String, options: JsValue) -> Result<MqttClient, JsValue> {
+        check_url(&url).map_err(|why| misuse_error("invalid-url", Misuse::InvalidArgument(why)))?;
+        let text = |key: &str| {
+            js_sys::Reflect::get(&options, &key.into())
+                .ok()
+                .and_then(|v| v.as_string())
+        };
+        let client_id = text("clientId").ok_or_else(|| {
+            misuse_error(
+                "invalid-argument",
+                Misuse::InvalidArgument("clientId is required"),
+            )
+        })?;
+        let mut connect = ConnectOptions::new(client_id);
+        if let Some(user) = text("username") {
+            connect = connect.with_login(user, text("password").unwrap_or_default().into_bytes());
+        }
+        if let Some(k) = js_sys::Reflect::get(&options, &"keepAlive".into())
+            .ok()
+            .and_then(|v| v.as_f64())
+        {
+            connect.keep_alive = k.clamp(0.0, f64::from(u16::MAX)) as u16;
+        }
+        let session = MqttSession::new(connect, SessionConfig::default())
+            .map_err(|m| misuse_error("invalid-argument", m))?;
+        let (waiter, promise) = Waiter::new();
+        let shared = Rc::new(RefCell::new(Driver {
+            session,
+            url,
+            link: None,
+            events: EventTarget::new()?,
+            timer: None,
+            reconnect: None,
+            connect: Some(waiter),
+            subscribes: Vec::new(),
+            publishes: Vec::new(),
+            closed: false,
+            buf: Vec::new(),
+        }));
+        open(&shared)?;
+        wasm_bindgen_futures::JsFuture::from(promise).await?;
+        Ok(MqttClient { shared })
+    }
+
+    /// Subscribes to `filter` at QoS `qos` (0 or 1); resolves with the granted QoS.
+    pub fn subscribe(&self, filter: String, qos: u8) -> Promise {
+        let result = qos_of(qos).and_then(|qos| {
+            let mut d = self.shared.borrow_mut();
+            d.session
+                .subscribe(now(), &filter, qos)
+                .map_err(|m| misuse_error("invalid-argument", m))?;
+            let (waiter, promise) = Waiter::new();
+            d.subscribes.push((filter, waiter));
+            Ok(promise)
+        });
+        self.after(result)
+    }
+
+    /// Publishes `payload` (bytes or text) on `topic` at QoS 0 or 1; resolves when sent
+    /// (QoS 0) or acknowledged by the broker (QoS 1).
+    pub fn publish(&self, topic: String, payload: JsValue, qos: u8) -> Promise {
+        let bytes = match payload.as_string() {
+            Some(text) => text.into_bytes(),
+            None => Uint8Array::new(&payload).to_vec(),
+        };
+        let result = qos_of(qos).and_then(|qos| {
+            let mut d = self.shared.borrow_mut();
+            let id = d
+                .session
+                .publish(now(), &topic, &bytes, qos, false)
+                .map_err(|m| misuse_error("invalid-argument", m))?;
+            let (waiter, promise) = Waiter::new();
+            match id {
+                Some(id) => d.publishes.push((id, waiter)),
+                None => waiter.resolve(&JsValue::UNDEFINED),
+            }
+            Ok(promise)
+        });
+        self.after(result)
+    }
+
+    /// Sends DISCONNECT and closes; the client cannot be used again.
+    pub fn close(&self) {
+        {
+            let mut d = self.shared.borrow_mut();
+            d.closed = true;
+            d.reconnect = None;
+            d.session.disconnect(now());
+        }
+        settle(&self.shared);
+        let link = self.shared.borrow_mut().link.take();
+        if let Some(link) = link {
+            link.close();
+        }
+    }
+
+    /// Adds a listener for one of the event types in the module docs.
+    #[wasm_bindgen(js_name = addEventListener)]
+    pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
+        let events = self.shared.borrow().events.clone();
+        events.add_event_listener_with_callback(kind, listener)
+    }
+}
+
+impl MqttClient {
+    fn after(&self, result: Result<Promise, JsValue>) -> Promise {
+        match result {
+            Ok(promise) => {
+                settle(&self.shared);
+                promise
+            }
+            Err(e) => Promise::reject(&e),
+        }
+    }
+}
+
+fn qos_of(qos: u8) -> Result<QoS, JsValue> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        _ => Err(misuse_error(
+            "invalid-argument",
+            Misuse::Unsupported("QoS must be 0 or 1"),
+        )),
+    }
+}
+
+/// Opens the WebSocket, its handlers holding the driver weakly.
+fn open(shared: &Shared) -> Result<(), JsValue> {
+    let weak = Rc::downgrade(shared);
+    let on = |f: fn(&Shared)| {
+        let weak: Weak<RefCell<Driver>> = weak.clone();
+        move || {
+            if let Some(d) = weak.upgrade() {
+                f(&d);
+            }
+        }
+    };
+    let on_bytes = {
+        let weak = weak.clone();
+        move |bytes: &[u8]| {
+            if let Some(d) = weak.upgrade() {
+                d.borrow_mut().session.handle_input(now(), (), bytes);
+                settle(&d);
+            }
+        }
+    };
+    let url = shared.borrow().url.clone();
+    let link = WsLink::open(&url, on(on_open), on_bytes, on(on_close))?;
+    shared.borrow_mut().link = Some(link);
+    Ok(())
+}
+
+fn on_open(shared: &Shared) {
+    shared.borrow_mut().session.handle_connected(now());
+    settle(shared);
+}
+
+fn on_close(shared: &Shared) {
+    {
+        let mut d = shared.borrow_mut();
+        d.link = None;
+        d.session.handle_disconnected(now());
+    }
+    settle(shared);
+    let delay = {
+        let d = shared.borrow();
+        (!d.closed)
+            .then(|| d.session.poll_reconnect_delay())
+            .flatten()
+    };
+    if let Some(delay) = delay {
+        let weak = Rc::downgrade(shared);
+        let timer = Timeout::new(Duration::from_millis(delay.as_millis()), move || {
+            if let Some(d) = weak.upgrade() {
+                if !d.borrow().closed && open(&d).is_err() {
+                    on_close(&d);
+                }
+            }
+        });
+        shared.borrow_mut().reconnect = Some(timer);
+    }
+}
+
+/// Drains the session: packets to the socket, events to JavaScript, the timer.
+fn settle(shared: &Shared) {
+    let mut out: Vec<(&'static str, Object)> = Vec::new();
+    let mut settled: Vec<(Waiter, Result<JsValue, JsValue>)> = Vec::new();
+    let mut drop_link = false;
+    {
+        let mut d = shared.borrow_mut();
+        let d = &mut *d;
+        loop {
+            d.buf.clear();
+            let Some(t) = d.session.poll_transmit(&mut d.buf) else {
+                break;
+            };
+            if let Some(link) = &d.link {
+                // A failed send is a closing socket: its close event follows.
+                let _ = link.send(&d.buf[..t.len]);
+            }
+            d.session.handle_transmitted(now());
+        }
+        while let Some(event) = d.session.poll_event() {
+            match event {
+                MqttEvent::Connected { session_present } => {
+                    if let Some(w) = d.connect.take() {
+                        settled.push((w, Ok(JsValue::UNDEFINED)));
+                    }
+                    let detail = Object::new();
+                    let _ = set(&detail, "sessionPresent", &session_present.into());
+                    out.push(("connected", detail));
+                }
+                MqttEvent::Message { topic, payload, .. } => {
+                    let detail = Object::new();
+                    let _ = set(&detail, "topic", &topic.into());
+                    if let Ok(text) = core::str::from_utf8(&payload) {
+                        let _ = set(&detail, "text", &text.into());
+                    }
+                    let _ = set(&detail, "payload", &Uint8Array::from(&payload[..]));
+                    out.push(("message", detail));
+                }
+                MqttEvent::Published { packet_id } => {
+                    if let Some(i) = d.publishes.iter().position(|(id, _)| *id == packet_id) {
+                        settled.push((d.publishes.remove(i).1, Ok(JsValue::UNDEFINED)));
+                    }
+                }
+                MqttEvent::Subscribed { filter, granted } => {
+                    if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
+                        settled.push((d.subscribes.remove(i).1, Ok((granted as u8).into())));
+                    }
+                }
+                MqttEvent::SubscribeRefused { filter, refusal } => {
+                    if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
+                        let e = flow_error(&Error::PeerRefused(refusal));
+                        settled.push((d.subscribes.remove(i).1, Err(e)));
+                    }
+                }
+                MqttEvent::Unsubscribed { .. } | MqttEvent::Closed => {}
+                MqttEvent::LinkLost(e) | MqttEvent::Failed(e) => {
+                    let fatal = d.session.poll_reconnect_delay().is_none();
+                    let js = broker_error(&e);
+                    if let Some(w) = d.connect.take() {
+                        settled.push((w, Err(js.clone())));
+                    }
+                    if fatal {
+                        for (_, w) in d.subscribes.drain(..) {
+                            settled.push((w, Err(js.clone())));
+                        }
+                        for (_, w) in d.publishes.drain(..) {
+                            settled.push((w, Err(js.clone())));
+                        }
+                    }
+                    out.push((
+                        if fatal { "error" } else { "link-lost" },
+                        js.unchecked_into(),
+                    ));
+                    drop_link = true;
+                }
+            }
+        }
+        d.timer = d.session.poll_timeout().map(|at| {
+            let weak = Rc::downgrade(shared);
+            let wait = at.0.saturating_sub(now().0);
+            Timeout::new(Duration::from_millis(wait), move || {
+                if let Some(d) = weak.upgrade() {
+                    d.borrow_mut().session.handle_timeout(now());
+                    settle(&d);
+                }
+            })
+        });
+    }
+    for (waiter, result) in settled {
+        match result {
+            Ok(v) => waiter.resolve(&v),
+            Err(e) => waiter.reject(&e),
+        }
+    }
+    let events = shared.borrow().events.clone();
+    for (kind, detail) in out {
+        let init = CustomEventInit::new();
+        init.set_detail(&detail);
+        if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
+            let _ = events.dispatch_event(&event);
+        }
+    }
+    if drop_link {
+        // The session gave this connection up: close it, and the close event reconnects.
+        let link = shared.borrow().link.clone();
+        if let Some(link) = link {
+            link.close();
+        }
+    }
+}
+
+/// A session error as an `OtawebError`, worded for a broker where the core's text speaks of
+/// a device.
+fn broker_error(error: &Error) -> JsValue {
+    match error {
+        Error::LinkLost(LinkLost::Disconnected) => throwable(
+            "disconnected",
+            "link-lost",
+            "the connection to the MQTT broker closed or could not be opened; check the URL \
+             and that the broker (or its WebSocket bridge) runs",
+            true,
+        ),
+        other => flow_error(other),
+    }
+}

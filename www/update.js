@@ -123,7 +123,8 @@ function listen(updater) {
     ui.progressText.textContent = `${kib(confirmed)} of ${kib(total)}${rate}${left}`;
   });
   on("reconnecting", ({ attempt }) => {
-    setStatus(`Reconnecting to the device (attempt ${attempt})…`);
+    // Keep the "pick it again" instruction in view while the retries go on behind it.
+    if (ui.pickAgain.hidden) setStatus(`Reconnecting to the device (attempt ${attempt})…`);
   });
   on("device-lost", () => {
     ui.pickAgain.hidden = false;

@@ -7,18 +7,15 @@
 
 mod sim;
 
-use std::collections::VecDeque;
-
 use otaweb::error::Error;
 use otaweb::flow::dfu::{DfuEvent, DfuOptions, DfuPackage, DfuUpdate, OnOngoing};
-use otaweb::flow::{Flow, Transmit};
 use otaweb::image::sifli::{ImageId, PublicKey, TransferFile};
 use otaweb::time::{Millis, Span};
 use otaweb_firmware::dfu::{
     DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, DfuState, Mode, Region,
 };
 use otaweb_firmware::flash::Fixed;
-use sim::{Central, Faults, LinkParams, Pair, Peripheral};
+use sim::{Faults, LinkParams, Observed, Pair, Peripheral, Update};
 
 type Flash = Fixed<4, 4096>;
 
@@ -145,79 +142,22 @@ impl Peripheral for Device {
     }
 }
 
-/// The remote flow, with its reconnect requests seen as soon as they are made.
-struct Phone {
-    flow: DfuUpdate,
-    now: Millis,
-    events: VecDeque<DfuEvent>,
-    reconnect: bool,
-}
-
-impl Phone {
-    fn new(package: DfuPackage, options: DfuOptions) -> Self {
-        Phone {
-            flow: DfuUpdate::new(package, options).unwrap(),
-            now: Millis::ZERO,
-            events: VecDeque::new(),
-            reconnect: false,
-        }
+impl Update for DfuUpdate {
+    fn is_finished(&self) -> bool {
+        DfuUpdate::is_finished(self)
     }
 
-    fn take_events(&mut self, now: Millis) {
-        self.now = now;
-        while let Some(event) = self.flow.poll_event() {
-            if event == DfuEvent::NeedsReconnect {
-                self.reconnect = true;
-            }
-            self.events.push_back(event);
-        }
+    fn asks_reconnect(event: &DfuEvent) -> bool {
+        *event == DfuEvent::NeedsReconnect
     }
 }
 
-impl Flow for Phone {
-    type Channel = ();
-    type Event = DfuEvent;
+/// The remote as the simulator's central.
+type Phone = Observed<DfuUpdate>;
 
-    fn handle_connected(&mut self, now: Millis) {
-        self.reconnect = false;
-        self.flow.handle_connected(now);
-        self.take_events(now);
-    }
-    fn handle_disconnected(&mut self, now: Millis) {
-        self.flow.handle_disconnected(now);
-        self.take_events(now);
-    }
-    fn handle_input(&mut self, now: Millis, channel: (), bytes: &[u8]) {
-        self.flow.handle_input(now, channel, bytes);
-        self.take_events(now);
-    }
-    fn handle_timeout(&mut self, now: Millis) {
-        self.flow.handle_timeout(now);
-        self.take_events(now);
-    }
-    fn handle_transmitted(&mut self, now: Millis) {
-        self.flow.handle_transmitted(now);
-    }
-    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
-        self.flow.poll_transmit(buf)
-    }
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.flow.poll_timeout()
-    }
-    fn poll_event(&mut self) -> Option<DfuEvent> {
-        let now = self.now;
-        self.take_events(now);
-        self.events.pop_front()
-    }
-}
-
-impl Central for Phone {
-    fn finished(&self) -> bool {
-        self.flow.is_finished()
-    }
-    fn wants_reconnect(&mut self) -> bool {
-        self.reconnect
-    }
+/// The remote for `package`.
+fn phone(package: DfuPackage, options: DfuOptions) -> Phone {
+    Observed::new(DfuUpdate::new(package, options).unwrap())
 }
 
 fn package(ctrl: &[u8], hcpu: &[u8]) -> DfuPackage {
@@ -236,7 +176,7 @@ fn package(ctrl: &[u8], hcpu: &[u8]) -> DfuPackage {
 
 fn pair(options: DfuOptions, faults: Faults) -> Pair<Phone, Device> {
     Pair::new(
-        Phone::new(package(CTRL, HCPU_T), options),
+        phone(package(CTRL, HCPU_T), options),
         Device::new(provisioned_flash()),
         LinkParams::DESKTOP,
         faults,
@@ -289,7 +229,7 @@ fn the_fixture_package_installs_end_to_end() {
 #[test]
 fn a_ctrl_packet_with_a_bad_signature_is_refused_with_9_and_nothing_changes() {
     let mut p = Pair::new(
-        Phone::new(package(CTRL_BAD_SIG, HCPU_T), DfuOptions::default()),
+        phone(package(CTRL_BAD_SIG, HCPU_T), DfuOptions::default()),
         Device::new(provisioned_flash()),
         LinkParams::DESKTOP,
         Faults::default(),
@@ -372,7 +312,7 @@ fn without_a_reconnection_the_ota_manager_returns_to_the_user_bin_after_30_s() {
 #[test]
 fn a_tampered_transfer_file_fails_and_installs_nothing() {
     let mut p = Pair::new(
-        Phone::new(package(CTRL, HCPU_TAMPERED), DfuOptions::default()),
+        phone(package(CTRL, HCPU_TAMPERED), DfuOptions::default()),
         Device::new(provisioned_flash()),
         LinkParams::DESKTOP,
         Faults::default(),

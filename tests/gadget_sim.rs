@@ -6,11 +6,8 @@
 
 mod sim;
 
-use std::collections::VecDeque;
-
 use otaweb::error::{Error, LinkLost};
 use otaweb::flow::gadget::{GadgetEvent, GadgetOptions, GadgetStage, GadgetUpdate};
-use otaweb::flow::{Flow, Transmit};
 use otaweb::image::digest::sha256;
 use otaweb::image::manifest::{FlowKind, ManifestEntry};
 use otaweb::image::verify::{verify_image, Image, Verified, VerifyPolicy};
@@ -24,7 +21,7 @@ use otaweb::wire::agt_proto::{
 use otaweb_firmware::flash::Fixed;
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
 use otaweb_firmware::slots::{BootOutcome, ImageInfo, Layout, Slot, Slots};
-use sim::{Central, Faults, LinkParams, Pair, Peripheral};
+use sim::{Faults, LinkParams, Observed, Pair, Peripheral, Update};
 
 const MIB: usize = 1 << 20;
 const SEG: usize = otaweb::flow::gadget::DEFAULT_SEGMENT_SIZE as usize;
@@ -334,96 +331,29 @@ impl<const W: usize, const E: usize> Peripheral for Device<W, E> {
     }
 }
 
-/// The orchestrator's flow as the simulator's central, driven as a browser edge drives it.
-struct Updater {
-    flow: GadgetUpdate,
-    now: Millis,
-    /// Events taken from the flow as soon as an input produced them, so that a reconnect
-    /// request is seen before the next connection, not after it.
-    events: VecDeque<GadgetEvent>,
-    reconnect: bool,
-    progress: Vec<(Millis, u64)>,
-    timeouts: u32,
-}
-
-impl Updater {
-    fn new(image: Verified<Image>, options: GadgetOptions) -> Self {
-        Updater {
-            flow: GadgetUpdate::new(image, options).unwrap(),
-            now: Millis::ZERO,
-            events: VecDeque::new(),
-            reconnect: false,
-            progress: Vec::new(),
-            timeouts: 0,
-        }
+impl Update for GadgetUpdate {
+    fn is_finished(&self) -> bool {
+        GadgetUpdate::is_finished(self)
     }
 
-    fn take_events(&mut self, now: Millis) {
-        self.now = now;
-        while let Some(event) = self.flow.poll_event() {
-            match &event {
-                GadgetEvent::NeedsReconnect => self.reconnect = true,
-                GadgetEvent::Progress { confirmed, .. } => self.progress.push((now, *confirmed)),
-                _ => {}
-            }
-            self.events.push_back(event);
-        }
+    fn asks_reconnect(event: &GadgetEvent) -> bool {
+        *event == GadgetEvent::NeedsReconnect
     }
 }
 
-impl Flow for Updater {
-    type Channel = ();
-    type Event = GadgetEvent;
+/// The orchestrator as the simulator's central.
+type Updater = Observed<GadgetUpdate>;
 
-    fn handle_connected(&mut self, now: Millis) {
-        self.reconnect = false;
-        self.flow.handle_connected(now);
-        self.take_events(now);
-    }
-
-    fn handle_disconnected(&mut self, now: Millis) {
-        self.flow.handle_disconnected(now);
-        self.take_events(now);
-    }
-
-    fn handle_input(&mut self, now: Millis, channel: (), bytes: &[u8]) {
-        self.flow.handle_input(now, channel, bytes);
-        self.take_events(now);
-    }
-
-    fn handle_timeout(&mut self, now: Millis) {
-        self.timeouts += u32::from(self.flow.poll_timeout().is_some_and(|t| now >= t));
-        self.flow.handle_timeout(now);
-        self.take_events(now);
-    }
-
-    fn handle_transmitted(&mut self, now: Millis) {
-        self.flow.handle_transmitted(now);
-    }
-
-    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
-        self.flow.poll_transmit(buf)
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.flow.poll_timeout()
-    }
-
-    fn poll_event(&mut self) -> Option<GadgetEvent> {
-        let now = self.now;
-        self.take_events(now);
-        self.events.pop_front()
-    }
-}
-
-impl Central for Updater {
-    fn finished(&self) -> bool {
-        self.flow.is_finished()
-    }
-
-    fn wants_reconnect(&mut self) -> bool {
-        self.reconnect
-    }
+/// The confirmed byte counts the flow reported, with their times.
+fn progress(updater: &Updater) -> Vec<(Millis, u64)> {
+    updater
+        .log
+        .iter()
+        .filter_map(|(t, e)| match e {
+            GadgetEvent::Progress { confirmed, .. } => Some((*t, *confirmed)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Deterministic image bytes (xorshift64*), different per seed.
@@ -488,7 +418,7 @@ fn pair<const W: usize, const E: usize>(
     options: GadgetOptions,
     faults: Faults,
 ) -> Pair<Updater, Device<W, E>> {
-    let updater = Updater::new(verified(image, version), options);
+    let updater = Updater::new(GadgetUpdate::new(verified(image, version), options).unwrap());
     Pair::new(updater, device, LinkParams::DESKTOP, faults)
 }
 
@@ -576,7 +506,7 @@ fn one_mib_updates_end_to_end_on_a_desktop_link() {
     assert_eq!(tap.seen.iter().filter(|s| **s == Seen::Apply).count(), 1);
     let success = Reply::response(Command::UpdateComponentSegment, ErrorCode::Success);
     assert_eq!(tap.count(success), MIB / SEG);
-    let progress = &pair.central.progress;
+    let progress = &progress(&pair.central);
     assert!(progress.windows(2).all(|w| w[0].1 < w[1].1));
     assert_eq!(progress.last().map(|p| p.1), Some(MIB as u64));
 
@@ -647,7 +577,7 @@ fn one_mib_survives_loss_duplicates_reordering_and_two_disconnects() {
             .filter(|e| **e == GadgetEvent::NeedsReconnect)
             .count();
         assert!(reconnects >= 2, "seed {seed}: {reconnects}");
-        let progress = &pair.central.progress;
+        let progress = &progress(&pair.central);
         assert!(progress.windows(2).all(|w| w[0].1 <= w[1].1), "seed {seed}");
         let announced = pair.peripheral.tap.announcements();
         let past_zero = announced.iter().position(|&o| o != 0).unwrap();

@@ -22,7 +22,9 @@
 
 #![allow(dead_code)] // Each test binary that includes this module uses a different part of it.
 
-use otaweb::flow::Flow;
+use std::collections::VecDeque;
+
+use otaweb::flow::{Flow, Transmit};
 use otaweb::time::{Millis, Span};
 
 /// The peripheral side of the simulation: what the companion firmware exposes to its radio.
@@ -52,6 +54,116 @@ pub trait Central: Flow<Channel = ()> {
     /// Whether the flow asked the edge to reconnect: after a link loss, or on a live link it
     /// gave up on (its peer fell silent), which the edge then drops first.
     fn wants_reconnect(&mut self) -> bool;
+}
+
+/// What the simulator must know of an update flow to drive it as the central.
+pub trait Update: Flow<Channel = ()> {
+    /// Whether the flow ended.
+    fn is_finished(&self) -> bool;
+    /// Whether `event` asks the edge to reconnect.
+    fn asks_reconnect(event: &Self::Event) -> bool;
+}
+
+/// An update flow as the central: its events are taken as soon as an input produced them,
+/// so a reconnect request is seen before the next connection rather than after it, and
+/// each is logged with the time it came; deadlines that passed are counted.
+pub struct Observed<F: Update> {
+    /// The flow under test.
+    pub flow: F,
+    /// Every event, with the virtual time it came at.
+    pub log: Vec<(Millis, F::Event)>,
+    /// Deadlines of the flow that passed.
+    pub timeouts: u32,
+    now: Millis,
+    queue: VecDeque<F::Event>,
+    reconnect: bool,
+}
+
+impl<F: Update> Observed<F>
+where
+    F::Event: Clone,
+{
+    /// Wraps `flow`.
+    pub fn new(flow: F) -> Self {
+        Observed {
+            flow,
+            log: Vec::new(),
+            timeouts: 0,
+            now: Millis::ZERO,
+            queue: VecDeque::new(),
+            reconnect: false,
+        }
+    }
+
+    fn take(&mut self, now: Millis) {
+        self.now = now;
+        while let Some(event) = self.flow.poll_event() {
+            self.reconnect |= F::asks_reconnect(&event);
+            self.log.push((now, event.clone()));
+            self.queue.push_back(event);
+        }
+    }
+}
+
+impl<F: Update> Flow for Observed<F>
+where
+    F::Event: Clone,
+{
+    type Channel = ();
+    type Event = F::Event;
+
+    fn handle_connected(&mut self, now: Millis) {
+        self.reconnect = false;
+        self.flow.handle_connected(now);
+        self.take(now);
+    }
+
+    fn handle_disconnected(&mut self, now: Millis) {
+        self.flow.handle_disconnected(now);
+        self.take(now);
+    }
+
+    fn handle_input(&mut self, now: Millis, channel: (), bytes: &[u8]) {
+        self.flow.handle_input(now, channel, bytes);
+        self.take(now);
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        self.timeouts += u32::from(self.flow.poll_timeout().is_some_and(|t| now >= t));
+        self.flow.handle_timeout(now);
+        self.take(now);
+    }
+
+    fn handle_transmitted(&mut self, now: Millis) {
+        self.flow.handle_transmitted(now);
+    }
+
+    fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        self.flow.poll_transmit(buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.flow.poll_timeout()
+    }
+
+    fn poll_event(&mut self) -> Option<F::Event> {
+        let now = self.now;
+        self.take(now);
+        self.queue.pop_front()
+    }
+}
+
+impl<F: Update> Central for Observed<F>
+where
+    F::Event: Clone,
+{
+    fn finished(&self) -> bool {
+        self.flow.is_finished()
+    }
+
+    fn wants_reconnect(&mut self) -> bool {
+        self.reconnect
+    }
 }
 
 /// BLE link parameters.

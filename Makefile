@@ -12,7 +12,8 @@ FIXTURES := firmware-fixtures/files
 .PHONY: help setup pkg demo test bench fmt lint clean
 
 help:
-	@echo "make demo    build the wasm package and serve the page on http://127.0.0.1:$(PORT)/"
+	@echo "make demo    build the wasm package and enos-sim; serve the page on http://127.0.0.1:$(PORT)/"
+	@echo "             with a local MQTT broker (mosquitto) and EnOS OTA cloud (enos-sim)"
 	@echo "make test    everything CI runs: fmt, clippy, native + wasm + browser tests"
 	@echo "make bench   benchmarks (never asserted)"
 	@echo "make setup   install missing tools (rust targets, wasm-pack, wasm-bindgen, chromium, npm packages)"
@@ -26,6 +27,7 @@ pkg: setup
 	scripts/build-wasm.sh
 
 demo: setup pkg
+	cargo build -p enos-sim
 	@echo
 	@echo "otaweb demo: Ctrl-C stops it. Try this:"
 	@echo "  1. choose or drop $(FIXTURES)/app-v2.bin           -> size, SHA-256, MD5"
@@ -37,8 +39,10 @@ demo: setup pkg
 	@echo "     tick 'Stage only' to send now and apply later; Update again -> already up to date"
 	@echo "  6. section 4: 'Demo SiFli device', 'Use the demo DFU package', Connect -> Update"
 	@echo "     -> INIT, reboot into the OTA manager, transfer, install, reboot back"
+	@echo "  7. EnOS OTA over MQTT: below are the broker, enos-sim, the demo devices' keys and"
+	@echo "     the enos-sim task commands that send a device its firmware"
 	@echo
-	@exec node scripts/serve.mjs --port $(PORT)
+	@exec node scripts/demo.mjs --port $(PORT)
 
 test:
 	@scripts/test.sh

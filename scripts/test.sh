@@ -93,6 +93,8 @@ step wasm-test-node  wasm  -- wasm-pack test --node
 # The same suites as under node, forced into the browser: the runner otherwise skips suites
 # not marked run_in_browser, and marking them would stop them running under node.
 step wasm-test-chrome wasm -- env WASM_BINDGEN_USE_BROWSER=1 wasm-pack test --headless --chrome
+# The browser tests start target/debug/enos-sim (scripts/services.mjs).
+step enos-sim-build  none  -- cargo build -p enos-sim
 step browser-e2e     node  -- node --test --test-reporter=spec tests/browser/
 
 summary

@@ -14,7 +14,11 @@
 //!   "products": [{
 //!     "productKey": "pk1", "productSecret": "ps1",
 //!     "devices": [{ "deviceKey": "dk1", "deviceSecret": "ds1" }],
-//!     "firmwares": [{ "version": "2.0.0", "path": "app-v2.bin", "signMethod": "md5" }]
+//!     "firmwares": [
+//!       { "version": "2.0.0", "path": "app-v2.bin", "signMethod": "md5" },
+//!       { "version": "2.0.1", "path": "app-v2.bin", "cutAfter": 4096, "cuts": 2 },
+//!       { "version": "2.0.2", "path": "app-v2.bin", "announceSign": "00112233445566778899aabbccddeeff" }
+//!     ]
 //!   }],
 //!   "tasks": [{ "productKey": "pk1", "deviceKey": "dk1", "version": "2.0.0", "policy": "push" }]
 //! }
@@ -86,6 +90,18 @@ pub struct FirmwareConfig {
     /// `md5` (the console's only choice in 2019) or `sha256`.
     #[serde(default = "default_sign_method")]
     pub sign_method: String,
+    /// Fault: the sign announced instead of the file's real one.
+    #[serde(default)]
+    pub announce_sign: Option<String>,
+    /// Fault: the `fileSize` announced instead of the real size.
+    #[serde(default)]
+    pub announce_size: Option<u64>,
+    /// Fault: cut the first [`FirmwareConfig::cuts`] body GETs after this many bytes.
+    #[serde(default)]
+    pub cut_after: Option<u64>,
+    /// How many GETs `cutAfter` cuts (default 1; only with `cutAfter`).
+    #[serde(default)]
+    pub cuts: Option<u32>,
 }
 
 /// Which `fileUrl` upgrade commands carry.
@@ -152,6 +168,21 @@ pub struct LoadedFirmware {
     pub sign: String,
     /// The file's bytes.
     pub bytes: Vec<u8>,
+    /// The sign upgrade commands announce: [`LoadedFirmware::sign`] unless `announceSign`.
+    pub announced_sign: String,
+    /// The `fileSize` upgrade commands announce: the real size unless `announceSize`.
+    pub announced_size: u64,
+    /// The configured dropped downloads, if any.
+    pub cut: Option<Cut>,
+}
+
+/// Dropped downloads of one firmware (`cutAfter`, `cuts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// The body bytes a cut GET still gets.
+    pub after: u64,
+    /// How many GETs are cut.
+    pub times: u32,
 }
 
 impl Config {
@@ -172,7 +203,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks keys, sign methods and version uniqueness (firmware files are read by
+    /// Checks keys, sign methods, `cuts` and version uniqueness (firmware files are read by
     /// [`Config::firmwares`]).
     pub fn check(&self) -> Result<(), String> {
         for product in &self.products {
@@ -190,6 +221,18 @@ impl Config {
                         fw.version, product.product_key
                     ));
                 }
+                if fw.cuts.is_some() && fw.cut_after.is_none() {
+                    return Err(format!(
+                        "firmware {} of {}: cuts needs cutAfter",
+                        fw.version, product.product_key
+                    ));
+                }
+                if fw.cuts == Some(0) {
+                    return Err(format!(
+                        "firmware {} of {}: cuts must be at least 1 (leave out cutAfter for none)",
+                        fw.version, product.product_key
+                    ));
+                }
                 if product.firmwares[..i]
                     .iter()
                     .any(|f| f.version == fw.version)
@@ -204,7 +247,7 @@ impl Config {
         Ok(())
     }
 
-    /// Reads every firmware file and computes its sign.
+    /// Reads every firmware file, computes its sign and checks `cutAfter` against its size.
     pub fn firmwares(&self) -> Result<Vec<LoadedFirmware>, String> {
         let mut out = Vec::new();
         for product in &self.products {
@@ -217,12 +260,30 @@ impl Config {
                 } else {
                     otaweb::image::digest::to_hex(&otaweb::image::digest::sha256(&bytes))
                 };
+                let size = bytes.len() as u64;
+                let cut = match fw.cut_after {
+                    // A cut at or past the end would be a whole download: surely a typo.
+                    Some(after) if after >= size => {
+                        return Err(format!(
+                        "firmware {} of {}: cutAfter {after} is not below the file's {size} bytes",
+                        fw.version, product.product_key
+                    ))
+                    }
+                    Some(after) => Some(Cut {
+                        after,
+                        times: fw.cuts.unwrap_or(1),
+                    }),
+                    None => None,
+                };
                 out.push(LoadedFirmware {
                     product_key: product.product_key.clone(),
                     version: fw.version.clone(),
                     sign_method,
+                    announced_sign: fw.announce_sign.clone().unwrap_or_else(|| sign.clone()),
                     sign,
+                    announced_size: fw.announce_size.unwrap_or(size),
                     bytes,
+                    cut,
                 });
             }
         }

@@ -15,6 +15,14 @@
 //! | POST | `/admin/tasks` | create a task, body [`crate::config::TaskRequest`] → 201 and the task |
 //! | GET | `/admin/tasks`, `/admin/tasks/{id}` | tasks with status and recorded steps |
 //! | GET | `/admin/devices` | devices with their reported versions |
+//! | GET | `/admin/firmwares` | firmware: real and announced sign and size, faults, downloads |
+//!
+//! Every GET of a firmware body is recorded, on the firmware and on its open task
+//! ([`crate::registry::DownloadRecord`]): a task's `downloads` is a list of
+//! `{range: "bytes=1234-" | null, status: 200 | 206 | 416, bytes, cut, deviceKey?, atMs}`.
+//! A GET the `cutAfter` fault cuts sends its headers (the `Content-Length` of the whole
+//! answer) and the first `cutAfter` body bytes, then the connection closes
+//! ([`crate::relay`]).
 //!
 //! Errors are JSON `{code, message}` with `code` equal to the HTTP status (the notes give
 //! no EnOS codes for the file service), except the file bytes themselves.
@@ -26,7 +34,8 @@ use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::TaskRequest;
-use crate::registry::{percent_decode, ApiError, Outbound, Registry};
+use crate::registry::{percent_decode, ApiError, BodyGet, Outbound, Registry};
+use crate::relay::Relay;
 use crate::Clock;
 
 /// The largest request body read (admin and login JSON are tiny).
@@ -40,25 +49,46 @@ pub struct Shared {
     pub outbound: mpsc::Sender<Outbound>,
     /// The sim's clock.
     pub clock: Clock,
+    /// The public port, which closes connections after a cut download.
+    pub relay: Arc<Relay>,
 }
 
 /// Answers one request.
 pub fn handle(shared: &Shared, mut request: Request) {
-    let response = route(shared, &mut request);
+    let peer = request.remote_addr().copied();
+    let answer = route(shared, &mut request);
     // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    let _ = request.respond(answer.reply);
+    if let (true, Some(peer)) = (answer.close, peer) {
+        shared.relay.close_after_response(peer);
+    }
 }
 
 type Reply = Response<std::io::Cursor<Vec<u8>>>;
 
-fn route(shared: &Shared, request: &mut Request) -> Reply {
+/// A response, and whether the connection ends after it (a cut download).
+struct Answer {
+    reply: Reply,
+    close: bool,
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Answer {
+            reply,
+            close: false,
+        }
+    }
+}
+
+fn route(shared: &Shared, request: &mut Request) -> Answer {
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let range = header(request, "Range");
     let now = shared.clock.now_ms();
-    match (&method, segments.as_slice()) {
+    let reply = match (&method, segments.as_slice()) {
         (Method::Options, _) => with_cors(Response::from_data(Vec::new()).with_status_code(204)),
         (Method::Get | Method::Head, ["files", pk, version]) => {
             let (Some(pk), Some(version)) =
@@ -67,21 +97,21 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
                 return error(&ApiError {
                     status: 400,
                     message: "bad escape in the path".into(),
-                });
+                })
+                .into();
             };
-            let registry = lock(shared);
-            match registry.firmware(&pk, &version) {
-                Some(fw) => file(&fw.bytes, range.as_deref()),
-                None => error(&ApiError {
-                    status: 404,
-                    message: format!("no firmware {pk}/{version}"),
-                }),
-            }
+            let get = BodyGet {
+                product_key: &pk,
+                version: &version,
+                device_key: None,
+                range: range.as_deref(),
+            };
+            return file(&mut lock(shared), now, &method, &get);
         }
         (Method::Post, ["auth", pk, dk]) => {
             let body = match read_body(request) {
                 Ok(b) => b,
-                Err(e) => return error(&e),
+                Err(e) => return error(&e).into(),
             };
             match lock(shared).login(now, pk, dk, &body) {
                 Ok(session) => json_reply(
@@ -99,22 +129,33 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
             let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
             let mut registry = lock(shared);
             if let Err(e) = registry.use_session(now, get("sessionId").unwrap_or(""), pk, dk) {
-                return error(&e);
+                return error(&e).into();
             }
             let Some(fw) = registry.firmware_by_uri(get("fileUri").unwrap_or("")) else {
                 return error(&ApiError {
                     status: 404,
                     message: "no file with that fileUri".into(),
-                });
+                })
+                .into();
             };
             if fw.product_key != *pk {
                 return error(&ApiError {
                     status: 403,
                     message: "the file is another product's".into(),
-                });
+                })
+                .into();
             }
             match rest {
-                [] => file(&fw.bytes, range.as_deref()),
+                [] => {
+                    let version = fw.version.clone();
+                    let get = BodyGet {
+                        product_key: pk,
+                        version: &version,
+                        device_key: Some(dk),
+                        range: range.as_deref(),
+                    };
+                    return file(&mut registry, now, &method, &get);
+                }
                 ["url"] => json_reply(
                     200,
                     &json!({ "code": 200, "data": registry.direct_url(fw), "message": "" }),
@@ -125,7 +166,7 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
         (Method::Post, ["admin", "tasks"]) => {
             let body = match read_body(request) {
                 Ok(b) => b,
-                Err(e) => return error(&e),
+                Err(e) => return error(&e).into(),
             };
             let req: TaskRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
@@ -134,6 +175,7 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
                         status: 400,
                         message: format!("bad task: {e}"),
                     })
+                    .into()
                 }
             };
             let created = lock(shared).create_task(now, &req);
@@ -160,8 +202,10 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
             }
         }
         (Method::Get, ["admin", "devices"]) => json_reply(200, &lock(shared).devices_json()),
+        (Method::Get, ["admin", "firmwares"]) => json_reply(200, &lock(shared).firmwares_json()),
         _ => not_found(),
-    }
+    };
+    reply.into()
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Registry> {
@@ -237,29 +281,53 @@ fn parse_range(value: &str, len: u64) -> Result<(u64, u64), ()> {
     Ok((first, last))
 }
 
-fn file(bytes: &[u8], range: Option<&str>) -> Reply {
-    let len = bytes.len() as u64;
-    let octets = ("Content-Type", "application/octet-stream");
-    let response = match range {
-        None => Response::from_data(bytes.to_vec()),
-        Some(value) => match parse_range(value, len) {
-            Ok((first, last)) => {
-                // Both ends are within the file, checked by parse_range.
-                let part = bytes[first as usize..=last as usize].to_vec();
-                Response::from_data(part)
-                    .with_status_code(206)
-                    .header("Content-Range", &format!("bytes {first}-{last}/{len}"))
-            }
-            Err(()) => Response::from_data(Vec::new())
-                .with_status_code(416)
-                .header("Content-Range", &format!("bytes */{len}")),
-        },
+/// Answers a GET or HEAD of a firmware file's body: whole, a range, or 416. A GET is
+/// recorded, and cut short when the firmware's `cutAfter` fault says so.
+fn file(registry: &mut Registry, now: u64, method: &Method, get: &BodyGet<'_>) -> Answer {
+    let Some(fw) = registry.firmware(get.product_key, get.version) else {
+        return error(&ApiError {
+            status: 404,
+            message: format!("no firmware {}/{}", get.product_key, get.version),
+        })
+        .into();
     };
-    with_cors(
-        response
-            .header(octets.0, octets.1)
-            .header("Accept-Ranges", "bytes"),
-    )
+    let len = fw.bytes.len() as u64;
+    let (status, body, content_range) = match get.range.map(|v| parse_range(v, len)) {
+        None => (200, fw.bytes.clone(), None),
+        // Both ends are within the file, checked by parse_range.
+        Some(Ok((first, last))) => (
+            206,
+            fw.bytes[first as usize..=last as usize].to_vec(),
+            Some(format!("bytes {first}-{last}/{len}")),
+        ),
+        Some(Err(())) => (416, Vec::new(), Some(format!("bytes */{len}"))),
+    };
+    let full = body.len();
+    let cut = match method {
+        Method::Get => registry.download(now, get, status, full as u64),
+        _ => None,
+    };
+    let mut body = body;
+    if let Some(n) = cut {
+        // Below `full`, which fits in usize, checked by Registry::download.
+        body.truncate(n as usize);
+    }
+    let mut response = Response::from_data(body).with_status_code(status);
+    if let Some(value) = content_range {
+        response = response.header("Content-Range", &value);
+    }
+    if cut.is_some() {
+        // The whole answer's length, as a server whose connection drops would have sent.
+        response = response.header("Content-Length", &full.to_string());
+    }
+    Answer {
+        reply: with_cors(
+            response
+                .header("Content-Type", "application/octet-stream")
+                .header("Accept-Ranges", "bytes"),
+        ),
+        close: cut.is_some(),
+    }
 }
 
 fn json_reply(status: u16, value: &Value) -> Reply {
@@ -312,9 +380,9 @@ impl AddHeader for Reply {
     }
 }
 
-/// Binds the server on 127.0.0.1:`port` (0 = any free port).
-pub fn bind(port: u16) -> Result<Server, String> {
-    Server::http(("127.0.0.1", port)).map_err(|e| format!("HTTP on 127.0.0.1:{port}: {e}"))
+/// Binds the server on a free 127.0.0.1 port, for the [`Relay`] in front of it.
+pub fn bind() -> Result<Server, String> {
+    Server::http(("127.0.0.1", 0)).map_err(|e| format!("HTTP on 127.0.0.1: {e}"))
 }
 
 #[cfg(test)]

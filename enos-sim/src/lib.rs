@@ -2,13 +2,14 @@
 //! broker as the cloud side of `protocols/enos_microchip.md` part A and serves firmware
 //! over HTTP on 127.0.0.1.
 //!
-//! Contract. [`Sim::start`] binds the HTTP server, then runs two threads until
+//! Contract. [`Sim::start`] binds the HTTP server, then runs three threads until
 //! [`Sim::stop`] (or drop): the MQTT thread owns one [`edge::MqttEdge`] with a cloud-side
 //! [`otaweb::flow::mqtt::MqttSession`] subscribed at QoS 1 to
 //! `/sys/+/+/ota/device/{inform,progress,getversion,upgrade_reply}` (it reconnects on its
 //! own, with the session's backoff), and answers every device request through the
 //! [`registry::Registry`]; the HTTP thread hands each request to [`http`] on a thread of
-//! its own. [`Sim::is_ready`] turns true once the broker granted every subscription, so a
+//! its own; the relay thread accepts on the public HTTP port ([`relay`]) and passes each
+//! connection on to the HTTP server. [`Sim::is_ready`] turns true once the broker granted every subscription, so a
 //! device that publishes after that is heard. The sim publishes its replies and commands
 //! at QoS 1; the broker delivers them at the device's subscription QoS.
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod edge;
 pub mod http;
 pub mod registry;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +38,7 @@ use otaweb::wire::mqtt::QoS;
 use crate::config::{Config, TaskRequest};
 use crate::edge::MqttEdge;
 use crate::registry::{ApiError, Outbound, Registry, Task};
+use crate::relay::Relay;
 
 /// The device topics the cloud side listens to.
 pub const SUBSCRIPTIONS: [&str; 4] = [
@@ -84,6 +87,7 @@ pub struct Sim {
     clock: Clock,
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
+    relay: Arc<Relay>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -92,11 +96,15 @@ impl Sim {
     pub fn start(config: &Config, mqtt: Option<&str>, http: Option<u16>) -> Result<Sim, String> {
         config.check()?;
         let firmwares = config.firmwares()?;
-        let server = http::bind(http.unwrap_or(config.http))?;
-        let http_addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or("the HTTP server has no IP address")?;
+        let server = http::bind()?;
+        let relay = Arc::new(Relay::bind(
+            http.unwrap_or(config.http),
+            server
+                .server_addr()
+                .to_ip()
+                .ok_or("the HTTP server has no IP address")?,
+        )?);
+        let http_addr = relay.addr();
         let clock = Clock::new();
         let mut registry = Registry::new(config, firmwares, &format!("http://{http_addr}"));
         for task in &config.tasks {
@@ -136,6 +144,7 @@ impl Sim {
                 registry: registry.clone(),
                 outbound: outbound.clone(),
                 clock,
+                relay: relay.clone(),
             });
             let stop = stop.clone();
             std::thread::spawn(move || {
@@ -148,6 +157,10 @@ impl Sim {
                 }
             })
         };
+        let relay_thread = {
+            let relay = relay.clone();
+            std::thread::spawn(move || relay.run())
+        };
         Ok(Sim {
             http_addr,
             mqtt_addr,
@@ -156,7 +169,8 @@ impl Sim {
             clock,
             stop,
             ready,
-            threads: vec![mqtt_thread, http_thread],
+            relay,
+            threads: vec![mqtt_thread, http_thread, relay_thread],
         })
     }
 
@@ -217,13 +231,15 @@ impl Sim {
         self.registry.clone()
     }
 
-    /// Stops both threads (DISCONNECT to the broker) and waits for them.
+    /// Stops the threads (DISCONNECT to the broker, HTTP connections closed) and waits
+    /// for them.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.relay.stop();
         for t in self.threads.drain(..) {
             // A panicked thread has nothing left to clean up.
             let _ = t.join();

@@ -20,6 +20,11 @@
 //!   once when the device sent anything within the online window.
 //! - A malformed request gets 1220 on its reply topic; `upgrade_reply` codes are recorded.
 //!
+//! - Every GET of a firmware body is recorded ([`DownloadRecord`]) on the firmware and on
+//!   the newest task for that firmware that has not succeeded (of the downloading device,
+//!   when the file service's login names it), and [`Registry::download`] decides the
+//!   `cutAfter` faults (see [`crate::config`]).
+//!
 //! Choices where the notes are open: devices not in the config are accepted and recorded
 //! when they publish (the broker, not the sim, authenticates), but cannot log in to the
 //! file service, which needs the device secret. A task succeeds on `inform` of its target
@@ -36,6 +41,25 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Config, FileUrlStyle, LoadedFirmware, Policy, TaskRequest};
+
+/// One GET of a firmware file's body, as served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadRecord {
+    /// The request's `Range` header (`null` for a whole-file GET).
+    pub range: Option<String>,
+    /// The status answered: 200, 206, or 416 for a range past the end.
+    pub status: u16,
+    /// The body bytes sent.
+    pub bytes: u64,
+    /// Cut short by a `cutAfter` fault, the connection closed after `bytes`.
+    pub cut: bool,
+    /// The downloading device, when its file-service login names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
+    /// When it was served, in sim milliseconds.
+    pub at_ms: u64,
+}
 
 /// One MQTT message the sim must publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +120,8 @@ pub struct Task {
     pub upgrade_reply: Option<i64>,
     /// Every progress report, in arrival order.
     pub steps: Vec<StepRecord>,
+    /// Every GET of the target firmware's body while the task was open, in order.
+    pub downloads: Vec<DownloadRecord>,
 }
 
 impl Task {
@@ -110,6 +136,27 @@ impl Task {
     fn is_for(&self, pk: &str, dk: &str) -> bool {
         self.product_key == pk && self.device_key == dk
     }
+}
+
+/// A GET of a firmware file's body, as [`Registry::download`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyGet<'a> {
+    /// The firmware's product key.
+    pub product_key: &'a str,
+    /// The firmware's version.
+    pub version: &'a str,
+    /// The downloading device, when the file service's login names it.
+    pub device_key: Option<&'a str>,
+    /// The request's `Range` header.
+    pub range: Option<&'a str>,
+}
+
+/// A firmware with what was served of it.
+#[derive(Debug)]
+struct FirmwareEntry {
+    fw: LoadedFirmware,
+    cuts_done: u32,
+    downloads: Vec<DownloadRecord>,
 }
 
 /// What the sim knows of a device.
@@ -161,7 +208,7 @@ impl ApiError {
 #[derive(Debug)]
 pub struct Registry {
     devices: Vec<DeviceRecord>,
-    firmwares: Vec<LoadedFirmware>,
+    firmwares: Vec<FirmwareEntry>,
     tasks: Vec<Task>,
     sessions: HashMap<String, Session>,
     http_base: String,
@@ -192,7 +239,14 @@ impl Registry {
             .collect();
         Registry {
             devices,
-            firmwares,
+            firmwares: firmwares
+                .into_iter()
+                .map(|fw| FirmwareEntry {
+                    fw,
+                    cuts_done: 0,
+                    downloads: Vec::new(),
+                })
+                .collect(),
             tasks: Vec::new(),
             sessions: HashMap::new(),
             http_base: http_base.trim_end_matches('/').to_string(),
@@ -246,6 +300,7 @@ impl Registry {
     pub fn firmware(&self, pk: &str, version: &str) -> Option<&LoadedFirmware> {
         self.firmwares
             .iter()
+            .map(|e| &e.fw)
             .find(|f| f.product_key == pk && f.version == version)
     }
 
@@ -254,7 +309,77 @@ impl Registry {
     pub fn firmware_by_uri(&self, uri: &str) -> Option<&LoadedFirmware> {
         self.firmwares
             .iter()
+            .map(|e| &e.fw)
             .find(|f| self.direct_url(f) == uri || enos_uri(f) == uri)
+    }
+
+    /// Records `get`, answered with `status` and a body of `len` bytes, and decides the
+    /// `cutAfter` fault: `Some(n)` means send only the first `n` bytes and close the
+    /// connection. A GET asking for no more than `n` bytes is served whole and leaves the
+    /// cuts alone.
+    pub fn download(
+        &mut self,
+        now_ms: u64,
+        get: &BodyGet<'_>,
+        status: u16,
+        len: u64,
+    ) -> Option<u64> {
+        let (pk, version, device) = (get.product_key, get.version, get.device_key);
+        let entry = self
+            .firmwares
+            .iter_mut()
+            .find(|e| e.fw.product_key == pk && e.fw.version == version)?;
+        let cut = entry
+            .fw
+            .cut
+            .filter(|c| entry.cuts_done < c.times && len > c.after)
+            .map(|c| c.after);
+        entry.cuts_done += u32::from(cut.is_some());
+        let record = DownloadRecord {
+            range: get.range.map(str::to_string),
+            status,
+            bytes: cut.unwrap_or(len),
+            cut: cut.is_some(),
+            device_key: device.map(str::to_string),
+            at_ms: now_ms,
+        };
+        entry.downloads.push(record.clone());
+        if let Some(task) = self.tasks.iter_mut().rev().find(|t| {
+            t.product_key == pk
+                && t.version == version
+                && t.status != TaskStatus::Succeeded
+                && device.is_none_or(|dk| t.device_key == dk)
+        }) {
+            task.downloads.push(record);
+        }
+        cut
+    }
+
+    /// The admin view of every firmware: real and announced sign and size, the faults,
+    /// and every GET of its body.
+    #[must_use]
+    pub fn firmwares_json(&self) -> Value {
+        let list: Vec<Value> = self
+            .firmwares
+            .iter()
+            .map(|e| {
+                let fw = &e.fw;
+                json!({
+                    "productKey": fw.product_key,
+                    "version": fw.version,
+                    "signMethod": fw.sign_method,
+                    "sign": fw.sign,
+                    "size": fw.bytes.len(),
+                    "announcedSign": fw.announced_sign,
+                    "announcedSize": fw.announced_size,
+                    "cutAfter": fw.cut.map(|c| c.after),
+                    "cutsLeft": fw.cut.map_or(0, |c| c.times.saturating_sub(e.cuts_done)),
+                    "fileUrl": self.file_url(fw),
+                    "downloads": e.downloads,
+                })
+            })
+            .collect();
+        json!({ "firmwares": list })
     }
 
     /// Handles one MQTT message the sim received.
@@ -340,6 +465,7 @@ impl Registry {
             pushes: 0,
             upgrade_reply: None,
             steps: Vec::new(),
+            downloads: Vec::new(),
         });
         let mut out = Vec::new();
         if req.policy == Policy::Push && online {
@@ -471,10 +597,10 @@ impl Registry {
         let fw = self.firmware(pk, version)?;
         Some(Firmware {
             version: fw.version.clone(),
-            sign: fw.sign.clone(),
+            sign: fw.announced_sign.clone(),
             sign_method: fw.sign_method.clone(),
             file_url: self.file_url(fw),
-            file_size: fw.bytes.len() as u64,
+            file_size: fw.announced_size,
         })
     }
 

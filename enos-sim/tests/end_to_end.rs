@@ -5,8 +5,9 @@
 //! when the test fails) and its own sim in-process. Without `/usr/sbin/mosquitto` the tests
 //! say so and pass.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+mod common;
+
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ use otaweb::wire::enos::{
 };
 use otaweb::wire::mqtt::QoS;
 use serde_json::{json, Value};
+
+use common::{firmware_bytes, free_port, TempDir};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PK: &str = "pkSim";
@@ -81,46 +84,6 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("enos-sim-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// 40 KiB of fixed pseudo-random bytes: above tiny_http's chunking threshold, so the test
-/// also sees that downloads keep a Content-Length.
-fn firmware_bytes() -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..40 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x.to_le_bytes()[0]
-        })
-        .collect()
 }
 
 /// Writes the firmware and a config for devices dk1, dk2 and loads it.

@@ -4,12 +4,9 @@
 // mosquitto_sub) are on the other side of each exchange.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { startBridge, startBroker } from "../../scripts/services.mjs";
 import { launchBrowser, startServer } from "./helpers.mjs";
 
 const run = promisify(execFile);
@@ -18,66 +15,16 @@ const TIMEOUT = 30_000;
 let server;
 let browser;
 let page;
-let dir;
-const children = [];
+let broker;
+let bridge;
 const ports = {};
 
-/** A port nothing listens on now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `cmd`; resolves once `port` accepts connections. */
-async function startListening(cmd, args, port) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  children.push(child);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${cmd} exited: ${stderr}`);
-    const open = await new Promise((resolve) => {
-      const socket = new Socket();
-      socket.once("connect", () => (socket.destroy(), resolve(true)));
-      socket.once("error", () => resolve(false));
-      socket.connect(port, "127.0.0.1");
-    });
-    if (open) return child;
-    if (Date.now() > deadline) throw new Error(`${cmd} did not listen on ${port}: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "otaweb-mqtt-"));
-  ports.tcp = await freePort();
-  ports.ws = await freePort();
-  ports.bridge = await freePort();
-  // TOOLCHAIN.md: socket_domain ipv4 keeps the websockets listener on 127.0.0.1 only.
-  const conf = join(dir, "mosquitto.conf");
-  await writeFile(
-    conf,
-    [
-      "allow_anonymous true",
-      "persistence false",
-      "log_dest stderr",
-      `listener ${ports.tcp} 127.0.0.1`,
-      "protocol mqtt",
-      `listener ${ports.ws} 127.0.0.1`,
-      "socket_domain ipv4",
-      "protocol websockets",
-      "",
-    ].join("\n"),
-  );
-  await startListening("/usr/sbin/mosquitto", ["-c", conf], ports.tcp);
-  await startListening("websockify", [`127.0.0.1:${ports.bridge}`, `127.0.0.1:${ports.tcp}`], ports.bridge);
+  broker = await startBroker();
+  bridge = await startBridge({ tcpPort: broker.tcpPort });
+  ports.tcp = broker.tcpPort;
+  ports.ws = broker.wsPort;
+  ports.bridge = bridge.port;
   server = await startServer();
   browser = await launchBrowser();
   page = browser.context.pages()[0] ?? (await browser.context.newPage());
@@ -89,8 +36,8 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.stop();
-  for (const child of children) child.kill("SIGTERM");
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await bridge?.stop();
+  await broker?.stop();
 });
 
 /** In the page: connect to `url`, subscribe, then wait for one message and publish one. */

@@ -19,10 +19,11 @@
 // exited (SIGKILL after 3 s). When this process exits, every child still running gets
 // SIGTERM; SIGINT and SIGTERM stop them all and then end this process (exit 130 / 143, or
 // `process.exitCode` if the program set one), so a Ctrl-C or a test runner's kill leaves
-// nothing behind; only a SIGKILL of this process can orphan a child. Errors about a child
-// include the end of its stderr.
+// nothing behind; only a SIGKILL of this process can orphan a child. Temp dirs (configs)
+// go with their handle's stop() or this process. Errors about a child include the end of
+// its stderr.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -41,14 +42,16 @@ const STOP_GRACE = 3_000;
 const STDERR_KEEP = 64 * 1024;
 
 const live = new Set();
+const scratch = new Set();
 let hooked = false;
 
-/** Kills what is left when this process ends; installed with the first child. */
+/** Kills what is left when this process ends and removes its temp dirs; installed once. */
 function hookExit() {
   if (hooked) return;
   hooked = true;
   process.on("exit", () => {
     for (const proc of live) proc.child.kill("SIGTERM");
+    for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
   });
   for (const [signal, code] of [
     ["SIGINT", 130],
@@ -58,6 +61,20 @@ function hookExit() {
       stopAll().finally(() => process.exit(process.exitCode ?? code));
     });
   }
+}
+
+/** A fresh temp dir, removed by `dropScratch` or when this process exits. */
+async function makeScratch(prefix) {
+  hookExit();
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  scratch.add(dir);
+  return dir;
+}
+
+async function dropScratch(dir) {
+  if (!dir) return;
+  scratch.delete(dir);
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Starts `cmd args` as a tracked child; its stderr's last 64 KiB are kept. */
@@ -198,7 +215,7 @@ export async function freePort(preferred = 0) {
 export async function startBroker({ tcpPort, wsPort } = {}) {
   tcpPort ??= await freePort();
   wsPort ??= await freePort();
-  const dir = await mkdtemp(join(tmpdir(), "otaweb-mosquitto-"));
+  const dir = await makeScratch("otaweb-mosquitto-");
   const conf = join(dir, "mosquitto.conf");
   // TOOLCHAIN.md: socket_domain ipv4 keeps the websockets listener on 127.0.0.1 only.
   await writeFile(
@@ -223,7 +240,7 @@ export async function startBroker({ tcpPort, wsPort } = {}) {
   try {
     await up();
   } catch (e) {
-    await rm(dir, { recursive: true, force: true });
+    await dropScratch(dir);
     throw e;
   }
   return {
@@ -238,7 +255,7 @@ export async function startBroker({ tcpPort, wsPort } = {}) {
     },
     async stop() {
       await stopProc(proc);
-      await rm(dir, { recursive: true, force: true });
+      await dropScratch(dir);
     },
     async restart() {
       await stopProc(proc);
@@ -287,7 +304,7 @@ export async function startEnosSim({ configPath, config, baseDir = fixtures, mqt
   }
   let dir;
   if (config !== undefined) {
-    dir = await mkdtemp(join(tmpdir(), "otaweb-enos-sim-"));
+    dir = await makeScratch("otaweb-enos-sim-");
     const copy = structuredClone(config);
     for (const product of copy.products ?? []) {
       for (const fw of product.firmwares ?? []) {
@@ -297,7 +314,7 @@ export async function startEnosSim({ configPath, config, baseDir = fixtures, mqt
     configPath = join(dir, "enos-sim.json");
     await writeFile(configPath, JSON.stringify(copy, null, 2));
   }
-  const cleanup = () => (dir ? rm(dir, { recursive: true, force: true }) : undefined);
+  const cleanup = () => dropScratch(dir);
   const proc = launch("enos-sim", ENOS_SIM, ["--config", configPath, "--mqtt", mqtt, "--http", String(http)], {
     stdout: "pipe",
   });

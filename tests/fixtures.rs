@@ -4,8 +4,12 @@
 #[macro_use]
 mod common;
 
+use otaweb::error::Error;
+use otaweb::flow::dfu::DfuPackage;
+use otaweb::image::dfu_bundle::BundleError;
 use otaweb::image::digest::{md5, sha256, to_hex};
 use otaweb::image::manifest::{FlowKind, Manifest, MicrochipEntry};
+use otaweb::image::sifli::TransferError;
 use otaweb::image::signature::{ImageSignature, PublicKey};
 use otaweb::image::verify::{verify_image, VerifyError, VerifyPolicy};
 use otaweb::image::zlib::{inflate, InflateError, InflateStatus, Inflater};
@@ -216,4 +220,78 @@ fn zip_bomb_stops_at_the_cap() {
 fn md5_in_manifest_matches() {
     let entry = entry_for(&manifest(), "app-v1.bin");
     assert_eq!(entry.md5, Some(md5(fixture!("app-v1.bin"))));
+}
+
+/// The loose DFU package as `VerifiedImage.dfuPackage` builds it.
+fn loose_dfu_package(hcpu: &[u8]) -> DfuPackage {
+    DfuPackage::from_files(
+        fixture!("dfu/ctrl_packet.bin").to_vec(),
+        [
+            (0, hcpu.to_vec()),
+            (3, fixture!("dfu/res.transfer.bin").to_vec()),
+            (4, fixture!("dfu/font.transfer.bin").to_vec()),
+        ],
+        512,
+    )
+    .expect("the loose files make a package")
+}
+
+#[test]
+fn dfu_bundle_is_the_loose_package() {
+    let bundle = DfuPackage::from_bundle(fixture!("dfu/package.tar")).expect("bundle reads");
+    assert_eq!(bundle, loose_dfu_package(fixture!("dfu/hcpu.transfer.bin")));
+    assert_eq!(bundle.images().len(), 3);
+
+    // Well formed, so it builds; the device refuses it at the HCPU image's signature.
+    let tampered =
+        DfuPackage::from_bundle(fixture!("dfu/package-tampered.tar")).expect("bundle reads");
+    assert_eq!(
+        tampered,
+        loose_dfu_package(fixture!("dfu/hcpu.tampered.transfer.bin"))
+    );
+    assert_ne!(tampered, bundle);
+}
+
+#[test]
+fn broken_dfu_bundles_say_why() {
+    let tar = fixture!("dfu/package.tar");
+    let bundle_error = |bytes: &[u8]| match DfuPackage::from_bundle(bytes) {
+        Err(Error::Verification(VerifyError::Bundle(e))) => e,
+        other => panic!("not a bundle error: {other:?}"),
+    };
+    // Blocks: package.json header 0, data 1-2; ctrl_packet.bin 3, 4-6; hcpu.transfer.bin 7, ...
+    assert_eq!(
+        bundle_error(&tar[..8 * 512 + 100]),
+        BundleError::Truncated { len: 8 * 512 + 100 }
+    );
+    assert_eq!(
+        bundle_error(fixture!("dfu/package.json")),
+        BundleError::Truncated { len: 837 }
+    );
+    let mut damaged = tar.to_vec();
+    damaged[7 * 512 + 1] ^= 0x20; // "hcpu" -> "hCpu"
+    assert_eq!(
+        bundle_error(&damaged),
+        BundleError::BadChecksum { offset: 7 * 512 }
+    );
+
+    // A transfer file that does not walk fails with its own error and its image id, on the
+    // path bundles and loose files share.
+    let error = DfuPackage::from_files(
+        fixture!("dfu/ctrl_packet.bin").to_vec(),
+        [(0, fixture!("dfu/hcpu.transfer.bin")[..564].to_vec())],
+        512,
+    )
+    .expect_err("a 16-byte stub record");
+    assert!(
+        matches!(
+            error,
+            Error::Verification(VerifyError::Transfer {
+                img_id: 0,
+                error: TransferError::RecordTooShort { index: 1, .. }
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), "verification-failed");
 }

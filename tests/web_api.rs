@@ -130,3 +130,32 @@ fn dfu_package_is_checked_and_described() {
         .unwrap()
         .starts_with("dfu-"));
 }
+
+#[wasm_bindgen_test]
+fn dfu_bundle_is_the_loose_package() {
+    let bundle = web::VerifiedImage::dfu_bundle(fixture!("dfu/package.tar")).expect("reads");
+    let loose = web::VerifiedImage::dfu_package(
+        fixture!("dfu/ctrl_packet.bin"),
+        dfu_images(fixture!("dfu/hcpu.transfer.bin")),
+        None,
+    )
+    .expect("well formed");
+    let (b, l) = (
+        bundle.describe().expect("describes"),
+        loose.describe().expect("describes"),
+    );
+    assert_eq!(field(&b, "flow"), "dfu");
+    assert_eq!(field(&b, "images"), 3);
+    assert_eq!(field(&b, "size"), field(&l, "size"));
+
+    let error = match web::VerifiedImage::dfu_bundle(fixture!("dfu/package.json")) {
+        Ok(_) => panic!("package.json alone was accepted as a bundle"),
+        Err(e) => e,
+    };
+    assert_eq!(field(&error, "name"), "OtawebError");
+    assert_eq!(field(&error, "code"), "dfu-bundle-truncated");
+    assert_eq!(field(&error, "kind"), "verification-failed");
+    assert_eq!(field(&error, "retryable"), false);
+    let message = field(&error, "message").as_string().expect("text");
+    assert!(message.contains("not a complete tar archive"), "{message}");
+}

@@ -234,8 +234,9 @@ function update() {
   ui.progressText.textContent = "";
   if (isDfu()) {
     const { dfu } = state;
-    setStatus(`Installing the DFU package (${dfu.images.length} images)…`);
-    return run(() => state.updater.update(VerifiedImage.dfuPackage(dfu.ctrl, dfu.images), {}));
+    setStatus(`Installing the DFU package (${dfu.summary.images} images)…`);
+    const make = () => (dfu.bundle ? VerifiedImage.dfuBundle(dfu.bundle) : VerifiedImage.dfuPackage(dfu.ctrl, dfu.images));
+    return run(() => state.updater.update(make(), {}));
   }
   const { image } = state;
   setStatus(`Installing ${image.fileName}…`);
@@ -245,8 +246,13 @@ function update() {
   });
 }
 
-/** A DFU package from its files: ctrl_packet.bin, transfer files, and package.json naming ids. */
+/** A DFU package from its files: ctrl_packet.bin, transfer files, and package.json naming ids;
+ * or from one .tar holding them all (the single file EnOS delivers), read in wasm. */
 async function readDfuPackage(files) {
+  if (files.length === 1 && files[0].name.endsWith(".tar")) {
+    const bundle = new Uint8Array(await files[0].arrayBuffer());
+    return { bundle, images: [{ name: files[0].name }], summary: VerifiedImage.dfuBundle(bundle).describe() };
+  }
   const byName = new Map(files.map((f) => [f.name, f]));
   const manifest = byName.get("package.json");
   if (!manifest) throw new Error("package.json is missing: it names each transfer file's image id");

@@ -229,6 +229,7 @@ fn dfu_package(files: &mut Files) {
     hcpu_tampered[DFU_TAMPERED_RECORD * record_len + sifli::RECORD_HEADER_LEN + 100] ^= 0x01;
 
     let mut entries = Vec::new();
+    let mut transfers = Vec::new();
     for &(name, img_id, flags, image) in &images {
         let t = transfer(&package.transfers, img_id);
         let entry = package.ctrl.image(img_id).expect("entry per image");
@@ -244,6 +245,7 @@ fn dfu_package(files: &mut Files) {
         ]));
         files.add(&format!("dfu/{name}.bin"), image.clone());
         files.add(&format!("dfu/{name}.transfer.bin"), t.bytes().to_vec());
+        transfers.push((format!("{name}.transfer.bin"), t.bytes()));
     }
     let description = Json::Obj(vec![
         ("ctrl_packet", Json::str("ctrl_packet.bin")),
@@ -255,7 +257,28 @@ fn dfu_package(files: &mut Files) {
         ("pksize", Json::Num(u64::from(params.pksize))),
         ("images", Json::Arr(entries)),
     ]);
-    files.add("dfu/package.json", description.to_pretty());
+    let description = description.to_pretty();
+
+    // The single-file form (EnOS delivers one file per task), in package order.
+    let bundle = |hcpu: &[u8]| {
+        let mut members: Vec<(&str, &[u8])> = vec![
+            ("package.json", &description),
+            ("ctrl_packet.bin", &package.ctrl_packet),
+        ];
+        for (name, bytes) in &transfers {
+            let bytes = if name == "hcpu.transfer.bin" {
+                hcpu
+            } else {
+                bytes
+            };
+            members.push((name, bytes));
+        }
+        ustar(&members)
+    };
+    files.add("dfu/package.tar", bundle(hcpu_transfer.bytes()));
+    files.add("dfu/package-tampered.tar", bundle(&hcpu_tampered));
+
+    files.add("dfu/package.json", description);
     files.add("dfu/ctrl_packet.bin", package.ctrl_packet.clone());
     files.add("dfu/ctrl_packet.tampered.bin", ctrl_tampered);
     files.add("dfu/ctrl_packet.bad-signature.bin", ctrl_bad_sig);
@@ -280,6 +303,42 @@ fn dfu_package(files: &mut Files) {
         "keys/dfu-other-key.pub.pem",
         DFU_OTHER_KEY_PEM.as_bytes().to_vec(),
     );
+}
+
+/// A POSIX ustar archive of `(name, bytes)` regular files, byte for byte what Python's
+/// `tarfile` writes in USTAR_FORMAT for mode 0644, uid/gid 0, no user or group names and
+/// mtime 0: headers, data padded to 512-byte blocks, two zero blocks, and zeros up to a
+/// whole 10240-byte record (tar's blocking factor 20). Written here rather than with a tar
+/// crate so that, like SplitMix64, the bytes are fully specified by this source.
+fn ustar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    const BLOCK: usize = 512;
+    const RECORD: usize = 20 * BLOCK;
+    let mut out = Vec::new();
+    for &(name, bytes) in members {
+        assert!(
+            name.len() < 100 && name.is_ascii(),
+            "{name}: a plain ustar name"
+        );
+        let mut header = [0u8; BLOCK];
+        let mut put = |at: usize, field: &[u8]| header[at..at + field.len()].copy_from_slice(field);
+        put(0, name.as_bytes());
+        put(100, b"0000644\0"); // mode
+        put(108, b"0000000\0"); // uid
+        put(116, b"0000000\0"); // gid
+        put(124, format!("{:011o}\0", bytes.len()).as_bytes());
+        put(136, b"00000000000\0"); // mtime
+        put(148, b"        "); // the checksum counts its own field as spaces
+        put(156, b"0"); // regular file
+        put(257, b"ustar\0");
+        put(263, b"00");
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(bytes);
+        out.resize(out.len().next_multiple_of(BLOCK), 0);
+    }
+    out.resize((out.len() + 2 * BLOCK).next_multiple_of(RECORD), 0);
+    out
 }
 
 fn transfer(transfers: &[TransferFile], img_id: u8) -> &TransferFile {

@@ -248,6 +248,7 @@ mod dfu {
     //! it, and each broken variant fails exactly the check it is meant to.
 
     use super::generated;
+    use otaweb::image::dfu_bundle;
     use otaweb::image::digest::sha256;
     use otaweb::image::sifli::{
         ctr_apply, decompress_payload, CtrlError, CtrlPacket, ImageFlags, PublicKey, Record,
@@ -361,6 +362,32 @@ mod dfu {
             assert!(
                 installed[image.len()..].iter().all(|&b| b == 0),
                 "zero padding"
+            );
+        }
+    }
+
+    #[test]
+    fn bundles_hold_the_loose_files_in_package_order() {
+        let f = generated();
+        let json = &f["dfu/package.json"];
+        for (tar, hcpu) in [
+            ("dfu/package.tar", "dfu/hcpu.transfer.bin"),
+            ("dfu/package-tampered.tar", "dfu/hcpu.tampered.transfer.bin"),
+        ] {
+            let bytes = &f[tar];
+            assert_eq!(bytes.len() % 10240, 0, "{tar}: whole tar records");
+            assert_eq!(&bytes[..13], b"package.json\0", "{tar}: package.json first");
+            assert_eq!(&bytes[512..512 + json.len()], &json[..]);
+            let bundle = dfu_bundle::read(bytes).expect("the bundle reads");
+            assert_eq!(bundle.ctrl_packet, &f["dfu/ctrl_packet.bin"][..]);
+            assert_eq!(bundle.blk_size, 512);
+            assert_eq!(
+                bundle.images,
+                [
+                    (0, &f[hcpu][..]),
+                    (3, &f["dfu/res.transfer.bin"][..]),
+                    (4, &f["dfu/font.transfer.bin"][..]),
+                ]
             );
         }
     }

@@ -65,7 +65,9 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, LinkLost, Malformed, Misuse};
 use crate::flow::{Delivery, Flow, Transmit};
+use crate::image::dfu_bundle;
 use crate::image::sifli::TransferFile;
+use crate::image::VerifyError;
 use crate::time::{Millis, Span};
 use crate::wire::dfu::{dfu_refusal, DfuErrorCode, EndMode, ImageId, Message, DEFAULT_NUM_OF_RSP};
 use crate::wire::sifli::{Category, Fragmenter, Reassembler, MIN_VALUE_SIZE};
@@ -191,6 +193,39 @@ impl DfuPackage {
             ctrl_packet,
             images,
         })
+    }
+
+    /// A package from `ctrl_packet.bin` and `(img_id, transfer file)` pairs whose records
+    /// carry `blk_size`-byte blocks: each file must walk ([`TransferFile::with_blk_size`]),
+    /// then [`DfuPackage::new`] applies.
+    pub fn from_files(
+        ctrl_packet: Vec<u8>,
+        files: impl IntoIterator<Item = (u8, Vec<u8>)>,
+        blk_size: u16,
+    ) -> Result<Self, Error> {
+        let images = files
+            .into_iter()
+            .map(|(img_id, bytes)| {
+                TransferFile::with_blk_size(img_id, bytes, blk_size)
+                    .map_err(|error| VerifyError::Transfer { img_id, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DfuPackage::new(ctrl_packet, images)?)
+    }
+
+    /// A package from a DFU bundle, one `.tar` holding `package.json`, the ctrl packet and
+    /// the transfer files ([`crate::image::dfu_bundle`]), built as [`DfuPackage::from_files`]
+    /// builds one from the loose files.
+    pub fn from_bundle(bytes: &[u8]) -> Result<Self, Error> {
+        let bundle = dfu_bundle::read(bytes).map_err(VerifyError::Bundle)?;
+        Self::from_files(
+            bundle.ctrl_packet.to_vec(),
+            bundle
+                .images
+                .into_iter()
+                .map(|(img_id, bytes)| (img_id, bytes.to_vec())),
+            bundle.blk_size,
+        )
     }
 
     /// `ctrl_packet.bin`.

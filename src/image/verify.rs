@@ -23,8 +23,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::image::dfu_bundle::BundleError;
 use crate::image::digest::{md5, sha256, to_hex};
 use crate::image::manifest::{Compression, FlowKind, ManifestEntry};
+use crate::image::sifli::TransferError;
 use crate::image::signature::PublicKey;
 use crate::image::zlib::{inflate, InflateError};
 
@@ -61,6 +63,15 @@ pub enum VerifyError {
     NoTrustedKey,
     /// The entry's file is compressed and did not inflate.
     Inflate(InflateError),
+    /// A DFU bundle (a package as one `.tar`) is not well formed.
+    Bundle(BundleError),
+    /// A DFU transfer file does not walk as records of its block size.
+    Transfer {
+        /// The image the file is for.
+        img_id: u8,
+        /// Why the walk failed.
+        error: TransferError,
+    },
 }
 
 impl VerifyError {
@@ -75,6 +86,8 @@ impl VerifyError {
             VerifyError::SignatureInvalid => "signature-invalid",
             VerifyError::NoTrustedKey => "no-trusted-key",
             VerifyError::Inflate(_) => "inflate-failed",
+            VerifyError::Bundle(e) => e.code(),
+            VerifyError::Transfer { error, .. } => error.code(),
         }
     }
 }
@@ -121,6 +134,10 @@ impl fmt::Display for VerifyError {
                 "the image is signed, but no public key is configured to check the signature",
             ),
             VerifyError::Inflate(e) => write!(f, "the compressed image cannot be unpacked: {e}"),
+            VerifyError::Bundle(e) => write!(f, "{e}"),
+            VerifyError::Transfer { img_id, error } => {
+                write!(f, "transfer file for image {img_id}: {error}")
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, LinkLost, Misuse};
 use crate::flow::dfu::DfuPackage;
 use crate::image::digest::{DigestAlg, Hasher};
 use crate::image::manifest::{Manifest, ManifestEntry};
-use crate::image::sifli::TransferFile;
+use crate::image::sifli::DEFAULT_BLK_SIZE;
 use crate::image::signature::PublicKey;
 use crate::image::verify::{verify_image, Image, Verified, VerifyPolicy};
 
@@ -102,8 +102,9 @@ pub fn verify_image_js(
 
 /// What an updater installs, checked: a gadget image verified against its manifest entry
 /// (`VerifiedImage.verify`, same arguments as `verifyImage`), or a SiFli DFU package whose
-/// transfer files are well formed (`VerifiedImage.dfuPackage`; the device itself checks the
-/// package's RSA signatures). Updaters take only this.
+/// transfer files are well formed (`VerifiedImage.dfuPackage` from loose files,
+/// `VerifiedImage.dfuBundle` from one `.tar`; the device itself checks the package's RSA
+/// signatures). Updaters take only this.
 #[wasm_bindgen]
 pub struct VerifiedImage {
     payload: Payload,
@@ -152,22 +153,20 @@ impl VerifiedImage {
                 .ok_or_else(|| bad("each image needs bytes, a Uint8Array"))?
                 .unchecked_into::<js_sys::Uint8Array>()
                 .to_vec();
-            let file = TransferFile::with_blk_size(id as u8, bytes, blk_size.unwrap_or(512))
-                .map_err(|e| {
-                    throwable(
-                        e.code(),
-                        "verification-failed",
-                        &alloc::format!("transfer file for image {}: {e}", id as u8),
-                        false,
-                    )
-                })?;
-            files.push(file);
+            files.push((id as u8, bytes));
         }
-        let package = DfuPackage::new(ctrl_packet.to_vec(), files)
-            .map_err(|m| to_js_error("invalid-argument", &Error::Misuse(m)))?;
-        Ok(VerifiedImage {
-            payload: Payload::Dfu(package),
-        })
+        dfu_payload(DfuPackage::from_files(
+            ctrl_packet.to_vec(),
+            files,
+            blk_size.unwrap_or(DEFAULT_BLK_SIZE),
+        ))
+    }
+
+    /// A SiFli DFU package from one `.tar` bundle holding `package.json`, `ctrl_packet.bin`
+    /// and the transfer files `package.json` names (the single-file form EnOS delivers).
+    #[wasm_bindgen(js_name = dfuBundle)]
+    pub fn dfu_bundle(bytes: &[u8]) -> Result<VerifiedImage, JsValue> {
+        dfu_payload(DfuPackage::from_bundle(bytes))
     }
 
     /// `{name, flow, version, size, sha256, signed}` for an image; `{flow: "dfu", size,
@@ -226,6 +225,21 @@ impl VerifiedImage {
     pub(crate) fn payload(&self) -> &Payload {
         &self.payload
     }
+}
+
+/// A built DFU package as a [`VerifiedImage`], or the `OtawebError` for why it was not
+/// built: a file's or the bundle's own code, `invalid-argument` for the package's rules.
+fn dfu_payload(package: Result<DfuPackage, Error>) -> Result<VerifiedImage, JsValue> {
+    let package = package.map_err(|e| {
+        let code = match &e {
+            Error::Verification(v) => v.code(),
+            _ => "invalid-argument",
+        };
+        to_js_error(code, &e)
+    })?;
+    Ok(VerifiedImage {
+        payload: Payload::Dfu(package),
+    })
 }
 
 fn verify(

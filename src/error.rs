@@ -158,6 +158,8 @@ pub enum Vendor {
     Enos,
     /// MQTT 3.1.1 (CONNACK and SUBACK return codes).
     Mqtt,
+    /// An HTTP file server (status codes), e.g. EnOS's file download.
+    Http,
 }
 
 /// The peer refused a request, with its own code and what that code means.
@@ -177,9 +179,15 @@ pub struct Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = match self.vendor {
+            Vendor::Gadget | Vendor::Dfu => "the device",
+            Vendor::Enos => "the cloud",
+            Vendor::Mqtt => "the broker",
+            Vendor::Http => "the file server",
+        };
         write!(
             f,
-            "the device refused ({} {}): {}",
+            "{who} refused ({} {}): {}",
             self.name, self.code, self.meaning
         )
     }

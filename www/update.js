@@ -89,14 +89,25 @@ function renderButtons() {
   ui.cancel.disabled = !state.running;
 }
 
+/** The demo radio's pace: `?demoIntervalMs=30&demoPacketsPerEvent=1` makes a slower link. */
+function demoLink() {
+  const query = new URLSearchParams(location.search);
+  const out = {};
+  for (const key of ["intervalMs", "packetsPerEvent"]) {
+    const value = Number(query.get(`demo${key[0].toUpperCase()}${key.slice(1)}`));
+    if (Number.isInteger(value) && value > 0) out[key] = value;
+  }
+  return out;
+}
+
 /** A demo device's stand-in, made once per page so the device keeps its flash. */
 async function demoBluetooth(kind) {
   if (!state.demos[kind]) {
     await initDemo();
     state.demos[kind] =
       kind === "demo-dfu"
-        ? createDemoBluetooth(() => new DemoDfuDevice(), { profile: "sifli" })
-        : createDemoBluetooth(() => new DemoGadget(undefined, undefined, "otaweb demo gadget"));
+        ? createDemoBluetooth(() => new DemoDfuDevice(), { profile: "sifli", ...demoLink() })
+        : createDemoBluetooth(() => new DemoGadget(undefined, undefined, "otaweb demo gadget"), demoLink());
   }
   return state.demos[kind];
 }
@@ -114,6 +125,7 @@ function listen(updater) {
   });
   on("version", ({ current, offered }) => {
     ui.deviceVersion.textContent = `version ${current} (offered: ${offered})`;
+    document.dispatchEvent(new CustomEvent("device-version", { detail: { version: String(current) } }));
   });
   on("progress", ({ confirmed, total, bytesPerSecond, secondsLeft }) => {
     ui.progress.max = total;
@@ -151,6 +163,7 @@ async function connect() {
   if (state.updater) {
     state.updater.close();
     state.updater = null;
+    document.dispatchEvent(new CustomEvent("device-disconnected"));
     state.staged = false;
     ui.deviceName.textContent = "—";
     ui.deviceVersion.textContent = "—";
@@ -167,6 +180,8 @@ async function connect() {
     const updater = isDfu() ? await Updater.connectDfu(options) : await Updater.connectGadget(options);
     listen(updater);
     state.updater = updater;
+    // The EnOS panel (enos.js) acts for whichever device this section connected.
+    document.dispatchEvent(new CustomEvent("device-connected", { detail: { updater, dfu: isDfu() } }));
     ui.deviceName.textContent = updater.deviceName ?? "(unnamed gadget)";
     setStatus("Connected. Choose and check an image above.");
     renderButtons();

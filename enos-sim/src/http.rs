@@ -53,6 +53,9 @@ pub struct Shared {
     pub relay: Arc<Relay>,
 }
 
+/// How long a cut download's bytes stand before the connection closes.
+const CUT_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Answers one request.
 pub fn handle(shared: &Shared, mut request: Request) {
     let peer = request.remote_addr().copied();
@@ -60,6 +63,10 @@ pub fn handle(shared: &Shared, mut request: Request) {
     // The client may have gone; nothing to do about it.
     let _ = request.respond(answer.reply);
     if let (true, Some(peer)) = (answer.close, peer) {
+        // On a real network the break comes after the client read what preceded it. On
+        // loopback the bytes and the close arrive together, and a browser's body stream
+        // drops chunks it had not handed out yet when it errors: give it time to read.
+        std::thread::sleep(CUT_PAUSE);
         shared.relay.close_after_response(peer);
     }
 }

@@ -16,7 +16,9 @@
 //! - `getversion` replies 200 with the firmware of every open task of the device, of either
 //!   policy, and starts those tasks.
 //! - A task is created for a known device and a firmware of its product, and refused while
-//!   the device has another open task (A9: one upgrade at a time). A push task goes out at
+//!   the device has another open task (A9: one upgrade at a time), except that several
+//!   request-policy tasks may stand together: they are offers, listed by one `getversion`,
+//!   and progress goes to the one whose file the device downloaded. A push task goes out at
 //!   once when the device sent anything within the online window.
 //! - A malformed request gets 1220 on its reply topic; `upgrade_reply` codes are recorded.
 //!
@@ -444,11 +446,13 @@ impl Registry {
                 ),
             ));
         }
-        if let Some(open) = self
-            .tasks
-            .iter()
-            .find(|t| t.is_open() && t.is_for(&req.product_key, &req.device_key))
-        {
+        // One upgrade at a time (A9), but several request-policy offers may stand together:
+        // `getversion` then lists them all and the device picks one.
+        if let Some(open) = self.tasks.iter().find(|t| {
+            t.is_open()
+                && t.is_for(&req.product_key, &req.device_key)
+                && (t.policy == Policy::Push || req.policy == Policy::Push)
+        }) {
             return Err(ApiError::new(
                 409,
                 format!("the device is already in task {}", open.id),
@@ -660,6 +664,39 @@ impl Registry {
             .find(|t| t.is_for(pk, dk) && t.status != TaskStatus::Succeeded)
     }
 
+    /// The tasks a progress report belongs to (it names no version): the device's current
+    /// task; while several request-policy offers are started, the one whose file the
+    /// device downloaded last, or all of them before any download.
+    fn progress_targets(&mut self, device: &DeviceId) -> Result<Vec<usize>, ReplyCode> {
+        let latest = match self.current_task(device) {
+            None => return Err(ReplyCode::TASK_NOT_FOUND),
+            Some(task) if task.status == TaskStatus::ToBeUpgraded => {
+                return Err(ReplyCode::TASK_NOT_STARTED)
+            }
+            Some(task) => task.id,
+        };
+        let (pk, dk) = (device.product_key(), device.device_key());
+        let offers: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| {
+                let t = &self.tasks[i];
+                t.is_for(pk, dk)
+                    && t.policy == Policy::Request
+                    && t.status == TaskStatus::InProgress
+            })
+            .collect();
+        if offers.len() < 2 || !offers.iter().any(|&i| self.tasks[i].id == latest) {
+            let index = self.tasks.iter().position(|t| t.id == latest);
+            return Ok(index.into_iter().collect());
+        }
+        let chosen = offers
+            .iter()
+            .copied()
+            .filter_map(|i| self.tasks[i].downloads.last().map(|d| (d.at_ms, i)))
+            .max()
+            .map(|(_, i)| i);
+        Ok(chosen.map_or(offers, |i| vec![i]))
+    }
+
     fn progress(
         &mut self,
         now_ms: u64,
@@ -667,21 +704,23 @@ impl Registry {
         id: Option<&MessageId>,
         progress: Progress,
     ) -> Vec<Outbound> {
-        let code = match self.current_task(device) {
-            None => ReplyCode::TASK_NOT_FOUND,
-            Some(task) if task.status == TaskStatus::ToBeUpgraded => ReplyCode::TASK_NOT_STARTED,
-            Some(task) => {
+        let code = match self.progress_targets(device) {
+            Err(code) => code,
+            Ok(targets) => {
                 let step = progress.step.value();
-                task.steps.push(StepRecord {
-                    step,
-                    desc: progress.desc,
-                    at_ms: now_ms,
-                });
-                task.status = if step < 0 {
-                    TaskStatus::Failed
-                } else {
-                    TaskStatus::InProgress
-                };
+                for i in targets {
+                    let task = &mut self.tasks[i];
+                    task.steps.push(StepRecord {
+                        step,
+                        desc: progress.desc.clone(),
+                        at_ms: now_ms,
+                    });
+                    task.status = if step < 0 {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::InProgress
+                    };
+                }
                 ReplyCode::OK
             }
         };
@@ -793,5 +832,72 @@ mod tests {
         );
         assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
         assert_eq!(percent_decode("%zz", false), None);
+    }
+
+    fn firmware(version: &str) -> LoadedFirmware {
+        LoadedFirmware {
+            product_key: "pk".into(),
+            version: version.into(),
+            sign_method: "md5".into(),
+            sign: "00".repeat(16),
+            bytes: vec![1, 2, 3],
+            announced_sign: "00".repeat(16),
+            announced_size: 3,
+            cut: None,
+        }
+    }
+
+    fn steps(registry: &Registry, id: u64) -> Vec<i32> {
+        registry
+            .task(id)
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.step)
+            .collect()
+    }
+
+    #[test]
+    fn several_offers_stand_together_and_progress_follows_the_download() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "products": [{ "productKey": "pk", "devices": [{ "deviceKey": "dk", "deviceSecret": "s" }] }]
+        }))
+        .unwrap();
+        let mut r = Registry::new(&config, vec![firmware("2"), firmware("3")], "http://h");
+        let task = |version: &str, policy| TaskRequest {
+            product_key: "pk".into(),
+            device_key: "dk".into(),
+            version: version.into(),
+            policy,
+        };
+        let (t2, _) = r.create_task(0, &task("2", Policy::Request)).unwrap();
+        let (t3, _) = r.create_task(0, &task("3", Policy::Request)).unwrap();
+        let refused = r.create_task(0, &task("3", Policy::Push)).unwrap_err();
+        assert_eq!(refused.status, 409, "a push waits for the offers");
+        let topic = |t: &str| format!("/sys/pk/dk/ota/device/{t}");
+        let ask = otaweb::wire::enos::get_version_request(&MessageId::from(1));
+        let out = r.handle_message(1, &topic("getversion"), &ask);
+        let listed = String::from_utf8(out[0].payload.clone()).unwrap();
+        assert!(
+            listed.contains(r#""version":"2""#) && listed.contains(r#""version":"3""#),
+            "{listed}"
+        );
+        let progress = |r: &mut Registry, step: i32| {
+            let step = step.to_string().parse().unwrap();
+            let body =
+                otaweb::wire::enos::progress_request(&MessageId::from(9), &Progress::new(step));
+            r.handle_message(2, &topic("progress"), &body)
+        };
+        progress(&mut r, 0);
+        assert_eq!((steps(&r, t2.id), steps(&r, t3.id)), (vec![0], vec![0]));
+        let get = BodyGet {
+            product_key: "pk",
+            version: "2",
+            device_key: None,
+            range: None,
+        };
+        r.download(3, &get, 200, 3);
+        progress(&mut r, 50);
+        assert_eq!((steps(&r, t2.id), steps(&r, t3.id)), (vec![0, 50], vec![0]));
     }
 }

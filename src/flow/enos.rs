@@ -37,7 +37,8 @@
 //! Failures end the task and are reported with the documented step and the error's text as
 //! `desc`, then [`EnosEvent::Failed`]: a download failure −2, a file whose size or sign does
 //! not match −3 (no [`EnosEvent::Install`] then), an install failure −4 once the device took
-//! bytes, −1 if it never did. After a failed task the flow listens for the next push.
+//! bytes (it confirmed some, or the transfer began: [`EnosFlow::install_started`]), −1 if it
+//! never did. After a failed task the flow listens for the next push.
 //!
 //! Timers: each reply is awaited for [`EnosOptions::reply_timeout`] (10 s) counted from the
 //! broker's PUBACK, so until then the session's QoS 1 rules (re-send, resume across
@@ -87,7 +88,7 @@ use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::error::{Error, LinkLost, Misuse};
+use crate::error::{Error, LinkLost, Misuse, Refusal, Vendor};
 use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
 use crate::flow::{Flow, Transmit};
 use crate::image::digest::{sha256, DigestValue};
@@ -112,6 +113,47 @@ const WAIT_PROGRESS: &str = "EnOS progress reply";
 const WAIT_VERSIONS: &str = "EnOS getversion reply";
 const WAIT_DOWNLOAD: &str = "firmware download";
 const WAIT_INSTALL: &str = "firmware install";
+
+/// An HTTP status of the file download as a refusal, for [`EnosFlow::download_failed`]:
+/// what it means for this task and whether asking again can help.
+#[must_use]
+pub fn http_refusal(status: u16) -> Refusal {
+    let (name, meaning, retryable) = match status {
+        401 | 403 => (
+            "HTTP_UNAUTHORIZED",
+            "the file service refused the login or its session expired; check the device \
+             secret or the presigned file session",
+            false,
+        ),
+        404 => (
+            "HTTP_NOT_FOUND",
+            "the task's fileUrl names no file; the firmware was removed or the task is wrong",
+            false,
+        ),
+        416 => (
+            "HTTP_RANGE_NOT_SATISFIABLE",
+            "the file is shorter than the part already downloaded; it changed on the server",
+            false,
+        ),
+        500..=599 => (
+            "HTTP_SERVER_ERROR",
+            "the file server failed; try again later",
+            true,
+        ),
+        _ => (
+            "HTTP_UNEXPECTED_STATUS",
+            "the file server answered the download with a status it should not",
+            false,
+        ),
+    };
+    Refusal {
+        vendor: Vendor::Http,
+        code: i64::from(status),
+        name,
+        meaning,
+        retryable,
+    }
+}
 
 /// Whether a pushed upgrade starts at once or waits for the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,6 +478,12 @@ impl EnosFlow {
         !matches!(self.task, Task::Idle | Task::Stopped)
     }
 
+    /// Where the task stands, in words: `"idle"`, `"downloading"`, `"installing"`, ...
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        self.task.name()
+    }
+
     /// Whether `inform` failed and the flow does nothing more.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
@@ -554,6 +602,21 @@ impl EnosFlow {
         Ok(())
     }
 
+    /// The device began receiving the image (the install flow's transfer stage): a failure
+    /// from now on is the device's install failing (−4), even before it confirmed a byte.
+    pub fn install_started(&mut self, now: Millis) -> Result<(), Misuse> {
+        let stall = self.options.stall_timeout;
+        let Task::Installing {
+            deadline, started, ..
+        } = &mut self.task
+        else {
+            return Err(self.wrong_state("start the install"));
+        };
+        *deadline = now + stall;
+        *started = true;
+        Ok(())
+    }
+
     /// The device confirmed `confirmed` of `total` bytes (the install flow's `progress()`).
     pub fn install_progress(
         &mut self,
@@ -593,7 +656,8 @@ impl EnosFlow {
         Ok(())
     }
 
-    /// The install failed with `error`: step −4 if the device took any bytes, else −1, then
+    /// The install failed with `error`: step −4 if the device took any bytes (it confirmed
+    /// some, or [`EnosFlow::install_started`] was called), else −1, then
     /// [`EnosEvent::Failed`].
     pub fn install_failed(&mut self, now: Millis, error: Error) -> Result<(), Misuse> {
         let Task::Installing { started, .. } = self.task else {
@@ -1113,7 +1177,6 @@ fn scale(part: u64, total: u64, from: u8, to: u8) -> Result<u8, Misuse> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Vendor;
     use crate::image::digest::{md5, to_hex};
     use crate::test_rng::Rng;
     use crate::wire::enos::{get_version_reply, upgrade_command};
@@ -1546,11 +1609,17 @@ mod tests {
             waiting_for: "segment response",
         }
         .into();
-        for (confirmed, step) in [(Some(100), -4), (None, -1)] {
+        // Confirmed bytes, a transfer begun with none confirmed yet, nothing sent.
+        for (confirmed, transfer, step) in
+            [(Some(100), false, -4), (None, true, -4), (None, false, -1)]
+        {
             let mut c = downloading();
             c.f.downloaded(c.now, &file()).unwrap();
             c.sent();
             c.events();
+            if transfer {
+                c.f.install_started(c.now).unwrap();
+            }
             if let Some(confirmed) = confirmed {
                 c.f.install_progress(c.now, confirmed, 1000).unwrap();
             }
@@ -1839,5 +1908,23 @@ mod tests {
         assert!(EnosFlow::new(device(), &credentials(), "", options.clone()).is_err());
         let other = DeviceId::new("pk1", "dk2").unwrap();
         assert!(EnosFlow::new(other, &credentials(), "1.0", options).is_err());
+    }
+
+    #[test]
+    fn http_statuses_name_what_went_wrong_and_whether_to_retry() {
+        let r = http_refusal(404);
+        assert_eq!(
+            (r.vendor, r.code, r.name, r.retryable),
+            (Vendor::Http, 404, "HTTP_NOT_FOUND", false)
+        );
+        assert!(http_refusal(503).retryable);
+        assert_eq!(http_refusal(403).name, "HTTP_UNAUTHORIZED");
+        assert_eq!(http_refusal(416).name, "HTTP_RANGE_NOT_SATISFIABLE");
+        assert_eq!(http_refusal(302).name, "HTTP_UNEXPECTED_STATUS");
+        let text = Error::PeerRefused(http_refusal(404)).to_string();
+        assert!(
+            text.starts_with("the file server refused (HTTP_NOT_FOUND 404)"),
+            "{text}"
+        );
     }
 }

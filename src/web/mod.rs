@@ -10,14 +10,19 @@
 //!   accepts, so JavaScript cannot hand a device unverified bytes.
 //! - [`Updater`]: a flow driven over Web Bluetooth ([`updater`]), on the link in [`ble`].
 //! - [`MqttClient`]: the MQTT session over a WebSocket ([`mqtt`], on [`ws`]).
+//! - [`EnosAgent`]: the EnOS OTA flow for a BLE device, over a WebSocket, installing with
+//!   an [`Updater`] ([`enos`]).
 
 mod ble;
 mod clock;
+mod enos;
 mod mqtt;
 mod running;
+mod socket;
 mod updater;
 mod ws;
 
+pub use enos::EnosAgent;
 pub use mqtt::MqttClient;
 pub use updater::Updater;
 
@@ -221,6 +226,11 @@ impl VerifiedImage {
 }
 
 impl VerifiedImage {
+    /// Wraps checked content.
+    pub(crate) fn from_payload(payload: Payload) -> Self {
+        VerifiedImage { payload }
+    }
+
     /// What was checked.
     pub(crate) fn payload(&self) -> &Payload {
         &self.payload

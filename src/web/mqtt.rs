@@ -11,11 +11,10 @@
 //! Events (`event.detail`): `connected` `{sessionPresent}`, `message` `{topic, payload
 //! (Uint8Array), text (if UTF-8)}`, `link-lost` / `error` (an `OtawebError`).
 
-use alloc::rc::{Rc, Weak};
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::time::Duration;
 
 use js_sys::{Function, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -24,46 +23,20 @@ use web_sys::{CustomEvent, CustomEventInit, EventTarget};
 use crate::error::{Error, LinkLost, Misuse};
 use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
 use crate::flow::Flow;
-use crate::web::clock::{now, Timeout};
-use crate::web::ws::{check_url, WsLink};
+use crate::time::Span;
+use crate::web::clock::now;
+use crate::web::socket::{self, Owner, Socket, Waiter};
+use crate::web::ws::check_url;
 use crate::web::{flow_error, misuse_error, set, throwable};
 use crate::wire::mqtt::{PacketId, QoS};
 
-struct Waiter {
-    resolve: Function,
-    reject: Function,
-}
-
-impl Waiter {
-    fn new() -> (Waiter, Promise) {
-        let mut waiter = None;
-        let promise =
-            Promise::new(&mut |resolve, reject| waiter = Some(Waiter { resolve, reject }));
-        // Promise::new runs the executor at once, so the waiter is always there.
-        (waiter.expect("executor ran"), promise)
-    }
-
-    fn resolve(self, value: &JsValue) {
-        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
-    }
-
-    fn reject(self, error: &JsValue) {
-        let _ = self.reject.call1(&JsValue::UNDEFINED, error);
-    }
-}
-
 struct Driver {
+    socket: Socket,
     session: MqttSession,
-    url: String,
-    link: Option<WsLink>,
     events: EventTarget,
-    timer: Option<Timeout>,
-    reconnect: Option<Timeout>,
     connect: Option<Waiter>,
     subscribes: Vec<(String, Waiter)>,
     publishes: Vec<(PacketId, Waiter)>,
-    closed: bool,
-    buf: Vec<u8>,
 }
 
 type Shared = Rc<RefCell<Driver>>;
@@ -106,19 +79,14 @@ impl MqttClient {
             .map_err(|m| misuse_error("invalid-argument", m))?;
         let (waiter, promise) = Waiter::new();
         let shared = Rc::new(RefCell::new(Driver {
+            socket: Socket::new(url),
             session,
-            url,
-            link: None,
             events: EventTarget::new()?,
-            timer: None,
-            reconnect: None,
             connect: Some(waiter),
             subscribes: Vec::new(),
             publishes: Vec::new(),
-            closed: false,
-            buf: Vec::new(),
         }));
-        open(&shared)?;
+        socket::open(&shared)?;
         wasm_bindgen_futures::JsFuture::from(promise).await?;
         Ok(MqttClient { shared })
     }
@@ -162,17 +130,8 @@ impl MqttClient {
 
     /// Sends DISCONNECT and closes; the client cannot be used again.
     pub fn close(&self) {
-        {
-            let mut d = self.shared.borrow_mut();
-            d.closed = true;
-            d.reconnect = None;
-            d.session.disconnect(now());
-        }
-        settle(&self.shared);
-        let link = self.shared.borrow_mut().link.take();
-        if let Some(link) = link {
-            link.close();
-        }
+        self.shared.borrow_mut().session.disconnect(now());
+        socket::close(&self.shared);
     }
 
     /// Adds a listener for one of the event types in the module docs.
@@ -187,7 +146,7 @@ impl MqttClient {
     fn after(&self, result: Result<Promise, JsValue>) -> Promise {
         match result {
             Ok(promise) => {
-                settle(&self.shared);
+                socket::settle(&self.shared);
                 promise
             }
             Err(e) => Promise::reject(&e),
@@ -206,171 +165,107 @@ fn qos_of(qos: u8) -> Result<QoS, JsValue> {
     }
 }
 
-/// Opens the WebSocket, its handlers holding the driver weakly.
-fn open(shared: &Shared) -> Result<(), JsValue> {
-    let weak = Rc::downgrade(shared);
-    let on = |f: fn(&Shared)| {
-        let weak: Weak<RefCell<Driver>> = weak.clone();
-        move || {
-            if let Some(d) = weak.upgrade() {
-                f(&d);
-            }
-        }
-    };
-    let on_bytes = {
-        let weak = weak.clone();
-        move |bytes: &[u8]| {
-            if let Some(d) = weak.upgrade() {
-                d.borrow_mut().session.handle_input(now(), (), bytes);
-                settle(&d);
-            }
-        }
-    };
-    let url = shared.borrow().url.clone();
-    let link = WsLink::open(&url, on(on_open), on_bytes, on(on_close))?;
-    shared.borrow_mut().link = Some(link);
-    Ok(())
-}
+impl Owner for Driver {
+    type F = MqttSession;
 
-fn on_open(shared: &Shared) {
-    shared.borrow_mut().session.handle_connected(now());
-    settle(shared);
-}
-
-fn on_close(shared: &Shared) {
-    {
-        let mut d = shared.borrow_mut();
-        d.link = None;
-        d.session.handle_disconnected(now());
+    fn parts(&mut self) -> (&mut Socket, &mut MqttSession) {
+        (&mut self.socket, &mut self.session)
     }
-    settle(shared);
-    let delay = {
-        let d = shared.borrow();
-        (!d.closed)
-            .then(|| d.session.poll_reconnect_delay())
-            .flatten()
-    };
-    if let Some(delay) = delay {
-        let weak = Rc::downgrade(shared);
-        let timer = Timeout::new(Duration::from_millis(delay.as_millis()), move || {
-            if let Some(d) = weak.upgrade() {
-                if !d.borrow().closed && open(&d).is_err() {
-                    on_close(&d);
-                }
-            }
-        });
-        shared.borrow_mut().reconnect = Some(timer);
-    }
-}
 
-/// Drains the session: packets to the socket, events to JavaScript, the timer.
-fn settle(shared: &Shared) {
-    let mut out: Vec<(&'static str, Object)> = Vec::new();
-    let mut settled: Vec<(Waiter, Result<JsValue, JsValue>)> = Vec::new();
-    let mut drop_link = false;
-    {
-        let mut d = shared.borrow_mut();
-        let d = &mut *d;
-        loop {
-            d.buf.clear();
-            let Some(t) = d.session.poll_transmit(&mut d.buf) else {
-                break;
-            };
-            if let Some(link) = &d.link {
-                // A failed send is a closing socket: its close event follows.
-                let _ = link.send(&d.buf[..t.len]);
-            }
-            d.session.handle_transmitted(now());
-        }
-        while let Some(event) = d.session.poll_event() {
-            match event {
-                MqttEvent::Connected { session_present } => {
-                    if let Some(w) = d.connect.take() {
-                        settled.push((w, Ok(JsValue::UNDEFINED)));
-                    }
-                    let detail = Object::new();
-                    let _ = set(&detail, "sessionPresent", &session_present.into());
-                    out.push(("connected", detail));
-                }
-                MqttEvent::Message { topic, payload, .. } => {
-                    let detail = Object::new();
-                    let _ = set(&detail, "topic", &topic.into());
-                    if let Ok(text) = core::str::from_utf8(&payload) {
-                        let _ = set(&detail, "text", &text.into());
-                    }
-                    let _ = set(&detail, "payload", &Uint8Array::from(&payload[..]));
-                    out.push(("message", detail));
-                }
-                MqttEvent::Published { packet_id } => {
-                    if let Some(i) = d.publishes.iter().position(|(id, _)| *id == packet_id) {
-                        settled.push((d.publishes.remove(i).1, Ok(JsValue::UNDEFINED)));
-                    }
-                }
-                MqttEvent::Subscribed { filter, granted } => {
-                    if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
-                        settled.push((d.subscribes.remove(i).1, Ok((granted as u8).into())));
-                    }
-                }
-                MqttEvent::SubscribeRefused { filter, refusal } => {
-                    if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
-                        let e = flow_error(&Error::PeerRefused(refusal));
-                        settled.push((d.subscribes.remove(i).1, Err(e)));
-                    }
-                }
-                MqttEvent::Unsubscribed { .. } | MqttEvent::Closed => {}
-                MqttEvent::LinkLost(e) | MqttEvent::Failed(e) => {
-                    let fatal = d.session.poll_reconnect_delay().is_none();
-                    let js = broker_error(&e);
-                    if let Some(w) = d.connect.take() {
-                        settled.push((w, Err(js.clone())));
-                    }
-                    if fatal {
-                        for (_, w) in d.subscribes.drain(..) {
-                            settled.push((w, Err(js.clone())));
+    fn reconnect_delay(&self) -> Option<Span> {
+        self.session.poll_reconnect_delay()
+    }
+
+    /// Session events to JavaScript events and promise outcomes.
+    fn drain(shared: &Shared) -> bool {
+        let mut out: Vec<(&'static str, Object)> = Vec::new();
+        let mut settled: Vec<(Waiter, Result<JsValue, JsValue>)> = Vec::new();
+        let mut drop_link = false;
+        {
+            let mut d = shared.borrow_mut();
+            let d = &mut *d;
+            while let Some(event) = d.session.poll_event() {
+                match event {
+                    MqttEvent::Connected { session_present } => {
+                        if let Some(w) = d.connect.take() {
+                            settled.push((w, Ok(JsValue::UNDEFINED)));
                         }
-                        for (_, w) in d.publishes.drain(..) {
-                            settled.push((w, Err(js.clone())));
+                        let detail = Object::new();
+                        let _ = set(&detail, "sessionPresent", &session_present.into());
+                        out.push(("connected", detail));
+                    }
+                    MqttEvent::Message { topic, payload, .. } => {
+                        out.push(("message", message_detail(&topic, &payload)));
+                    }
+                    MqttEvent::Published { packet_id } => {
+                        if let Some(i) = d.publishes.iter().position(|(id, _)| *id == packet_id) {
+                            settled.push((d.publishes.remove(i).1, Ok(JsValue::UNDEFINED)));
                         }
                     }
-                    out.push((
-                        if fatal { "error" } else { "link-lost" },
-                        js.unchecked_into(),
-                    ));
-                    drop_link = true;
+                    MqttEvent::Subscribed { filter, granted } => {
+                        if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
+                            settled.push((d.subscribes.remove(i).1, Ok((granted as u8).into())));
+                        }
+                    }
+                    MqttEvent::SubscribeRefused { filter, refusal } => {
+                        if let Some(i) = d.subscribes.iter().position(|(f, _)| *f == filter) {
+                            let e = flow_error(&Error::PeerRefused(refusal));
+                            settled.push((d.subscribes.remove(i).1, Err(e)));
+                        }
+                    }
+                    MqttEvent::Unsubscribed { .. } | MqttEvent::Closed => {}
+                    MqttEvent::LinkLost(e) | MqttEvent::Failed(e) => {
+                        let fatal = d.session.poll_reconnect_delay().is_none();
+                        let js = broker_error(&e);
+                        if let Some(w) = d.connect.take() {
+                            settled.push((w, Err(js.clone())));
+                        }
+                        if fatal {
+                            for (_, w) in d.subscribes.drain(..) {
+                                settled.push((w, Err(js.clone())));
+                            }
+                            for (_, w) in d.publishes.drain(..) {
+                                settled.push((w, Err(js.clone())));
+                            }
+                        }
+                        out.push((
+                            if fatal { "error" } else { "link-lost" },
+                            js.unchecked_into(),
+                        ));
+                        drop_link = true;
+                    }
                 }
             }
         }
-        d.timer = d.session.poll_timeout().map(|at| {
-            let weak = Rc::downgrade(shared);
-            let wait = at.0.saturating_sub(now().0);
-            Timeout::new(Duration::from_millis(wait), move || {
-                if let Some(d) = weak.upgrade() {
-                    d.borrow_mut().session.handle_timeout(now());
-                    settle(&d);
-                }
-            })
-        });
-    }
-    for (waiter, result) in settled {
-        match result {
-            Ok(v) => waiter.resolve(&v),
-            Err(e) => waiter.reject(&e),
+        for (waiter, result) in settled {
+            waiter.settle(result);
         }
-    }
-    let events = shared.borrow().events.clone();
-    for (kind, detail) in out {
-        let init = CustomEventInit::new();
-        init.set_detail(&detail);
-        if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
-            let _ = events.dispatch_event(&event);
+        let events = shared.borrow().events.clone();
+        for (kind, detail) in out {
+            dispatch(&events, kind, &detail);
         }
+        drop_link
     }
-    if drop_link {
-        // The session gave this connection up: close it, and the close event reconnects.
-        let link = shared.borrow().link.clone();
-        if let Some(link) = link {
-            link.close();
-        }
+}
+
+/// The `message` event's detail: the topic, the bytes, and the text if they are UTF-8.
+pub(crate) fn message_detail(topic: &str, payload: &[u8]) -> Object {
+    let detail = Object::new();
+    let _ = set(&detail, "topic", &topic.into());
+    if let Ok(text) = core::str::from_utf8(payload) {
+        let _ = set(&detail, "text", &text.into());
+    }
+    let _ = set(&detail, "payload", &Uint8Array::from(payload));
+    detail
+}
+
+/// Dispatches a `CustomEvent` of `kind` with `detail` on `target`.
+pub(crate) fn dispatch(target: &EventTarget, kind: &str, detail: &JsValue) {
+    let init = CustomEventInit::new();
+    init.set_detail(detail);
+    if let Ok(event) = CustomEvent::new_with_event_init_dict(kind, &init) {
+        // A listener that throws is the page's problem; the session goes on.
+        let _ = target.dispatch_event(&event);
     }
 }
 

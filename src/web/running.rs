@@ -20,6 +20,7 @@ pub enum Running {
 }
 
 /// A flow event in the updater's vocabulary (see the table in [`crate::web::updater`]).
+#[derive(Clone, Debug)]
 pub enum Note {
     /// A new step, by its JavaScript name.
     Stage(&'static str),

@@ -91,9 +91,14 @@ struct Driver {
     closed: bool,
     rate: Option<Rate>,
     buf: Vec<u8>,
+    /// Rust code that follows the flow (the EnOS agent), called with no borrow held.
+    observer: Option<Observer>,
 }
 
 type Shared = Rc<RefCell<Driver>>;
+
+/// Rust code following an updater's notes.
+pub(crate) type Observer = Rc<dyn Fn(&Note)>;
 
 /// What the driver hands to JavaScript once its state is released.
 enum Out {
@@ -307,6 +312,24 @@ impl Updater {
 }
 
 impl Updater {
+    /// Another handle on the same device and flow.
+    pub(crate) fn handle(&self) -> Updater {
+        Updater {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Whether the device speaks SiFli DFU (else the Alexa gadget protocol).
+    pub(crate) fn is_dfu(&self) -> bool {
+        self.shared.borrow().kind == Kind::Dfu
+    }
+
+    /// Has `observer` see every note of every flow after JavaScript's events went out; it
+    /// replaces an earlier one.
+    pub(crate) fn observe(&self, observer: Observer) {
+        self.shared.borrow_mut().observer = Some(observer);
+    }
+
     async fn connect(
         options: JsValue,
         kind: Kind,
@@ -362,6 +385,7 @@ impl Updater {
                 closed: false,
                 rate: None,
                 buf: Vec::new(),
+                observer: None,
             })
         });
         Ok(Updater { shared })
@@ -508,13 +532,17 @@ async fn reconnect(shared: Shared) {
 /// Drains the flow: events (handed to JavaScript), the timer, and the writer.
 fn settle(shared: &Shared) {
     let mut out = Vec::new();
-    {
+    let mut observed = Vec::new();
+    let observer = {
         let mut d = shared.borrow_mut();
         let d = &mut *d;
         let Some(flow) = d.flow.as_mut() else {
             return;
         };
         while let Some(note) = flow.poll_note() {
+            if d.observer.is_some() {
+                observed.push(note.clone());
+            }
             translate(note, &mut d.rate, &mut d.waiter, &mut out);
         }
         let deadline = flow.poll_timeout();
@@ -531,7 +559,8 @@ fn settle(shared: &Shared) {
                 }
             })
         });
-    }
+        d.observer.clone()
+    };
     for item in out {
         match item {
             Out::Event(kind, detail) => emit(shared, kind, detail),
@@ -551,6 +580,11 @@ fn settle(shared: &Shared) {
                 }
                 spawn_local(reconnect(shared.clone()));
             }
+        }
+    }
+    if let Some(observer) = observer {
+        for note in &observed {
+            observer(note);
         }
     }
     kick_writer(shared);

@@ -39,8 +39,10 @@ demo: setup pkg
 	@echo "     tick 'Stage only' to send now and apply later; Update again -> already up to date"
 	@echo "  6. section 4: 'Demo SiFli device', 'Use the demo DFU package', Connect -> Update"
 	@echo "     -> INIT, reboot into the OTA manager, transfer, install, reboot back"
-	@echo "  7. EnOS OTA over MQTT: below are the broker, enos-sim, the demo devices' keys and"
-	@echo "     the enos-sim task commands that send a device its firmware"
+	@echo "  7. EnOS OTA over MQTT: open a device's prefilled page link printed below, Connect the"
+	@echo "     demo device in section 4, then 'Connect to EnOS' in section 5; run the printed"
+	@echo "     'enos-sim task' command -> the panel offers the upgrade -> 'Install it' -> the file"
+	@echo "     is fetched, checked (size + sign) and installed; EnOS sees 0 .. 100 and the new version"
 	@echo
 	@exec node scripts/demo.mjs --port $(PORT)
 

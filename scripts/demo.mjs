@@ -63,6 +63,20 @@ async function main() {
       `    product ${p.productKey.padEnd(pw)}  device ${d.deviceKey.padEnd(dw)}  secret ${d.deviceSecret.padEnd(sw)}  firmware ${versions}`,
     );
   }
+  lines.push("  the page with its EnOS panel (section 5) filled in for a device: connect the demo device in section 4, then 'Connect to EnOS':");
+  for (const { p, d } of devices) {
+    const sifli = p.productKey.endsWith("sifli");
+    const query = new URLSearchParams({
+      device: sifli ? "demo-dfu" : "demo-gadget",
+      enos: broker.wsUrl,
+      pk: p.productKey,
+      dk: d.deviceKey,
+      secret: d.deviceSecret,
+      // The demo devices' factory firmware: the gadget runs 0, the SiFli device 1.0.0.
+      version: sifli ? "1.0.0" : "0",
+    });
+    lines.push(`    ${d.deviceKey.padEnd(dw)}  ${page.url}?${query}`);
+  }
   lines.push("  create an OTA task (pushed at once if the device is online, else when it next reports its version):");
   for (const { p, d } of devices) {
     for (const f of p.firmwares) {

@@ -4,6 +4,7 @@
 // what the cloud was told. Fields may be prefilled from the page's query string (`enos`,
 // `pk`, `dk`, `secret`, `version`, `files`), which `make demo` prints.
 import init, { EnosAgent } from "/pkg/otaweb.js";
+import { statusLine } from "/status.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -56,22 +57,7 @@ const HINTS = {
 
 const state = { updater: null, dfu: false, agent: null, offered: [] };
 
-function setStatus(text, kind = "") {
-  ui.status.textContent = text;
-  ui.status.dataset.state = kind;
-}
-
-function setHint(code) {
-  const hint = HINTS[code];
-  ui.hint.hidden = !hint;
-  ui.hint.textContent = hint ?? "";
-}
-
-function describeError(e) {
-  const code = e?.code ?? "internal";
-  setStatus(`✗ ${e?.message ?? String(e)} (${code})`, "fail");
-  setHint(code);
-}
+const { set: setStatus, setHint, error: describeError } = statusLine(ui.status, ui.hint, HINTS);
 
 function stepText(step) {
   return step < 0 ? `${step} (${FAILURES[step] ?? "custom failure"})` : `${step} %`;

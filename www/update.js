@@ -3,6 +3,7 @@
 // checker verified, or a DFU package. The protocols run in wasm (`Updater`); this file only
 // wires buttons to it and renders its events.
 import init, { Updater, VerifiedImage } from "/pkg/otaweb.js";
+import { statusLine } from "/status.js";
 import initDemo, { DemoDfuDevice, DemoGadget } from "/pkg/demo/otaweb_demo_device.js";
 import { createDemoBluetooth } from "/demo-bluetooth.js";
 
@@ -60,16 +61,7 @@ const state = { image: null, dfu: null, updater: null, running: false, staged: f
 const deviceKind = () => ui.devices.find((r) => r.checked).value;
 const isDfu = () => deviceKind().endsWith("dfu");
 
-function setStatus(text, kind = "") {
-  ui.status.textContent = text;
-  ui.status.dataset.state = kind;
-}
-
-function setHint(code) {
-  const hint = HINTS[code];
-  ui.hint.hidden = !hint;
-  ui.hint.textContent = hint ?? "";
-}
+const { set: setStatus, setHint, error: describeError } = statusLine(ui.status, ui.hint, HINTS);
 
 function kib(n) {
   return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KiB`;
@@ -110,12 +102,6 @@ async function demoBluetooth(kind) {
         : createDemoBluetooth(() => new DemoGadget(undefined, undefined, "otaweb demo gadget"), demoLink());
   }
   return state.demos[kind];
-}
-
-function describeError(e) {
-  const code = e?.code ?? "internal";
-  setStatus(`✗ ${e?.message ?? String(e)} (${code})`, "fail");
-  setHint(code);
 }
 
 function listen(updater) {
@@ -331,6 +317,9 @@ ui.pickAgain.addEventListener("click", () =>
   state.updater?.pickDevice().catch((e) => describeError(e)),
 );
 for (const r of ui.devices) r.addEventListener("change", renderButtons);
+// `?device=demo-dfu` (printed by `make demo`) preselects a device.
+const wanted = ui.devices.find((r) => r.value === new URLSearchParams(location.search).get("device"));
+if (wanted) wanted.checked = true;
 ui.dfuInput.addEventListener("change", () => chooseDfu([...ui.dfuInput.files]));
 ui.demoDfu.addEventListener("click", () => useDemoDfu().catch((e) => (ui.dfuSummary.textContent = `✗ ${e.message}`)));
 ui.update.addEventListener("click", update);

@@ -61,6 +61,9 @@ pub struct ProductConfig {
     /// The product secret (recorded for completeness; the broker, not the sim, checks logins).
     #[serde(default)]
     pub product_secret: Option<String>,
+    /// This product's `fileUrl` style, instead of the file's `fileUrlStyle`.
+    #[serde(default)]
+    pub file_url_style: Option<FileUrlStyle>,
     /// Its devices.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,

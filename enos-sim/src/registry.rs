@@ -215,6 +215,8 @@ pub struct Registry {
     sessions: HashMap<String, Session>,
     http_base: String,
     style: FileUrlStyle,
+    /// Products whose `fileUrl` style differs from `style`.
+    product_styles: HashMap<String, FileUrlStyle>,
     online_window_ms: u64,
     next_message_id: u64,
     next_session: u64,
@@ -253,6 +255,11 @@ impl Registry {
             sessions: HashMap::new(),
             http_base: http_base.trim_end_matches('/').to_string(),
             style: config.file_url_style,
+            product_styles: config
+                .products
+                .iter()
+                .filter_map(|p| p.file_url_style.map(|s| (p.product_key.clone(), s)))
+                .collect(),
             online_window_ms: config.online_window_secs.saturating_mul(1000),
             next_message_id: 1,
             next_session: 1,
@@ -291,7 +298,11 @@ impl Registry {
     /// The `fileUrl` upgrade commands carry, in the configured style.
     #[must_use]
     pub fn file_url(&self, fw: &LoadedFirmware) -> String {
-        match self.style {
+        let style = self
+            .product_styles
+            .get(&fw.product_key)
+            .unwrap_or(&self.style);
+        match style {
             FileUrlStyle::Http => self.direct_url(fw),
             FileUrlStyle::Enos => enos_uri(fw),
         }

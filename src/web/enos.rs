@@ -49,12 +49,12 @@ use crate::image::manifest::FlowKind;
 use crate::image::verify::{Image, Verified};
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
-use crate::web::mqtt::{dispatch, message_detail};
+use crate::web::mqtt::{broker_error, dispatch, message_detail};
 use crate::web::running::Note;
 use crate::web::socket::{self, Owner, Socket, Waiter};
 use crate::web::updater::Updater;
 use crate::web::ws::check_url;
-use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
+use crate::web::{flow_error, misuse_error, set, Payload, VerifiedImage};
 use crate::wire::enos::{
     DeviceId, Firmware, MqttCredentials, SecretCredentials, SignMethod, DEFAULT_HTTP_LIFETIME_MS,
 };
@@ -477,19 +477,6 @@ fn translate(event: EnosEvent, agent: &mut Agent, out: &mut Vec<Action>) -> bool
 
 fn ev(out: &mut Vec<Action>, kind: &'static str, value: JsValue) {
     out.push(Action::Event(kind, value));
-}
-
-fn broker_error(error: &Error) -> JsValue {
-    match error {
-        Error::LinkLost(LinkLost::Disconnected) => throwable(
-            "disconnected",
-            "link-lost",
-            "the connection to the EnOS broker closed or could not be opened; check the URL \
-             and that the broker (or its WebSocket bridge) runs",
-            true,
-        ),
-        other => flow_error(other),
-    }
 }
 
 /// Hands the verified file to the updater.

@@ -271,7 +271,7 @@ pub(crate) fn dispatch(target: &EventTarget, kind: &str, detail: &JsValue) {
 
 /// A session error as an `OtawebError`, worded for a broker where the core's text speaks of
 /// a device.
-fn broker_error(error: &Error) -> JsValue {
+pub(crate) fn broker_error(error: &Error) -> JsValue {
     match error {
         Error::LinkLost(LinkLost::Disconnected) => throwable(
             "disconnected",

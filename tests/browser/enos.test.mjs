@@ -5,6 +5,8 @@
 // fresh page, so each device starts from its factory firmware.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { fixtures, launchBrowser, startServer } from "./helpers.mjs";
 import { startBridge, startBroker, startEnosSim } from "../../scripts/services.mjs";
@@ -12,6 +14,7 @@ import { startBridge, startBroker, startEnosSim } from "../../scripts/services.m
 const TIMEOUT = 60_000;
 const GADGET = "otaweb-test-gadget";
 const SIFLI = "otaweb-test-sifli";
+const FILES = "otaweb-test-files";
 const BAD_MD5 = "0123456789abcdef0123456789abcdef";
 
 let server;
@@ -43,6 +46,13 @@ before(async () => {
           ],
         },
         {
+          // enos-connect:// file URIs: the page logs in to the EnOS file service to download.
+          productKey: FILES,
+          fileUrlStyle: "enos",
+          devices: [device("g-files")],
+          firmwares: [{ version: "2", path: join(fixtures, "app-v2.bin"), signMethod: "md5" }],
+        },
+        {
           productKey: SIFLI,
           devices: sifliDevices.map(device),
           firmwares: [
@@ -66,7 +76,7 @@ after(async () => {
 });
 
 /** A fresh page with the demo device of `kind` connected and the EnOS panel connected. */
-async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto = true, choose = false, query = "" }) {
+async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto = true, choose = false, query = "", token, productKey, files }) {
   const page = await browser.context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   // A cut download and a restarting broker make Chromium log the failed load or socket;
@@ -82,11 +92,17 @@ async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto =
   await page.getByTestId("connect").click();
   await page.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
   await page.getByTestId("enos-url").fill(url);
-  await page.getByTestId("enos-pk").fill(kind === "dfu" ? SIFLI : GADGET);
+  await page.getByTestId("enos-pk").fill(productKey ?? (kind === "dfu" ? SIFLI : GADGET));
   await page.getByTestId("enos-dk").fill(deviceKey);
-  await page.getByTestId("enos-secret").fill(`${deviceKey}-secret`);
+  if (token) {
+    await page.getByTestId("enos-cred-token").check();
+    await page.getByTestId("enos-token").fill(JSON.stringify(token));
+  } else {
+    await page.getByTestId("enos-secret").fill(`${deviceKey}-secret`);
+  }
   await page.getByTestId("enos-version").fill(version);
   await page.locator("#enos-heading ~ details summary").click();
+  if (files) await page.getByTestId("enos-files").fill(files);
   await page.getByTestId("enos-auto").setChecked(auto);
   await page.getByTestId("enos-choose").setChecked(choose);
   await page.getByTestId("enos-connect").click();
@@ -133,24 +149,82 @@ async function assertFailed(task, step) {
   return failed;
 }
 
-test("pushed task over mosquitto's websockets: the person accepts, the gadget installs it, EnOS sees the steps and version 2", async () => {
+/** Every message on a device's topics, as the broker relays them, until `stop()`. */
+function watchTopics(productKey, deviceKey) {
+  const child = spawn("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(broker.tcpPort), "-t", `/sys/${productKey}/${deviceKey}/#`, "-v"]);
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  const ready = new Promise((r) => setTimeout(r, 300));
+  const stop = async () => {
+    child.kill();
+    await new Promise((r) => child.once("exit", r));
+    const counts = {};
+    for (const line of out.split("\n").filter(Boolean)) {
+      const topic = line.split(" ")[0].split("/ota/device/")[1];
+      counts[topic] = (counts[topic] ?? 0) + 1;
+    }
+    return counts;
+  };
+  return { ready, stop };
+}
+
+test("pushed task over mosquitto's websockets: the person accepts, the gadget installs it, EnOS sees the steps and version 2", async (t) => {
   const page = await openDevice({ kind: "gadget", deviceKey: "g-push", version: "0", auto: false });
+  const watch = watchTopics(GADGET, "g-push");
+  await watch.ready;
   const task = await sim.createTask({ productKey: GADGET, deviceKey: "g-push", version: "2", policy: "push" });
   await status(page, "EnOS offers version 2");
   await page.getByTestId("enos-accept").click();
   await status(page, "the device runs version 2 and EnOS knows it");
   const done = await assertSucceeded(task, GADGET, "2");
+  const counts = await watch.stop();
+  t.diagnostic(`EnOS messages for one update: ${JSON.stringify(counts)}`);
+  // One push and its reply, one report per recorded step and its reply, one inform.
+  assert.equal(counts.upgrade, 1);
+  assert.equal(counts.upgrade_reply, 1);
+  assert.equal(counts.progress, done.steps.length);
+  assert.equal(counts.progress_reply, done.steps.length);
+  assert.equal(counts.inform, 1);
+  assert.equal(counts.inform_reply, 1);
   assert.equal(done.upgradeReply, 200);
   assert.equal(await page.getByTestId("enos-step").textContent(), "100 %");
   assert.match(await page.getByTestId("device-version").textContent(), /version 2/);
   await page.close();
 });
 
-test("the same through websockify in front of mosquitto's TCP listener", async () => {
-  const page = await openDevice({ kind: "gadget", deviceKey: "g-bridge", version: "0", url: bridge.wsUrl });
+/** CONNECT strings as a portal backend signs them (A2), computed here independently. */
+function presign(productKey, deviceKey, secret) {
+  const timestamp = String(Date.now());
+  const content = `clientId${deviceKey}deviceKey${deviceKey}productKey${productKey}timestamp${timestamp}${secret}`;
+  return {
+    clientId: `${deviceKey}|securemode=2,signmethod=sha256,timestamp=${timestamp}|`,
+    username: `${deviceKey}&${productKey}`,
+    password: createHash("sha256").update(content).digest("hex").toUpperCase(),
+  };
+}
+
+test("the same through websockify in front of mosquitto's TCP listener, with a presigned token", async () => {
+  const token = presign(GADGET, "g-bridge", "g-bridge-secret");
+  const page = await openDevice({ kind: "gadget", deviceKey: "g-bridge", version: "0", url: bridge.wsUrl, token });
+  // The broker saw exactly the backend's strings: the page never held the secret.
+  assert.ok(broker.log().includes(`as ${token.clientId}`), "the presigned client id reached the broker");
+  assert.ok(broker.log().includes(`u'${token.username}'`), "the presigned user name reached the broker");
   const task = await sim.createTask({ productKey: GADGET, deviceKey: "g-bridge", version: "2", policy: "push" });
   await status(page, "the device runs version 2");
   await assertSucceeded(task, GADGET, "2");
+  await page.close();
+});
+
+test("an enos-connect:// file: the page logs in to the EnOS file service with the device secret and downloads it", async () => {
+  const page = await openDevice({ kind: "gadget", deviceKey: "g-files", version: "0", productKey: FILES, files: sim.httpUrl });
+  const task = await sim.createTask({ productKey: FILES, deviceKey: "g-files", version: "2", policy: "push" });
+  await status(page, "the device runs version 2");
+  const done = await assertSucceeded(task, FILES, "2");
+  assert.deepEqual(
+    done.downloads.map((d) => [d.deviceKey, d.status]),
+    [["g-files", 200]],
+    "downloaded once, through a login that names the device",
+  );
   await page.close();
 });
 

@@ -71,6 +71,7 @@ pub mod dfu;
 pub mod enos;
 pub mod gadget;
 pub mod mqtt;
+pub mod service;
 
 use alloc::vec::Vec;
 

@@ -229,6 +229,17 @@ impl VerifyPolicy {
         }
     }
 
+    /// Trusts signatures by any of `keys`, refusing unsigned images iff `require_signature`;
+    /// a signed image is refused when none of `keys` signed it.
+    #[must_use]
+    pub fn new(keys: Vec<PublicKey>, require_signature: bool) -> Self {
+        VerifyPolicy {
+            trusted_keys: keys,
+            require_signature,
+            danger_skip_signatures: false,
+        }
+    }
+
     /// For development only: accepts unsigned images and does not check signatures at all.
     /// Size and digests are still checked; [`Image::signed`] is always `false`.
     #[must_use]

@@ -49,6 +49,7 @@ use crate::image::manifest::FlowKind;
 use crate::image::verify::{Image, Verified};
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
+use crate::web::http::fetch;
 use crate::web::mqtt::{broker_error, dispatch, message_detail};
 use crate::web::running::Note;
 use crate::web::socket::{self, Owner, Socket, Waiter};
@@ -713,17 +714,6 @@ fn range_start(header: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn fetch(request: &Request) -> Promise {
-    let global = js_sys::global();
-    match Reflect::get(&global, &"fetch".into()).map(JsCast::unchecked_into::<Function>) {
-        Ok(f) => f
-            .call1(&global, request)
-            .map(JsCast::unchecked_into)
-            .unwrap_or_else(|e| Promise::reject(&e)),
-        Err(e) => Promise::reject(&e),
-    }
 }
 
 fn progress(weak: &Weak<RefCell<Agent>>, received: u64, total: u64) {

@@ -16,14 +16,17 @@
 mod ble;
 mod clock;
 mod enos;
+mod http;
 mod mqtt;
 mod running;
+mod service;
 mod socket;
 mod updater;
 mod ws;
 
 pub use enos::EnosAgent;
 pub use mqtt::MqttClient;
+pub use service::Watch;
 pub use updater::Updater;
 
 use alloc::string::{String, ToString};

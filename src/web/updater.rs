@@ -319,6 +319,11 @@ impl Updater {
         }
     }
 
+    /// Dispatches an event of `kind` with `detail` to the updater's listeners.
+    pub(crate) fn emit_event(&self, kind: &str, detail: Object) {
+        emit(&self.shared, kind, detail);
+    }
+
     /// Whether the device speaks SiFli DFU (else the Alexa gadget protocol).
     pub(crate) fn is_dfu(&self) -> bool {
         self.shared.borrow().kind == Kind::Dfu

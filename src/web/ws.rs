@@ -12,6 +12,8 @@
 
 use alloc::rc::Rc;
 
+use crate::flow::service::{check_transport, Refused};
+
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -25,31 +27,13 @@ pub const SUBPROTOCOLS: [&str; 2] = ["binary", "mqtt"];
 
 /// Refuses URLs a browser must not send MQTT credentials to (see the module docs).
 pub fn check_url(url: &str) -> Result<(), &'static str> {
-    let lower = url.to_ascii_lowercase();
-    let (secure, rest) = if let Some(rest) = lower.strip_prefix("wss://") {
-        (true, rest)
-    } else if let Some(rest) = lower.strip_prefix("ws://") {
-        (false, rest)
-    } else {
-        return Err("the broker URL must start with wss:// (or ws:// to this computer)");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.is_empty() {
-        return Err("the broker URL has no host");
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<core::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if secure || loopback {
-        Ok(())
-    } else {
-        Err("an unencrypted ws:// broker URL is only allowed to this computer; use wss://")
-    }
+    check_transport(url, "wss://", "ws://", false).map_err(|why| match why {
+        Refused::Scheme => "the broker URL must start with wss:// (or ws:// to this computer)",
+        Refused::NoHost => "the broker URL has no host",
+        Refused::Plain => {
+            "an unencrypted ws:// broker URL is only allowed to this computer; use wss://"
+        }
+    })
 }
 
 struct Inner {

@@ -1,0 +1,337 @@
+//! The update service on an [`Updater`]: `run(source)` (one call: check, fetch, verify,
+//! stage, apply) and `watch(options)` (daemon mode: the same on a timer while the page is
+//! open).
+//!
+//! Contract. Every decision is the core's ([`crate::flow::service`]): which URLs may be
+//! fetched, which signatures are needed, which entry to take, when to check again. This
+//! edge fetches the manifest and the image, verifies the image in wasm, and only then hands
+//! it to the updater, so nothing unverified is ever sent: a bad signature, digest or size
+//! ends the call before the device hears a byte. A DFU device's manifest entry names a DFU
+//! bundle (a `.tar` of the package).
+//!
+//! `options`: `policy` `{requireSignature (true), trustedKeys ([PEM]), allowDowngrade
+//! (false), dangerAllowHttp (false)}`, `autoApply` (`run`: true, `watch`: false — stage and
+//! wait for `apply()`), `currentVersion` (what the device runs, when it cannot say: DFU).
+//! `watch` adds `source` and `everyMinutes` (60). Watch events on the updater:
+//! `watch-check` `{source}`, `watch-result` (the `run` result), `watch-error` (an
+//! `OtawebError` with `retryInMs`), besides the updater's own events.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use core::cell::{Cell, RefCell};
+use core::time::Duration;
+
+use js_sys::{Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+use web_sys::Url;
+
+use crate::error::{Error, Misuse};
+use crate::flow::dfu::DfuPackage;
+use crate::flow::service::{pick, Pick, Schedule, UpdatePolicy};
+use crate::image::manifest::{FlowKind, Manifest};
+use crate::image::signature::PublicKey;
+use crate::image::verify::verify_image;
+use crate::time::Span;
+use crate::web::clock::{now, sleep};
+use crate::web::http::get;
+use crate::web::updater::Updater;
+use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
+
+/// The largest manifest read.
+const MAX_MANIFEST: usize = 1024 * 1024;
+/// The largest image read (EnOS's limit, and far above any BLE device's flash).
+const MAX_IMAGE: usize = 100 * 1024 * 1024;
+
+/// What `run` and `watch` were told.
+#[derive(Clone)]
+struct Options {
+    policy: UpdatePolicy,
+    auto_apply: bool,
+    current: Option<String>,
+}
+
+/// A running `watch`: stop it with `stop()`.
+#[wasm_bindgen]
+pub struct Watch {
+    stopped: Rc<Cell<bool>>,
+}
+
+#[wasm_bindgen]
+impl Watch {
+    /// Stops the watch: no check starts after this (one already running finishes).
+    pub fn stop(&self) {
+        self.stopped.set(true);
+    }
+
+    /// Whether `stop()` was called.
+    #[wasm_bindgen(getter)]
+    pub fn stopped(&self) -> bool {
+        self.stopped.get()
+    }
+}
+
+#[wasm_bindgen]
+impl Updater {
+    /// Checks `source` (a manifest URL), fetches and verifies the newest image for this
+    /// device and installs it (`autoApply`, default true) or stages it; resolves with the
+    /// updater's result (`{outcome: "done" | "staged" | "up-to-date", ...}`).
+    pub fn run(&self, source: String, options: JsValue) -> Promise {
+        let updater = self.handle();
+        future_to_promise(async move {
+            let options = parse_options(&options, true)?;
+            run_once(&updater, &source, &options, None).await
+        })
+    }
+
+    /// Daemon mode: `run` every `everyMinutes` (staging by default), backing off after
+    /// failures, until `stop()`. See the module docs for the options and events.
+    pub fn watch(&self, options: JsValue) -> Result<Watch, JsValue> {
+        let parsed = parse_options(&options, false)?;
+        let source = Reflect::get(&options, &"source".into())
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| invalid("source (the manifest URL) is required"))?;
+        let minutes = Reflect::get(&options, &"everyMinutes".into())
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(60.0);
+        if !(minutes.is_finite() && minutes > 0.0) {
+            return Err(invalid("everyMinutes must be a positive number"));
+        }
+        let every = Span((minutes * 60_000.0).max(1.0) as u64);
+        let stopped = Rc::new(Cell::new(false));
+        spawn_local(watch_loop(
+            self.handle(),
+            source,
+            parsed,
+            Schedule::every(every),
+            stopped.clone(),
+        ));
+        Ok(Watch { stopped })
+    }
+}
+
+fn invalid(what: &'static str) -> JsValue {
+    misuse_error("invalid-argument", Misuse::InvalidArgument(what))
+}
+
+fn flag(object: &JsValue, key: &str) -> Option<bool> {
+    Reflect::get(object, &key.into())
+        .ok()
+        .filter(|v| !v.is_undefined())
+        .map(|v| v.is_truthy())
+}
+
+fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue> {
+    let mut policy = UpdatePolicy::default();
+    let given = Reflect::get(options, &"policy".into()).unwrap_or(JsValue::UNDEFINED);
+    if given.is_object() {
+        if let Some(v) = flag(&given, "requireSignature") {
+            policy.require_signature = v;
+        }
+        if let Some(v) = flag(&given, "allowDowngrade") {
+            policy.allow_downgrade = v;
+        }
+        if let Some(v) = flag(&given, "dangerAllowHttp") {
+            policy.danger_allow_http = v;
+        }
+        let keys = Reflect::get(&given, &"trustedKeys".into()).unwrap_or(JsValue::UNDEFINED);
+        if let Some(keys) = keys.dyn_ref::<js_sys::Array>() {
+            for pem in keys.iter() {
+                let pem = pem
+                    .as_string()
+                    .ok_or_else(|| invalid("trustedKeys is a list of PEM public keys"))?;
+                let key = PublicKey::from_pem(&pem).map_err(|e| {
+                    throwable(
+                        "key-invalid",
+                        "misuse",
+                        &format!("a trusted key is not usable: {e}"),
+                        false,
+                    )
+                })?;
+                policy.trusted_keys.push(key);
+            }
+        }
+    }
+    // Checked now, so a watch with an impossible policy fails at the call, not hours later.
+    policy
+        .verify_policy()
+        .map_err(|m| misuse_error("policy-invalid", m))?;
+    Ok(Options {
+        policy,
+        auto_apply: flag(options, "autoApply").unwrap_or(auto_apply),
+        current: Reflect::get(options, &"currentVersion".into())
+            .ok()
+            .and_then(|v| v.as_string()),
+    })
+}
+
+/// `url` made absolute against `base` (or the page's own address) and allowed by `policy`.
+fn resolve(url: &str, base: Option<&str>, policy: &UpdatePolicy) -> Result<String, JsValue> {
+    let page = Reflect::get(&js_sys::global(), &"location".into())
+        .and_then(|l| Reflect::get(&l, &"href".into()))
+        .ok()
+        .and_then(|h| h.as_string());
+    let base = base.map(String::from).or(page);
+    let absolute = match &base {
+        Some(base) => Url::new_with_base(url, base),
+        None => Url::new(url),
+    }
+    .map_err(|_| invalid("the manifest or image URL does not parse"))?
+    .href();
+    policy
+        .check_url(&absolute)
+        .map_err(|m| misuse_error("insecure-url", m))?;
+    Ok(absolute)
+}
+
+/// One check: manifest, pick, image, verify, then the updater (staging unless
+/// `auto_apply`); `staged` is a version already staged by an earlier check, not sent again.
+async fn run_once(
+    updater: &Updater,
+    source: &str,
+    options: &Options,
+    staged: Option<&str>,
+) -> Result<JsValue, JsValue> {
+    let policy = &options.policy;
+    let verify = policy
+        .verify_policy()
+        .map_err(|m| misuse_error("policy-invalid", m))?;
+    let manifest_url = resolve(source, None, policy)?;
+    let text = get(&manifest_url, "manifest", MAX_MANIFEST).await?;
+    let text = String::from_utf8(text).map_err(|_| manifest_error("it is not UTF-8 text"))?;
+    let manifest = Manifest::parse(&text).map_err(|e| manifest_error(&e.to_string()))?;
+    let flow = if updater.is_dfu() {
+        FlowKind::Dfu
+    } else {
+        FlowKind::Gadget
+    };
+    let entry = match pick(&manifest, flow, options.current.as_deref(), policy) {
+        Pick::Install(entry) => entry,
+        Pick::UpToDate => return result("up-to-date", options.current.as_deref()),
+        Pick::NothingForFlow => {
+            return Err(throwable(
+                "no-image-for-device",
+                "misuse",
+                &format!(
+                    "the manifest at {manifest_url} has no {} image for this device",
+                    flow.as_str()
+                ),
+                false,
+            ))
+        }
+    };
+    if staged == Some(entry.version.as_str()) {
+        return result("staged", Some(&entry.version));
+    }
+    let image_url = resolve(&entry.url, Some(&manifest_url), policy)?;
+    let bytes = get(&image_url, "image", MAX_IMAGE).await?;
+    let verified =
+        verify_image(&bytes, entry, &verify).map_err(|e| flow_error(&Error::Verification(e)))?;
+    let payload = match flow {
+        FlowKind::Dfu => Payload::Dfu(
+            DfuPackage::from_bundle(&verified.get().bytes).map_err(|e| flow_error(&e))?,
+        ),
+        _ => Payload::Image(verified),
+    };
+    let update_options = Object::new();
+    set(&update_options, "stageOnly", &(!options.auto_apply).into())?;
+    let image = VerifiedImage::from_payload(payload);
+    let result = JsFuture::from(updater.update(&image, update_options.into())).await?;
+    // A staged result names no version; the watcher needs it to not stage it again.
+    if Reflect::get(&result, &"version".into()).is_ok_and(|v| v.is_undefined()) {
+        let _ = Reflect::set(&result, &"version".into(), &entry.version.as_str().into());
+    }
+    Ok(result)
+}
+
+fn manifest_error(why: &str) -> JsValue {
+    throwable(
+        "manifest-invalid",
+        "misuse",
+        &format!("the manifest is not usable: {why}"),
+        false,
+    )
+}
+
+fn result(outcome: &str, version: Option<&str>) -> Result<JsValue, JsValue> {
+    let out = Object::new();
+    set(&out, "outcome", &outcome.into())?;
+    if let Some(v) = version {
+        set(&out, "current", &v.into())?;
+        set(&out, "version", &v.into())?;
+    }
+    Ok(out.into())
+}
+
+fn text_of(result: &JsValue, key: &str) -> Option<String> {
+    let value = Reflect::get(result, &key.into()).ok()?;
+    value
+        .as_string()
+        .or_else(|| value.as_f64().map(|n| (n as u64).to_string()))
+}
+
+async fn watch_loop(
+    updater: Updater,
+    source: String,
+    options: Options,
+    mut schedule: Schedule,
+    stopped: Rc<Cell<bool>>,
+) {
+    let options = Rc::new(RefCell::new(options));
+    let staged: Rc<RefCell<Option<String>>> = Rc::default();
+    // An apply() by the page (or any install) tells the watch what the device now runs.
+    let on_done = {
+        let (options, staged) = (options.clone(), staged.clone());
+        Closure::<dyn FnMut(web_sys::CustomEvent)>::new(move |event: web_sys::CustomEvent| {
+            if let Some(v) = text_of(&event.detail(), "version") {
+                options.borrow_mut().current = Some(v);
+                *staged.borrow_mut() = None;
+            }
+        })
+    };
+    let _ = updater.add_event_listener("done", on_done.as_ref().unchecked_ref());
+    while !stopped.get() {
+        let detail = Object::new();
+        let _ = set(&detail, "source", &source.as_str().into());
+        updater.emit_event("watch-check", detail);
+        let snapshot = options.borrow().clone();
+        let already = staged.borrow().clone();
+        let next = match run_once(&updater, &source, &snapshot, already.as_deref()).await {
+            Ok(result) => {
+                let outcome = text_of(&result, "outcome").unwrap_or_default();
+                // What the device runs now, so the next check needs no download to know.
+                let version = match outcome.as_str() {
+                    "done" => text_of(&result, "version"),
+                    "up-to-date" => text_of(&result, "current"),
+                    _ => None,
+                };
+                if let Some(v) = version {
+                    options.borrow_mut().current = Some(v);
+                    *staged.borrow_mut() = None;
+                }
+                if outcome == "staged" {
+                    *staged.borrow_mut() = text_of(&result, "version");
+                }
+                updater.emit_event("watch-result", result.unchecked_into());
+                schedule.succeeded(now())
+            }
+            Err(error) => {
+                let next = schedule.failed(now());
+                let _ = Reflect::set(
+                    &error,
+                    &"retryInMs".into(),
+                    &(next.0.saturating_sub(now().0) as f64).into(),
+                );
+                updater.emit_event("watch-error", error.unchecked_into());
+                next
+            }
+        };
+        let wait = next.0.saturating_sub(now().0);
+        sleep(Duration::from_millis(wait)).await;
+    }
+    let _ = updater.remove_event_listener("done", on_done.as_ref().unchecked_ref());
+}

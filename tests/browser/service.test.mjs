@@ -1,0 +1,138 @@
+// The update service on an Updater, in headless Chromium against the demo gadget (the
+// companion firmware in wasm behind the Web Bluetooth stand-in): daemon mode over a
+// manifest served on 127.0.0.1, staging and applying when told, and the secure-OTA policy
+// refusing bad images before the device hears a byte.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fixtures, launchBrowser, startServer } from "./helpers.mjs";
+
+const TIMEOUT = 60_000;
+const PEM = readFileSync(join(fixtures, "keys", "test-signing-key.pub.pem"), "utf8");
+
+let server;
+let browser;
+let page;
+const problems = [];
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+  page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  await page.goto(server.url);
+  await page.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Connects a fresh demo gadget as `window.svc.updater`, logging its events. */
+async function connectGadget() {
+  await page.evaluate(async () => {
+    const { Updater } = await import("/pkg/otaweb.js");
+    const demo = await import("/pkg/demo/otaweb_demo_device.js");
+    await demo.default();
+    const { createDemoBluetooth } = await import("/demo-bluetooth.js");
+    const bluetooth = createDemoBluetooth(() => new demo.DemoGadget(undefined, undefined, "service test gadget"));
+    const updater = await Updater.connectGadget({ bluetooth });
+    const events = [];
+    for (const type of ["stage", "progress", "staged", "done", "up-to-date", "watch-check", "watch-result", "watch-error"]) {
+      updater.addEventListener(type, (e) => events.push({ type, detail: e.detail }));
+    }
+    window.svc = { updater, events };
+  });
+}
+
+const events = () => page.evaluate(() => window.svc.events.map((e) => ({ type: e.type, detail: { ...e.detail, message: e.detail?.message, code: e.detail?.code } })));
+
+/** Waits until an event of `type` matches `pred`. */
+async function waitEvent(type, pred = () => true) {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const found = (await events()).find((e) => e.type === type && pred(e.detail));
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`no ${type} event; saw ${JSON.stringify(await events())}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test("daemon mode finds v2 in the manifest, stages it in the background, applies it when told, then stays up to date", async () => {
+  await connectGadget();
+  await page.evaluate((pem) => {
+    window.svc.watch = window.svc.updater.watch({
+      source: "/fixtures/manifest.json",
+      everyMinutes: 0.01,
+      policy: { trustedKeys: [pem] },
+    });
+  }, PEM);
+  const staged = await waitEvent("watch-result", (d) => d.outcome === "staged");
+  assert.equal(staged.detail.version, "2");
+  // Later checks find the same version staged and send nothing again.
+  const checksBefore = (await events()).filter((e) => e.type === "watch-check").length;
+  const progressBefore = (await events()).filter((e) => e.type === "progress").length;
+  await page.waitForFunction((n) => window.svc.events.filter((e) => e.type === "watch-check").length >= n + 2, checksBefore);
+  assert.equal((await events()).filter((e) => e.type === "progress").length, progressBefore, "nothing re-sent while staged");
+  const applied = await page.evaluate(() => window.svc.updater.apply());
+  assert.equal(applied.outcome, "done");
+  assert.equal(applied.version, 2);
+  // The watch learned the new version from the apply: the next check is up to date.
+  const mark = (await events()).length;
+  await page.waitForFunction(
+    (m) => window.svc.events.slice(m).some((e) => e.type === "watch-result" && e.detail.outcome === "up-to-date"),
+    mark,
+  );
+  assert.equal((await events()).slice(mark).filter((e) => e.type === "stage").length, 0, "an up-to-date check opens no transfer");
+  await page.evaluate(() => window.svc.watch.stop());
+  const checks = (await events()).filter((e) => e.type === "watch-check").length;
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await events()).filter((e) => e.type === "watch-check").length, checks, "no check after stop()");
+});
+
+test("run(): a wrongly signed image is refused before a byte is sent, with a clear message", async () => {
+  await connectGadget();
+  const error = await page.evaluate(
+    (pem) => window.svc.updater.run("/fixtures/manifest-bad-signature.json", { policy: { trustedKeys: [pem] } }).catch((e) => ({ code: e.code, message: e.message })),
+    PEM,
+  );
+  assert.equal(error.code, "signature-invalid");
+  assert.match(error.message, /signature/i);
+  assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), [], "the device heard nothing");
+});
+
+test("run(): an unsigned image is refused under the default policy; no trusted key is a policy error", async () => {
+  await connectGadget();
+  const unsigned = await page.evaluate(
+    (pem) => window.svc.updater.run("/fixtures/manifest-unsigned.json", { policy: { trustedKeys: [pem] } }).catch((e) => e.code),
+    PEM,
+  );
+  assert.equal(unsigned, "signature-missing");
+  const noKey = await page.evaluate(() => window.svc.updater.run("/fixtures/manifest.json", {}).catch((e) => e.message));
+  assert.match(noKey, /no trusted key/);
+  const insecure = await page.evaluate(
+    (pem) => window.svc.updater.run("http://updates.example.com/manifest.json", { policy: { trustedKeys: [pem] } }).catch((e) => e.code),
+    PEM,
+  );
+  assert.equal(insecure, "insecure-url");
+  assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), []);
+});
+
+test("run(): one call checks, fetches, verifies and installs", async () => {
+  await connectGadget();
+  const result = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] } }), PEM);
+  assert.equal(result.outcome, "done");
+  assert.equal(result.version, 2);
+  const again = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] }, currentVersion: "2" }), PEM);
+  assert.equal(again.outcome, "up-to-date");
+});
+
+test("no console errors or page errors", () => {
+  assert.deepEqual(problems, []);
+});

@@ -20,6 +20,7 @@ const ui = {
   files: $("enos-files"),
   auto: $("enos-auto"),
   choose: $("enos-choose"),
+  every: $("enos-every"),
   connect: $("enos-connect"),
   check: $("enos-check"),
   accept: $("enos-accept"),
@@ -55,7 +56,7 @@ const HINTS = {
   "size-mismatch": "The downloaded file has another size than the cloud announced; nothing was installed.",
 };
 
-const state = { updater: null, dfu: false, agent: null, offered: [] };
+const state = { updater: null, dfu: false, agent: null, watch: null, offered: [] };
 
 const { set: setStatus, setHint, error: describeError } = statusLine(ui.status, ui.hint, HINTS);
 
@@ -79,7 +80,7 @@ function render() {
   ui.secretField.hidden = token;
   ui.tokenField.hidden = !token;
   ui.task.textContent = connected ? state.agent.state : "—";
-  for (const field of [ui.url, ui.pk, ui.dk, ui.secret, ui.token, ui.version, ui.files, ui.auto, ui.choose]) {
+  for (const field of [ui.url, ui.pk, ui.dk, ui.secret, ui.token, ui.version, ui.files, ui.auto, ui.choose, ui.every]) {
     field.disabled = connected;
   }
 }
@@ -167,6 +168,8 @@ function listen(agent) {
 
 async function connect() {
   if (state.agent) {
+    state.watch?.stop();
+    state.watch = null;
     state.agent.close();
     state.agent = null;
     ui.link.textContent = "not connected";
@@ -183,7 +186,13 @@ async function connect() {
     state.agent = await EnosAgent.connect(ui.url.value.trim(), state.updater, options());
     listen(state.agent);
     ui.link.textContent = `connected, reported version ${state.agent.version}`;
-    setStatus("Connected. EnOS can push an upgrade now, or ask it for one.");
+    const every = Number(ui.every.value);
+    if (every > 0) state.watch = state.agent.watch(every);
+    setStatus(
+      every > 0
+        ? `Connected. Asking EnOS for updates every ${every} minutes; it can also push one.`
+        : "Connected. EnOS can push an upgrade now, or ask it for one.",
+    );
   } catch (e) {
     state.agent = null;
     describeError(e);

@@ -52,6 +52,7 @@ use crate::web::clock::{now, sleep};
 use crate::web::http::fetch;
 use crate::web::mqtt::{broker_error, dispatch, message_detail};
 use crate::web::running::Note;
+use crate::web::service::Watch;
 use crate::web::socket::{self, Owner, Socket, Waiter};
 use crate::web::updater::Updater;
 use crate::web::ws::check_url;
@@ -140,6 +141,36 @@ impl EnosAgent {
     #[wasm_bindgen(js_name = checkForUpdate)]
     pub fn check_for_update(&self) -> Result<(), JsValue> {
         self.call(|flow| flow.check_for_update(now()))
+    }
+
+    /// Daemon mode with EnOS as the source: `checkForUpdate()` every `everyMinutes` while
+    /// no task runs (a busy or disconnected agent skips that turn), until the returned
+    /// watch is stopped. What a reply starts follows the `pick` option: the highest
+    /// version installs at once, or `versions-offered` waits for the person.
+    pub fn watch(
+        &self,
+        #[wasm_bindgen(js_name = everyMinutes)] every_minutes: f64,
+    ) -> Result<Watch, JsValue> {
+        if !(every_minutes.is_finite() && every_minutes > 0.0) {
+            return Err(invalid("everyMinutes must be a positive number"));
+        }
+        let every = Duration::from_millis((every_minutes * 60_000.0).max(1.0) as u64);
+        let watch = Watch::new();
+        let stopped = watch.flag();
+        let weak = Rc::downgrade(&self.shared);
+        spawn_local(async move {
+            while !stopped.get() {
+                let Some(shared) = weak.upgrade() else { break };
+                let idle = shared.borrow().flow.state() == "idle";
+                if idle && shared.borrow().flow.session().is_connected() {
+                    let _ = shared.borrow_mut().flow.check_for_update(now());
+                    socket::settle(&shared);
+                }
+                drop(shared);
+                sleep(every).await;
+            }
+        });
+        Ok(watch)
     }
 
     /// Starts the offered push.

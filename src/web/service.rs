@@ -59,6 +59,20 @@ pub struct Watch {
     stopped: Rc<Cell<bool>>,
 }
 
+impl Watch {
+    /// A running watch.
+    pub(crate) fn new() -> Self {
+        Watch {
+            stopped: Rc::new(Cell::new(false)),
+        }
+    }
+
+    /// The flag its loop checks.
+    pub(crate) fn flag(&self) -> Rc<Cell<bool>> {
+        self.stopped.clone()
+    }
+}
+
 #[wasm_bindgen]
 impl Watch {
     /// Stops the watch: no check starts after this (one already running finishes).
@@ -102,15 +116,15 @@ impl Updater {
             return Err(invalid("everyMinutes must be a positive number"));
         }
         let every = Span((minutes * 60_000.0).max(1.0) as u64);
-        let stopped = Rc::new(Cell::new(false));
+        let watch = Watch::new();
         spawn_local(watch_loop(
             self.handle(),
             source,
             parsed,
             Schedule::every(every),
-            stopped.clone(),
+            watch.flag(),
         ));
-        Ok(Watch { stopped })
+        Ok(watch)
     }
 }
 

@@ -24,7 +24,7 @@ let bridge;
 let sim;
 const problems = [];
 
-const gadgetDevices = ["g-push", "g-bridge", "g-md5", "g-size", "g-cut", "g-restart", "g-ask"];
+const gadgetDevices = ["g-push", "g-bridge", "g-md5", "g-size", "g-cut", "g-restart", "g-ask", "g-watch"];
 const sifliDevices = ["d-push", "d-broken"];
 
 before(async () => {
@@ -76,7 +76,7 @@ after(async () => {
 });
 
 /** A fresh page with the demo device of `kind` connected and the EnOS panel connected. */
-async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto = true, choose = false, query = "", token, productKey, files }) {
+async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto = true, choose = false, query = "", token, productKey, files, every }) {
   const page = await browser.context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   // A cut download and a restarting broker make Chromium log the failed load or socket;
@@ -103,6 +103,7 @@ async function openDevice({ kind, deviceKey, version, url = broker.wsUrl, auto =
   await page.getByTestId("enos-version").fill(version);
   await page.locator("#enos-heading ~ details summary").click();
   if (files) await page.getByTestId("enos-files").fill(files);
+  if (every) await page.getByTestId("enos-every").fill(String(every));
   await page.getByTestId("enos-auto").setChecked(auto);
   await page.getByTestId("enos-choose").setChecked(choose);
   await page.getByTestId("enos-connect").click();
@@ -312,6 +313,16 @@ test("device-request policy: getversion lists several versions and the chosen on
   await status(page, "the device runs version 2");
   await assertSucceeded(t2, GADGET, "2");
   assert.notEqual((await sim.task(t3.id)).status, "succeeded");
+  await page.close();
+});
+
+test("daemon mode with EnOS as the source: a request-policy task is found by the periodic getversion and installs", async () => {
+  const page = await openDevice({ kind: "gadget", deviceKey: "g-watch", version: "0", every: 0.02 });
+  // Nothing is pushed: only the device's own periodic request can find this task.
+  const task = await sim.createTask({ productKey: GADGET, deviceKey: "g-watch", version: "2", policy: "request" });
+  await status(page, "the device runs version 2");
+  const done = await assertSucceeded(task, GADGET, "2");
+  assert.equal(done.pushes, 0, "found by getversion, not pushed");
   await page.close();
 });
 

@@ -884,3 +884,64 @@ fn a_power_cut_at_any_flash_operation_still_boots_a_valid_image() {
     assert_eq!(runs, clean_ops);
     assert!(ended_new > 0 && ended_old > 0);
 }
+
+#[test]
+fn a_staged_image_is_applied_later_by_a_new_orchestrator_after_a_restart_without_resending() {
+    let factory = image_bytes(20_000, 40);
+    let new = image_bytes(30_000, 41);
+    let device = Device4K::provisioned(SMALL, &factory);
+    let stage = GadgetOptions {
+        stage_only: true,
+        ..GadgetOptions::default()
+    };
+    let mut first = pair(device, &new, 3, stage, Faults::default());
+    // A staged flow waits for apply(): it does not finish.
+    assert!(!first.drive(Span::from_secs(600)));
+    assert_eq!(first.events.last(), Some(&GadgetEvent::Staged));
+    let mut device = first.peripheral;
+    // The page is closed and the device restarts: it keeps running its old firmware.
+    assert_eq!(device.power_on().version, 0);
+
+    device.tap.seen.clear();
+    let apply = GadgetOptions {
+        apply_staged: true,
+        ..GadgetOptions::default()
+    };
+    let mut second = pair(device, &new, 3, apply, Faults::default());
+    assert!(second.drive(Span::from_secs(600)));
+    assert_eq!(failure(&second.events), None);
+    assert_eq!(
+        second.events.last(),
+        Some(&GadgetEvent::Done { version: 3 })
+    );
+    let seen = &second.peripheral.tap.seen;
+    assert!(
+        !seen
+            .iter()
+            .any(|s| matches!(s, Seen::Segment { .. } | Seen::Ota(_))),
+        "no segment sent again: {seen:?}"
+    );
+    assert!(seen.contains(&Seen::Apply));
+    assert_runs(&mut second.peripheral, 3, &new);
+}
+
+#[test]
+fn apply_staged_on_a_device_holding_no_copy_is_refused_and_changes_nothing() {
+    let factory = image_bytes(20_000, 42);
+    let new = image_bytes(30_000, 43);
+    let mut device = Device4K::provisioned(SMALL, &factory);
+    let before = device.contents();
+    let apply = GadgetOptions {
+        apply_staged: true,
+        ..GadgetOptions::default()
+    };
+    let mut pair = pair(device, &new, 3, apply, Faults::default());
+    assert!(pair.drive(Span::from_secs(600)));
+    let Some(Error::PeerRefused(refusal)) = failure(&pair.events) else {
+        panic!("{:?}", pair.events)
+    };
+    assert_eq!(refusal.name, "NOT_STAGED");
+    device = pair.peripheral;
+    assert_eq!(device.contents(), before, "nothing written");
+    assert_runs(&mut device, 0, &factory);
+}

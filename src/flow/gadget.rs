@@ -218,6 +218,10 @@ pub struct GadgetOptions {
     /// Only read the device's version: finish with [`GadgetEvent::UpdateAvailable`] or
     /// [`GadgetEvent::UpToDate`] after Discover, sending no segment.
     pub check_only: bool,
+    /// Only switch to the copy of this image the device already holds, staged earlier (by
+    /// this page or another, before a restart or not): after Discover, ApplyFirmware with
+    /// no segment. A device without a complete copy that matches refuses (`NOT_STAGED`).
+    pub apply_staged: bool,
     /// Our own cap on the packet size, at least 8 (default 512, Web Bluetooth's limit).
     pub max_packet_size: u16,
     /// Attempts per request, and per segment once it is at `min_segment_size`, including
@@ -234,6 +238,7 @@ impl Default for GadgetOptions {
             min_segment_size: DEFAULT_MIN_SEGMENT_SIZE,
             stage_only: false,
             check_only: false,
+            apply_staged: false,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeouts: GadgetTimeouts::default(),
@@ -484,6 +489,11 @@ impl GadgetUpdate {
         if options.max_attempts == 0 {
             return Err(Misuse::InvalidArgument("max_attempts must be at least 1"));
         }
+        if options.apply_staged && (options.stage_only || options.check_only) {
+            return Err(Misuse::InvalidArgument(
+                "apply_staged switches to a staged image: it cannot also stage or only check",
+            ));
+        }
         let image_signature = STANDARD.encode(image.sha256);
         Ok(GadgetUpdate {
             window: options.segment_size,
@@ -493,7 +503,11 @@ impl GadgetUpdate {
             bytes: image.bytes,
             image_signature,
             state: State::ExpectConnection {
-                goal: Goal::Transfer,
+                goal: if options.apply_staged {
+                    Goal::Apply
+                } else {
+                    Goal::Transfer
+                },
             },
             stage: None,
             limits: None,
@@ -1117,6 +1131,19 @@ impl GadgetUpdate {
             }
             // NRF acknowledges after its callback, so the Response may come first.
             State::ExpectApplyAck | State::ExpectApplyResponse if ok => self.on_apply_success(now),
+            State::ExpectApplyAck | State::ExpectApplyResponse if self.options.apply_staged => {
+                self.fail(
+                    Refusal {
+                        vendor: Vendor::Gadget,
+                        code: i64::from(response.error_code),
+                        name: "NOT_STAGED",
+                        meaning: "the device holds no complete, matching copy of this image to \
+                                  switch to; stage it again (an update with stage only)",
+                        retryable: false,
+                    }
+                    .into(),
+                );
+            }
             _ => self.fail(response_refusal(response.error_code).into()),
         }
     }

@@ -144,9 +144,10 @@ impl Updater {
         self.shared.borrow().connected
     }
 
-    /// The current stage, or `undefined` before an update started.
+    /// The current step (the last `stage` event's name), or `undefined` before an update
+    /// started.
     #[wasm_bindgen(getter)]
-    pub fn stage(&self) -> Option<String> {
+    pub fn step(&self) -> Option<String> {
         let d = self.shared.borrow();
         d.flow.as_ref().and_then(Running::stage).map(String::from)
     }
@@ -157,7 +158,8 @@ impl Updater {
     ///
     /// Gadget: `options.checkOnly` only reads the device's version (outcome
     /// `"update-available"` or `"up-to-date"`); `options.stageOnly` stops before
-    /// ApplyFirmware (call `apply()` later);
+    /// ApplyFirmware (call `apply()` later); `options.applyStaged` only switches to the copy
+    /// the device already holds from an earlier stage (error `NOT_STAGED` if it has none);
     /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer. DFU:
     /// `options.restart` starts an interrupted update over instead of resuming it;
     /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
@@ -218,7 +220,20 @@ impl Updater {
         }
     }
 
-    /// Installs a staged image (after `update(image, {stageOnly: true})`); resolves with
+    /// Sends `image` to the device and keeps it staged there, to switch to later with
+    /// `apply()` (this page) or `update(image, {applyStaged: true})` (any page, also after a
+    /// restart: the device's image database remembers it). Same as `update(image,
+    /// {...options, stageOnly: true})`.
+    pub fn stage(&self, image: &VerifiedImage, options: JsValue) -> Promise {
+        let merged = Object::new();
+        if options.is_object() {
+            let _ = Object::assign(&merged, &options.unchecked_into());
+        }
+        let _ = set(&merged, "stageOnly", &JsValue::TRUE);
+        self.update(image, merged.into())
+    }
+
+    /// Installs a staged image (after `stage(image)` in this page); resolves with
     /// `{outcome: "done", version}` once the device runs it.
     pub fn apply(&self) -> Promise {
         let shared = self.shared.clone();
@@ -774,6 +789,9 @@ fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
     }
     if let Some(v) = get(options, "checkOnly").filter(|v| !v.is_undefined()) {
         out.check_only = v.is_truthy();
+    }
+    if let Some(v) = get(options, "applyStaged").filter(|v| !v.is_undefined()) {
+        out.apply_staged = v.is_truthy();
     }
     let number = |key: &str, what: &'static str| -> Result<Option<u32>, JsValue> {
         match get(options, key).filter(|v| !v.is_undefined()) {

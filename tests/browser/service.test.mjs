@@ -43,6 +43,7 @@ async function connectGadget() {
     const { createDemoBluetooth } = await import("/demo-bluetooth.js");
     const bluetooth = createDemoBluetooth(() => new demo.DemoGadget(undefined, undefined, "service test gadget"));
     const updater = await Updater.connectGadget({ bluetooth });
+    window.svcBluetooth = bluetooth;
     const events = [];
     for (const type of ["stage", "progress", "staged", "done", "up-to-date", "watch-check", "watch-result", "watch-error"]) {
       updater.addEventListener(type, (e) => events.push({ type, detail: e.detail }));
@@ -131,6 +132,32 @@ test("run(): one call checks, fetches, verifies and installs", async () => {
   assert.equal(result.version, 2);
   const again = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] }, currentVersion: "2" }), PEM);
   assert.equal(again.outcome, "up-to-date");
+});
+
+test("stage(image) now; a new updater (a reopened page) switches to the device's staged copy without sending it again", async () => {
+  await connectGadget();
+  const outcome = await page.evaluate(async (pem) => {
+    const { Updater, VerifiedImage } = await import("/pkg/otaweb.js");
+    const manifest = await (await fetch("/fixtures/manifest.json")).json();
+    const entry = manifest.images.find((e) => e.flow === "gadget" && e.version === "2");
+    const bytes = new Uint8Array(await (await fetch(`/fixtures/${entry.url}`)).arrayBuffer());
+    const image = () => VerifiedImage.verify(bytes, entry, pem, false);
+    const staged = await window.svc.updater.stage(image(), {});
+    window.svc.updater.close();
+    // Nothing of the first updater is left: only the device remembers the staged image.
+    const reopened = await Updater.connectGadget({ bluetooth: window.svcBluetooth });
+    let sent = 0;
+    reopened.addEventListener("progress", (e) => (sent = Math.max(sent, e.detail.confirmed)));
+    const steps = [];
+    reopened.addEventListener("stage", (e) => steps.push(e.detail.stage));
+    const applied = await reopened.update(image(), { applyStaged: true });
+    return { staged: staged.outcome, applied, steps, sent };
+  }, PEM);
+  assert.equal(outcome.staged, "staged");
+  assert.equal(outcome.applied.outcome, "done");
+  assert.equal(outcome.applied.version, 2);
+  assert.ok(!outcome.steps.includes("transfer"), `no transfer step: ${outcome.steps}`);
+  assert.equal(outcome.sent, 0, "no byte of the image sent again");
 });
 
 test("no console errors or page errors", () => {

@@ -1,7 +1,7 @@
 //! The Alexa Gadgets (AGT) OTA responder: the gadget side of the gadget flow, sans-IO.
 //!
-//! Contract. A [`Gadget`] owns the flash and its [`Slots`]; the host loop owns the BLE link
-//! and feeds it, as the core's flows are fed:
+//! Contract. A [`Gadget`] owns the flash and its image database ([`Slots`]); the host loop
+//! owns the BLE link and feeds it, as the core's flows are fed:
 //!
 //! - [`Gadget::handle_connected`] when the central enables notifications: queues the PV
 //!   packet. [`Gadget::handle_disconnected`] when the link drops.
@@ -34,23 +34,42 @@
 //!
 //! Segments. UpdateComponentSegment is taken if its bounds pass
 //! [`UpdateComponentSegment::validate`], its name is not empty, its size is 1–65536 bytes, it
-//! ends within the staging slot, its signature parses, and either its offset is 0 (a fresh
-//! staging of that component, discarding any other) or it names the component being staged
-//! at an offset no greater than the bytes held. Taking it rewinds the bytes held to its
-//! offset. The segment is buffered in RAM until complete, hashed, then written to the
-//! staging slot (the inactive one) with [`Slots::write_image`], which keeps the bytes before
-//! the offset. A mismatch leaves the bytes held at the segment's offset; a flash error
-//! leaves them at the start of the sector holding the offset, as that sector may be erased.
-//! Staging progress lives in RAM only (see [`crate::slots`]): it survives a dropped link, not
-//! a restart, and the orchestrator restarts from offset 0 when its resume is NACKed.
+//! ends within a slot, its signature parses, and either its offset is 0 (a fresh staging of
+//! that component, discarding any other) and the database has a slot for a download
+//! ([`State::download_slot`]), or it names the component being staged at an offset no
+//! greater than the bytes held. Taking it rewinds the bytes held to its offset. The segment
+//! is buffered in RAM until complete, hashed, then written to the download's slot with
+//! [`Slots::download`] (the first segment of a fresh staging begins the download with
+//! [`Slots::begin_download`], named after the component), which keeps the bytes before the
+//! offset. A mismatch leaves the bytes held at the segment's offset; a flash error leaves
+//! them at the start of the sector holding the offset, as that sector may be erased.
 //!
-//! Apply. ApplyFirmware needs `firmware_information` with one component. It succeeds if the
-//! bytes held equal the component's size, their SHA-256 read back from flash equals the
-//! component's signature and `firmware_information.version` is greater than the active
-//! version; the gadget then records the image as pending ([`Slots::mark_pending`]) and asks
-//! for a restart whatever `restart_required` says, since only the boot decision activates an
-//! image. Names are not compared: the digest decides. After a successful apply, further
-//! segments are refused so the pending image stays as verified.
+//! Staging lives in the database: every completed segment records the bytes held, so a
+//! staged image survives a dropped link and a restart alike. [`Gadget::new`] reads the
+//! download in progress back ([`Gadget::staged`]), and the orchestrator's resume or a later
+//! ApplyFirmware (its "stage only, apply later") goes on from it.
+//!
+//! Apply. ApplyFirmware needs `firmware_information` with one component, and
+//! `firmware_information.version` must be greater than the running version. It succeeds if
+//! the database already holds that image verified (same version, size and SHA-256: a restart
+//! came between its verification and its apply), or if the bytes held equal the component's
+//! size and their SHA-256 read back from flash equals the component's signature; the staged
+//! image is then finished, verified and applied ([`Slots::finish_download`],
+//! [`Slots::verify`], [`Slots::apply`]). A mismatch changes nothing in the database, so the
+//! staging can still be completed or rewound. The gadget asks for a restart whatever
+//! `restart_required` says, since only the boot decision starts an image. Names are not
+//! compared: the digest decides. After a successful apply, further segments are refused so
+//! the pending image stays as verified.
+//!
+//! Health check. The restart boots the applied image as a trial ([`crate::slots`]); it
+//! becomes valid only when confirmed, else the next boot rolls back. With
+//! [`GadgetConfig::confirm_on_discover`] (the default) the gadget confirms it when it answers
+//! an Alexa Discover: that is what the orchestrator sends after the restart to check the
+//! version, and answering it shows that the image boots, its radio and AGT stack work and
+//! the flash takes writes, so it can be updated again, which is what a bad update must never
+//! take away. If the confirmation cannot be written, Discover goes unanswered and the
+//! orchestrator asks again. A host with a health check of its own turns the option off and
+//! calls [`Gadget::confirm`] or [`Gadget::health_failed`].
 
 use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
@@ -70,7 +89,10 @@ use otaweb::wire::agt_proto::{
     ErrorCode, Response, ResponsePayload, Transport, UpdateComponentSegment,
 };
 
-use crate::slots::{ImageInfo, Layout, LayoutError, SlotError, Slots};
+use crate::slots::{
+    DbConfig, ImageInfo, ImageMeta, ImageState, Layout, LayoutError, Name, Slot, SlotError, Slots,
+    State,
+};
 
 /// The default packet size P: ATT MTU 247 less the 3-byte ATT header.
 pub const DEFAULT_PACKET_SIZE: u16 = 244;
@@ -96,6 +118,12 @@ pub struct GadgetConfig {
     pub serial_number: String,
     /// Amazon device-type ID reported in DeviceInformation.
     pub device_type: String,
+    /// The image database: its slot count and trusted key. AGT carries no ECDSA signature,
+    /// so with a trusted key every staged image fails verification.
+    pub database: DbConfig,
+    /// Whether answering Discover confirms an image on trial (module docs); if not, the
+    /// host calls [`Gadget::confirm`] or [`Gadget::health_failed`].
+    pub confirm_on_discover: bool,
 }
 
 impl Default for GadgetConfig {
@@ -106,6 +134,8 @@ impl Default for GadgetConfig {
             name: "otaweb demo".to_string(),
             serial_number: "OTAWEB0001".to_string(),
             device_type: "OTAWEBDEMO".to_string(),
+            database: DbConfig::default(),
+            confirm_on_discover: true,
         }
     }
 }
@@ -119,7 +149,7 @@ pub enum SetupError<E> {
     TransactionSize,
     /// The slot layout does not fit the flash.
     Layout(LayoutError),
-    /// The state could not be read.
+    /// The database could not be read.
     Slots(SlotError<E>),
 }
 
@@ -140,18 +170,21 @@ impl<E: fmt::Display> fmt::Display for SetupError<E> {
 /// What the gadget asks of its host loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GadgetEvent {
-    /// An image was applied: send what is queued, then restart through the boot decision.
+    /// An image was applied, or failed its health check: send what is queued, then restart
+    /// through the boot decision.
     RestartRequested {
-        /// The OTA version that should run after the restart.
+        /// The OTA version that should run after the restart (on trial, if just applied).
         version: u32,
     },
 }
 
-/// The component being staged and how much of it is in the staging slot.
+/// The component being staged, how much of it the gadget takes as held, and its slot once
+/// the download has begun in the database.
 #[derive(Clone, Debug)]
 struct Staging {
-    name: String,
+    name: Name,
     held: u32,
+    slot: Option<Slot>,
 }
 
 /// An announced segment whose bytes are arriving on the OTA stream.
@@ -169,20 +202,23 @@ pub struct Gadget<F: NorFlash> {
     flash: F,
     slots: Slots,
     config: GadgetConfig,
-    active: ImageInfo,
+    /// The database as last read or written.
+    state: State,
     reassembler: Reassembler,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<GadgetEvent>,
     next_transaction: TransactionId,
     staging: Option<Staging>,
     segment: Option<Segment>,
-    applied: bool,
+    /// An image was applied or rejected: no segment is taken until the restart.
+    restarting: bool,
 }
 
 impl<F: NorFlash> Gadget<F> {
-    /// A gadget over `flash` laid out by `layout`, running the image its state names. Run
-    /// [`Slots::boot`] first, as a bootloader would; until then a pending image counts as
-    /// applied and no segment is taken.
+    /// A gadget over `flash` laid out by `layout` with the database `config.database`,
+    /// running the image the database names and holding the download it records. Run
+    /// [`Slots::boot`] first, as a bootloader would; until then a pending or retiring image
+    /// counts as applied and no segment is taken.
     pub fn new(
         mut flash: F,
         layout: Layout,
@@ -194,40 +230,74 @@ impl<F: NorFlash> Gadget<F> {
         if config.max_transaction_size == 0 {
             return Err(SetupError::TransactionSize);
         }
-        let slots = Slots::new(layout, &flash).map_err(SetupError::Layout)?;
+        let slots = Slots::with_config(layout, config.database.clone(), &flash)
+            .map_err(SetupError::Layout)?;
         let state = slots.state(&mut flash).map_err(SetupError::Slots)?;
+        let staging = state.download().map(|d| Staging {
+            name: d.name,
+            held: d.size,
+            slot: Some(d.slot),
+        });
+        // A pending image not yet booted is already applied, and a retiring one waits for
+        // the restart that leaves it: either way the host has not booted yet.
+        let restarting = state.pending.is_some() || state.retiring.is_some();
         Ok(Gadget {
             flash,
             slots,
             reassembler: Reassembler::new(config.max_transaction_size),
             config,
-            active: state.active,
+            state,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             next_transaction: TransactionId::ZERO,
-            staging: None,
+            staging,
             segment: None,
-            // A pending image not yet booted is already applied; staging would clobber it.
-            applied: state.pending.is_some(),
+            restarting,
         })
     }
 
-    /// The running image.
+    /// The running image: on trial after an update until it is confirmed.
     #[must_use]
     pub fn active(&self) -> ImageInfo {
-        self.active
+        self.state.running()
     }
 
-    /// The component being staged and the bytes of it held in the staging slot.
+    /// The component being staged and the bytes of it held in its slot.
     #[must_use]
     pub fn staged(&self) -> Option<(&str, u32)> {
         self.staging.as_ref().map(|s| (s.name.as_str(), s.held))
     }
 
-    /// Whether an image was applied and the gadget waits to be restarted.
+    /// The image database as last read or written: every slot's entry and the pointers.
+    #[must_use]
+    pub fn database(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether an image was applied (or failed its health check) and the gadget waits to be
+    /// restarted.
     #[must_use]
     pub fn restart_requested(&self) -> bool {
-        self.applied
+        self.restarting
+    }
+
+    /// The host's health check passed: the image on trial becomes the valid one.
+    pub fn confirm(&mut self) -> Result<(), SlotError<F::Error>> {
+        self.state = self.slots.confirm(&mut self.flash)?;
+        Ok(())
+    }
+
+    /// The host's health check failed: the image on trial is marked invalid and the gadget
+    /// asks for the restart that boots the valid image again.
+    pub fn health_failed(&mut self) -> Result<(), SlotError<F::Error>> {
+        self.state = self.slots.health_failed(&mut self.flash)?;
+        // The failed image still runs from its slot, which no segment may now overwrite.
+        self.segment = None;
+        self.restarting = true;
+        self.events.push_back(GadgetEvent::RestartRequested {
+            version: self.state.active.version,
+        });
+        Ok(())
     }
 
     /// The flash, for inspection.
@@ -356,11 +426,17 @@ impl<F: NorFlash> Gadget<F> {
         // A new announcement supersedes a segment still arriving, accepted or not.
         self.segment = None;
         match self.accept_segment(seg) {
-            Some(segment) => {
-                self.staging = Some(Staging {
-                    name: seg.component_name.clone(),
-                    held: segment.offset,
-                });
+            Some((segment, name)) => {
+                if segment.offset == 0 {
+                    // The download begins in the database when this segment is complete.
+                    self.staging = Some(Staging {
+                        name,
+                        held: 0,
+                        slot: None,
+                    });
+                } else {
+                    self.set_held(segment.offset);
+                }
                 self.segment = Some(segment);
                 self.ack(t);
             }
@@ -368,11 +444,13 @@ impl<F: NorFlash> Gadget<F> {
         }
     }
 
-    /// The segment to open for `seg`, or `None` if the rules in the module docs refuse it.
-    fn accept_segment(&self, seg: &UpdateComponentSegment) -> Option<Segment> {
-        if self.applied || seg.validate().is_err() || seg.component_name.is_empty() {
+    /// The segment to open for `seg` and its component's name, or `None` if the rules in
+    /// the module docs refuse it.
+    fn accept_segment(&self, seg: &UpdateComponentSegment) -> Option<(Segment, Name)> {
+        if self.restarting || seg.validate().is_err() || seg.component_name.is_empty() {
             return None;
         }
+        let name = Name::new(&seg.component_name)?;
         let (offset, size) = (seg.component_offset, seg.segment_size);
         if size == 0 || size > MAX_SEGMENT_SIZE {
             return None;
@@ -381,18 +459,21 @@ impl<F: NorFlash> Gadget<F> {
             return None;
         }
         let sha256 = parse_segment_signature(&seg.segment_signature).ok()?;
-        if offset != 0 {
+        if offset == 0 {
+            self.state.download_slot()?;
+        } else {
             let staging = self.staging.as_ref()?;
-            if staging.name != seg.component_name || offset > staging.held {
+            if staging.name != name || offset > staging.held {
                 return None;
             }
         }
-        Some(Segment {
+        let segment = Segment {
             offset,
             size,
             sha256,
             bytes: Vec::with_capacity(size as usize),
-        })
+        };
+        Some((segment, name))
     }
 
     fn on_ota(&mut self, t: &Completed) {
@@ -423,27 +504,48 @@ impl<F: NorFlash> Gadget<F> {
         let Some(segment) = self.segment.take() else {
             return;
         };
-        let slot = self.active.slot.other();
         let code = if sha256(&segment.bytes) != segment.sha256 {
             ErrorCode::Invalid
+        } else if self.store(&segment).is_ok() {
+            ErrorCode::Success
         } else {
-            match self
-                .slots
-                .write_image(&mut self.flash, slot, segment.offset, &segment.bytes)
-            {
-                Ok(()) => {
-                    self.set_held(segment.offset + segment.size);
-                    ErrorCode::Success
-                }
-                Err(_) => {
-                    // The sector holding the offset may have been erased with its head.
-                    let es = self.slots.layout().erase_size;
-                    self.set_held(segment.offset - segment.offset % es);
-                    ErrorCode::Internal
-                }
-            }
+            // The sector holding the offset may have been erased with its head.
+            let es = self.slots.layout().erase_size;
+            self.set_held(segment.offset - segment.offset % es);
+            self.refresh();
+            ErrorCode::Internal
         };
         self.reply(Command::UpdateComponentSegment.into(), code, None);
+    }
+
+    /// Writes a checked segment to the download, beginning it first for a fresh staging.
+    fn store(&mut self, segment: &Segment) -> Result<(), SlotError<F::Error>> {
+        let Some(staging) = self.staging.as_mut() else {
+            return Err(SlotError::WrongState);
+        };
+        let slot = match staging.slot {
+            Some(slot) => slot,
+            None => {
+                self.state = self
+                    .slots
+                    .begin_download(&mut self.flash, staging.name.as_str())?;
+                let slot = self.state.download().ok_or(SlotError::WrongState)?.slot;
+                staging.slot = Some(slot);
+                slot
+            }
+        };
+        self.state = self
+            .slots
+            .download(&mut self.flash, slot, segment.offset, &segment.bytes)?;
+        staging.held = segment.offset + segment.size;
+        Ok(())
+    }
+
+    /// Rereads the database after a failed write, which may or may not have landed.
+    fn refresh(&mut self) {
+        if let Ok(state) = self.slots.state(&mut self.flash) {
+            self.state = state;
+        }
     }
 
     fn set_held(&mut self, held: u32) {
@@ -468,7 +570,7 @@ impl<F: NorFlash> Gadget<F> {
         self.reply(Command::ApplyFirmware.into(), code, None);
     }
 
-    /// Judges the staged image against `apply` and records it as pending if it passes.
+    /// Judges the image `apply` names and marks it pending if it passes.
     fn check_and_mark(&mut self, apply: &ApplyFirmware) -> ErrorCode {
         let Some(info) = apply.firmware_information.as_ref() else {
             return ErrorCode::Invalid;
@@ -479,33 +581,60 @@ impl<F: NorFlash> Gadget<F> {
         let Ok(expected) = parse_segment_signature(&component.signature) else {
             return ErrorCode::Invalid;
         };
-        let held = self.staging.as_ref().map(|s| s.held);
-        if held != Some(component.size) || info.version <= self.active.version {
+        if info.version <= self.active().version {
             return ErrorCode::Invalid;
         }
-        let slot = self.active.slot.other();
-        match self
-            .slots
-            .image_digest(&mut self.flash, slot, component.size)
-        {
-            Ok(digest) if digest == expected => {}
-            Ok(_) => return ErrorCode::Invalid,
-            Err(_) => return ErrorCode::Internal,
-        }
-        let pending = ImageInfo {
-            slot,
+        let meta = ImageMeta {
             version: info.version,
             size: component.size,
             sha256: expected,
+            signature: None,
         };
-        if self.slots.mark_pending(&mut self.flash, pending).is_err() {
-            return ErrorCode::Internal;
+        match self.install(meta) {
+            Ok(true) => {}
+            // A trial not yet confirmed cannot be updated over: a refusal, not a fault.
+            Ok(false) | Err(SlotError::WrongState) => return ErrorCode::Invalid,
+            Err(_) => {
+                self.refresh();
+                return ErrorCode::Internal;
+            }
         }
-        self.applied = true;
+        self.restarting = true;
         self.events.push_back(GadgetEvent::RestartRequested {
             version: info.version,
         });
         ErrorCode::Success
+    }
+
+    /// Marks the image `meta` describes pending: one the database holds verified already,
+    /// else the staged one if its bytes match. `false` if neither is it.
+    fn install(&mut self, meta: ImageMeta) -> Result<bool, SlotError<F::Error>> {
+        let verified = self.state.images.iter().find(|i| {
+            i.state == ImageState::Verified
+                && (i.version, i.size, i.sha256) == (meta.version, meta.size, meta.sha256)
+        });
+        let slot = match verified {
+            Some(image) => image.slot,
+            None => {
+                let staged = self.staging.as_ref().filter(|s| s.held == meta.size);
+                let Some(slot) = staged.and_then(|s| s.slot) else {
+                    return Ok(false);
+                };
+                if self.slots.image_digest(&mut self.flash, slot, meta.size)? != meta.sha256 {
+                    return Ok(false);
+                }
+                self.slots.finish_download(&mut self.flash, slot, meta)?;
+                self.state = self.slots.verify(&mut self.flash, slot)?;
+                if self.state.images[usize::from(slot.index())].state != ImageState::Verified {
+                    // Refused for its signature: the staged bytes are no use any more.
+                    self.staging = None;
+                    return Ok(false);
+                }
+                slot
+            }
+        };
+        self.state = self.slots.apply(&mut self.flash, slot)?;
+        Ok(true)
     }
 
     fn on_alexa(&mut self, t: &Completed) {
@@ -513,7 +642,14 @@ impl<F: NorFlash> Gadget<F> {
             Ok(header) => {
                 self.ack(t);
                 if header.is_discover() {
-                    let version = self.active.version.to_string();
+                    let on_trial = self.state.trial.is_some();
+                    if self.config.confirm_on_discover && on_trial && self.confirm().is_err() {
+                        // Unconfirmed, the image must not look installed: no answer, so the
+                        // orchestrator asks again.
+                        self.refresh();
+                        return;
+                    }
+                    let version = self.active().version.to_string();
                     let event = DiscoverResponseEvent::new(
                         &self.config.serial_number,
                         &self.config.name,
@@ -622,21 +758,46 @@ mod tests {
         (0..len).map(|i| ((i * 7 + i / 251) as u8) ^ seed).collect()
     }
 
-    /// A provisioned, booted gadget running a 3000-byte factory image at version 0.
+    /// Room for the index and three slots.
+    const FLASH_SIZE: usize = (2 + 3 * 8) * 4096;
+
+    /// A provisioned, booted gadget running a 3000-byte factory image at version 0, with
+    /// the default database of two slots.
     fn gadget() -> Gadget<Flash> {
-        let mut flash = Flash::new(18 * 4096).unwrap();
-        let slots = Slots::new(LAYOUT, &flash).unwrap();
+        gadget_with(GadgetConfig::default())
+    }
+
+    /// [`gadget`] with `config`.
+    fn gadget_with(config: GadgetConfig) -> Gadget<Flash> {
+        let mut flash = Flash::new(FLASH_SIZE).unwrap();
+        let slots = Slots::with_config(LAYOUT, config.database.clone(), &flash).unwrap();
         slots.provision(&mut flash, &image(3000, 0x5A)).unwrap();
-        restart(flash)
+        restart_with(flash, config)
+    }
+
+    /// A configuration whose database has three slots: the factory one and two more.
+    fn three_slots() -> GadgetConfig {
+        GadgetConfig {
+            database: DbConfig {
+                slots: 3,
+                trusted_key: None,
+            },
+            ..GadgetConfig::default()
+        }
     }
 
     /// The host loop's restart: the boot decision, then a new gadget from the flash.
-    fn restart(mut flash: Flash) -> Gadget<Flash> {
-        Slots::new(LAYOUT, &flash)
+    fn restart(flash: Flash) -> Gadget<Flash> {
+        restart_with(flash, GadgetConfig::default())
+    }
+
+    /// [`restart`] of a gadget configured with `config`.
+    fn restart_with(mut flash: Flash, config: GadgetConfig) -> Gadget<Flash> {
+        Slots::with_config(LAYOUT, config.database.clone(), &flash)
             .unwrap()
             .boot(&mut flash)
             .unwrap();
-        Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap()
+        Gadget::new(flash, LAYOUT, config).unwrap()
     }
 
     /// A notification as the orchestrator sees it.
@@ -893,7 +1054,7 @@ mod tests {
 
     #[test]
     fn full_update_restart_and_new_version() {
-        let mut g = gadget();
+        let mut g = gadget_with(three_slots());
         let mut c = Central::new();
         g.handle_connected(NOW);
         c.drain(&mut g);
@@ -919,30 +1080,219 @@ mod tests {
         g.handle_disconnected(NOW);
         let flash = g.into_flash();
         // A gadget started without the boot decision still guards the pending image.
-        let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
+        let g = Gadget::new(flash, LAYOUT, three_slots()).unwrap();
         assert!(g.restart_requested());
+        let mut flash = g.into_flash();
+        let boot = Slots::with_config(LAYOUT, three_slots().database, &flash)
+            .unwrap()
+            .boot(&mut flash)
+            .unwrap();
+        assert_eq!(boot.outcome, BootOutcome::Updated { from: 0, to: 7 });
+        assert_eq!(boot.state.running().slot, Slot::B);
+        let mut g = Gadget::new(flash, LAYOUT, three_slots()).unwrap();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        // Answering Discover is the health check: the trial is now the valid image.
+        assert_eq!(g.database().trial.map(|t| t.version), Some(7));
+        assert_eq!(discover(&mut c, &mut g), "7");
+        assert_eq!(g.active().sha256, sha256(&img));
+        assert_eq!(g.database().trial, None);
+        assert_eq!(g.database().active.slot, Slot::B);
+        assert_eq!(g.database().previous.map(|p| p.slot), Some(Slot::A));
+
+        // The next update stages into slot 2, the free one; the factory slot is kept.
+        let next = image(9000, 0x44);
+        stage(&mut c, &mut g, &next);
+        let notes = apply(&mut c, &mut g, 8, &next);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        let mut g = restart_with(g.into_flash(), three_slots());
+        assert_eq!(g.active().slot, Slot::new(2).unwrap());
+        assert_eq!(discover(&mut Central::new(), &mut g), "8");
+        assert_eq!(g.database().active.version, 8);
+        assert_eq!(g.database().previous.map(|p| p.version), Some(7));
+    }
+
+    #[test]
+    fn a_full_database_refuses_a_new_staging_until_a_factory_reset() {
+        // Two slots: after one update the only download slot holds the valid image.
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x61);
+        stage(&mut c, &mut g, &img);
+        assert!(response(
+            &apply(&mut c, &mut g, 1, &img),
+            Command::ApplyFirmware,
+            ErrorCode::Success
+        ));
+        let mut g = restart(g.into_flash());
+        assert_eq!(discover(&mut c, &mut g), "1");
+        let notes = c.segment(&mut g, "app", 0, &img[..100], &img[..100]);
+        assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
+        assert_eq!(g.staged(), None);
+
+        let mut flash = g.into_flash();
+        let slots = Slots::new(LAYOUT, &flash).unwrap();
+        slots.factory_reset(&mut flash).unwrap();
+        let mut g = restart(flash);
+        assert_eq!(discover(&mut c, &mut g), "0");
+        stage(&mut c, &mut g, &img);
+    }
+
+    #[test]
+    fn a_staged_image_survives_a_restart_and_is_applied_later() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x52);
+        stage(&mut c, &mut g, &img);
+        // The page goes away; the device restarts before anyone applies.
+        let mut g = restart(g.into_flash());
+        assert_eq!(g.staged(), Some(("app", 10_000)));
+        assert_eq!(g.active().version, 0);
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        assert_eq!(discover(&mut c, &mut g), "0");
+        // A resume goes on from the bytes held, too.
+        let notes = c.segment(&mut g, "app", 6000, &img[6000..], &img[6000..]);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        let mut g = restart(g.into_flash());
+        let notes = apply(&mut c, &mut g, 4, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        let mut g = restart(g.into_flash());
+        assert_eq!(discover(&mut c, &mut g), "4");
+        assert_eq!(g.database().active.sha256, sha256(&img));
+    }
+
+    #[test]
+    fn an_image_verified_before_a_restart_is_applied_without_its_bytes() {
+        // A cut between the verification and the apply records leaves the image verified
+        // but not pending: the orchestrator's repeated ApplyFirmware finds it.
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x53);
+        stage(&mut c, &mut g, &img);
+        let slot = g.database().download().unwrap().slot;
+        let mut flash = g.into_flash();
+        let slots = Slots::new(LAYOUT, &flash).unwrap();
+        let meta = ImageMeta {
+            version: 5,
+            size: 10_000,
+            sha256: sha256(&img),
+            signature: None,
+        };
+        slots.finish_download(&mut flash, slot, meta).unwrap();
+        slots.verify(&mut flash, slot).unwrap();
+        let mut g = restart(flash);
+        assert_eq!(g.staged(), None);
+        // Another version of the same bytes is not that image.
+        let notes = apply(&mut c, &mut g, 6, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        let notes = apply(&mut c, &mut g, 5, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        let mut g = restart(g.into_flash());
+        assert_eq!(discover(&mut c, &mut g), "5");
+    }
+
+    #[test]
+    fn an_unconfirmed_trial_rolls_back_at_the_next_boot() {
+        let host_checks = GadgetConfig {
+            confirm_on_discover: false,
+            ..GadgetConfig::default()
+        };
+        let mut g = gadget_with(host_checks.clone());
+        let mut c = Central::new();
+        let img = image(10_000, 0x54);
+        stage(&mut c, &mut g, &img);
+        assert!(response(
+            &apply(&mut c, &mut g, 2, &img),
+            Command::ApplyFirmware,
+            ErrorCode::Success
+        ));
+        let mut g = restart_with(g.into_flash(), host_checks.clone());
+        // It runs and answers, but only the host's health check can confirm it.
+        assert_eq!(discover(&mut c, &mut g), "2");
+        assert!(g.database().trial.is_some());
+        // Nor can it be updated over while on trial.
+        let notes = apply(&mut c, &mut g, 3, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
         let mut flash = g.into_flash();
         let boot = Slots::new(LAYOUT, &flash)
             .unwrap()
             .boot(&mut flash)
             .unwrap();
-        assert_eq!(boot.outcome, BootOutcome::Updated { from: 0, to: 7 });
-        assert_eq!(boot.state.active.slot, Slot::B);
-        let mut g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
-        let mut c = Central::new();
-        g.handle_connected(NOW);
-        c.drain(&mut g);
-        assert_eq!(discover(&mut c, &mut g), "7");
-        assert_eq!(g.active().sha256, sha256(&img));
+        assert_eq!(boot.outcome, BootOutcome::RolledBack { from: 2, to: 0 });
+        let mut g = Gadget::new(flash, LAYOUT, host_checks.clone()).unwrap();
+        assert_eq!(discover(&mut c, &mut g), "0");
+        assert_eq!(g.database().images[1].state, ImageState::Invalid);
 
-        // The next update stages into slot A, the now inactive one.
-        let next = image(9000, 0x44);
-        stage(&mut c, &mut g, &next);
-        let notes = apply(&mut c, &mut g, 8, &next);
-        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        // Staged and applied again, and this time the host confirms.
+        stage(&mut c, &mut g, &img);
+        assert!(response(
+            &apply(&mut c, &mut g, 2, &img),
+            Command::ApplyFirmware,
+            ErrorCode::Success
+        ));
+        let mut g = restart_with(g.into_flash(), host_checks.clone());
+        g.confirm().unwrap();
+        let g = restart_with(g.into_flash(), host_checks);
+        assert_eq!(g.active().version, 2);
+        assert_eq!(g.database().active.state, ImageState::Active);
+    }
+
+    #[test]
+    fn a_failed_health_check_restarts_into_the_valid_image() {
+        let host_checks = GadgetConfig {
+            confirm_on_discover: false,
+            ..GadgetConfig::default()
+        };
+        let mut g = gadget_with(host_checks.clone());
+        let mut c = Central::new();
+        let img = image(10_000, 0x55);
+        stage(&mut c, &mut g, &img);
+        apply(&mut c, &mut g, 2, &img);
+        let mut g = restart_with(g.into_flash(), host_checks.clone());
+        g.health_failed().unwrap();
+        assert_eq!(
+            g.poll_event(),
+            Some(GadgetEvent::RestartRequested { version: 0 })
+        );
+        // The failed image still runs, so nothing may be staged over it.
+        assert!(g.restart_requested());
+        assert_eq!(g.active().version, 2);
+        let notes = c.segment(&mut g, "app", 0, &img[..100], &img[..100]);
+        assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
+        assert_eq!(g.confirm(), Err(SlotError::WrongState));
+        let mut g = restart_with(g.into_flash(), host_checks);
+        assert_eq!(discover(&mut c, &mut g), "0");
+        assert!(!g.restart_requested());
+    }
+
+    #[test]
+    fn discover_stays_unanswered_while_the_confirmation_cannot_be_written() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x56);
+        stage(&mut c, &mut g, &img);
+        apply(&mut c, &mut g, 2, &img);
         let mut g = restart(g.into_flash());
-        assert_eq!(g.active().slot, Slot::A);
-        assert_eq!(discover(&mut Central::new(), &mut g), "8");
+        g.flash_mut().sim_mut().cut_power_after_ops(0);
+        let notes = c.send(
+            &mut g,
+            StreamId::Alexa,
+            &DiscoverDirective::new("1").to_bytes(),
+            false,
+        );
+        assert_eq!(notes, []);
+        assert!(g.database().trial.is_some());
+        // Power back, the orchestrator's next Discover confirms and is answered.
+        g.flash_mut().sim_mut().restore_power();
+        assert_eq!(discover(&mut c, &mut g), "2");
+        assert_eq!(g.database().trial, None);
     }
 
     #[test]
@@ -1118,8 +1468,10 @@ mod tests {
         assert_eq!(g.active().version, 0);
         assert_eq!(g.active().slot, Slot::A);
         assert_eq!(discover(&mut c, &mut g), "0");
-        // Staging was in RAM: the restart forgot it.
-        assert_eq!(g.staged(), None);
+        // Staging is in the database: the restart kept it, and the refusals changed nothing.
+        assert_eq!(g.staged(), Some(("app", 10_000)));
+        let notes = apply(&mut c, &mut g, 1, &img);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
     }
 
     #[test]
@@ -1293,7 +1645,7 @@ mod tests {
 
     #[test]
     fn configuration_is_checked() {
-        let flash = Flash::new(18 * 4096).unwrap();
+        let flash = Flash::new(FLASH_SIZE).unwrap();
         let bad = GadgetConfig {
             packet_size: 513,
             ..GadgetConfig::default()
@@ -1314,6 +1666,17 @@ mod tests {
         assert_eq!(
             Gadget::new(small, LAYOUT, GadgetConfig::default()).err(),
             Some(SetupError::Layout(LayoutError::TooLarge))
+        );
+        let bad = GadgetConfig {
+            database: DbConfig {
+                slots: 6,
+                trusted_key: None,
+            },
+            ..GadgetConfig::default()
+        };
+        assert_eq!(
+            Gadget::new(flash.clone(), LAYOUT, bad).err(),
+            Some(SetupError::Layout(LayoutError::SlotCount))
         );
         let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
         assert_eq!(g.active().version, 0);

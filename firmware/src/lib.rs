@@ -6,8 +6,9 @@
 //!
 //! - [`flash`]: a simulated NOR flash with power-cut injection, and partitions of any flash.
 //! - [`record`]: the power-safe record log that [`slots`] and [`dfu`] keep their state in.
-//! - [`slots`]: two image slots, a power-safe state area and the boot decision.
-//! - [`gadget`]: the Alexa Gadgets OTA responder, sans-IO, staging into the inactive slot.
+//! - [`slots`]: the image database: 2 to 5 slots with the factory image in slot 0, a
+//!   power-safe index, and the boot decision with trial boots, rollback and factory reset.
+//! - [`gadget`]: the Alexa Gadgets OTA responder, sans-IO, staging into the image database.
 //! - [`dfu`]: the SiFli OTA-manager DFU device (user bin and OTA manager), sans-IO.
 #![no_std]
 #![forbid(unsafe_code)]

@@ -1,5 +1,5 @@
 //! A power-safe log of fixed-size records in two flash sectors: the latest committed record
-//! wins. Shared by [`crate::slots`] (the slot state) and [`crate::dfu`] (the DFU progress).
+//! wins. Shared by [`crate::slots`] (the image index) and [`crate::dfu`] (the DFU progress).
 //!
 //! Contract. A [`RecordLog`] appends records of one payload length to two sectors of a flash
 //! and reads back the payload of the valid committed record with the highest sequence. A cut

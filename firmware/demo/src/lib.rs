@@ -1,9 +1,10 @@
 //! The companion firmware compiled to wasm: the page's built-in demo device.
 //!
 //! Contract. [`DemoGadget`] is the real [`Gadget`] responder on a simulated 2 MiB NOR flash
-//! (4 KiB sectors, two 1 MiB slots), wrapped for JavaScript. It knows nothing of Web
-//! Bluetooth: `www/demo-bluetooth.js` puts the `navigator.bluetooth` surface in front of it
-//! and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
+//! (4 KiB sectors, an image database of four 512 KiB slots: the factory image and three
+//! for downloads, so updates follow one another without a factory reset), wrapped for
+//! JavaScript. It knows nothing of Web Bluetooth: `www/demo-bluetooth.js` puts the
+//! `navigator.bluetooth` surface in front of it and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
 //! [`DemoGadget::write`] for each value written to TX, and notifying what
 //! [`DemoGadget::take_notifications`] returns on RX. When [`DemoGadget::take_restart`] says
 //! so, the stand-in drops the link and calls [`DemoGadget::restart`], which runs the boot
@@ -24,13 +25,14 @@ use otaweb::time::Millis;
 use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
 use otaweb_firmware::flash::Fixed;
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
-use otaweb_firmware::slots::{Layout, Slots};
+use otaweb_firmware::slots::{DbConfig, Layout, Slots};
 use wasm_bindgen::prelude::*;
 
 const SECTOR: u32 = 4096;
-const SLOT_SIZE: u32 = 256 * SECTOR;
-/// Two state sectors and two slots.
-const FLASH_SIZE: usize = (2 * SECTOR + 2 * SLOT_SIZE) as usize;
+const SLOT_SIZE: u32 = 128 * SECTOR;
+const SLOTS: u8 = 4;
+/// Two index sectors and the slots.
+const FLASH_SIZE: usize = (2 * SECTOR + SLOTS as u32 * SLOT_SIZE) as usize;
 const FACTORY_SIZE: usize = 24 * 1024;
 
 type Flash = Fixed<4, 4096>;
@@ -61,30 +63,11 @@ impl DemoGadget {
         #[wasm_bindgen(js_name = maxTransactionSize)] max_transaction_size: Option<u16>,
         name: Option<String>,
     ) -> Result<DemoGadget, JsError> {
-        let mut config = GadgetConfig::default();
-        if let Some(p) = packet_size {
-            config.packet_size = p;
-        }
-        if let Some(t) = max_transaction_size {
-            config.max_transaction_size = t;
-        }
-        if let Some(n) = name {
-            config.name = n;
-        }
         let mut flash = Flash::new(FLASH_SIZE).map_err(|e| JsError::new(&e.to_string()))?;
-        let slots = Slots::new(LAYOUT, &flash).map_err(|e| JsError::new(&e.to_string()))?;
-        slots
+        slots(&flash)?
             .provision(&mut flash, &factory_image())
             .map_err(|e| JsError::new(&e.to_string()))?;
-        let mut demo = DemoGadget {
-            gadget: None,
-            config,
-            restart_pending: false,
-            restarts: 0,
-        };
-        demo.boot(flash)?;
-        demo.restarts = 0;
-        Ok(demo)
+        DemoGadget::power_on(flash, packet_size, max_transaction_size, name)
     }
 
     /// The name the device advertises.
@@ -173,14 +156,13 @@ impl DemoGadget {
             .as_mut()
             .ok_or_else(|| JsError::new("the demo gadget failed to boot"))?;
         let active = g.active();
-        let slots = Slots::new(LAYOUT, g.flash()).map_err(|e| JsError::new(&e.to_string()))?;
-        let digest = slots
+        let digest = slots(g.flash())?
             .image_digest(g.flash_mut(), active.slot, active.size)
             .map_err(|e| JsError::new(&e.to_string()))?;
         Ok(to_hex(&digest))
     }
 
-    /// Bytes of a component held in the staging slot.
+    /// Bytes of a component held in its slot, as the image database records them.
     #[wasm_bindgen(getter, js_name = stagedBytes)]
     pub fn staged_bytes(&self) -> u32 {
         self.gadget
@@ -197,9 +179,39 @@ impl DemoGadget {
 }
 
 impl DemoGadget {
+    /// Powers `flash` on: the boot decision, then the gadget (restart count 0).
+    fn power_on(
+        flash: Flash,
+        packet_size: Option<u16>,
+        max_transaction_size: Option<u16>,
+        name: Option<String>,
+    ) -> Result<DemoGadget, JsError> {
+        let mut config = GadgetConfig {
+            database: database(),
+            ..GadgetConfig::default()
+        };
+        if let Some(p) = packet_size {
+            config.packet_size = p;
+        }
+        if let Some(t) = max_transaction_size {
+            config.max_transaction_size = t;
+        }
+        if let Some(n) = name {
+            config.name = n;
+        }
+        let mut demo = DemoGadget {
+            gadget: None,
+            config,
+            restart_pending: false,
+            restarts: 0,
+        };
+        demo.boot(flash)?;
+        demo.restarts = 0;
+        Ok(demo)
+    }
+
     fn boot(&mut self, mut flash: Flash) -> Result<(), JsError> {
-        Slots::new(LAYOUT, &flash)
-            .map_err(|e| JsError::new(&e.to_string()))?
+        slots(&flash)?
             .boot(&mut flash)
             .map_err(|e| JsError::new(&e.to_string()))?;
         self.gadget = Some(
@@ -209,6 +221,19 @@ impl DemoGadget {
         self.restarts += 1;
         Ok(())
     }
+}
+
+/// The demo gadget's image database: [`SLOTS`] slots, no trusted key (AGT carries none).
+fn database() -> DbConfig {
+    DbConfig {
+        slots: SLOTS,
+        trusted_key: None,
+    }
+}
+
+/// The image database on `flash`.
+fn slots(flash: &Flash) -> Result<Slots, JsError> {
+    Slots::with_config(LAYOUT, database(), flash).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// The gadget keeps no timers, so its clock never matters (see `otaweb_firmware::gadget`).

@@ -11,7 +11,9 @@
 //! decision on the flash exactly as a power cycle would.
 //!
 //! The device starts from a factory image at OTA version 0, as Amazon's prerequisites
-//! require of a new gadget.
+//! require of a new gadget. Its flash can be saved ([`DemoGadget::flash_image`]) and powered
+//! on again later ([`DemoGadget::from_flash`]), as a page that keeps the device across
+//! reloads does: what was staged is still staged, and an apply can still switch to it.
 //!
 //! [`DemoDfuDevice`] is the same for the SiFli DFU device ([`DfuDevice`]): user bin and OTA
 //! manager on a 128 KiB flash with factory firmware, resource and font images, and the
@@ -23,7 +25,7 @@ use otaweb::image::digest::to_hex;
 use otaweb::image::sifli::{ImageId, PublicKey};
 use otaweb::time::Millis;
 use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
-use otaweb_firmware::flash::Fixed;
+use otaweb_firmware::flash::{Fixed, Geometry, SimFlash};
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
 use otaweb_firmware::slots::{DbConfig, Layout, Slots};
 use wasm_bindgen::prelude::*;
@@ -68,6 +70,35 @@ impl DemoGadget {
             .provision(&mut flash, &factory_image())
             .map_err(|e| JsError::new(&e.to_string()))?;
         DemoGadget::power_on(flash, packet_size, max_transaction_size, name)
+    }
+
+    /// A gadget powered on with the flash [`DemoGadget::flash_image`] saved, through the
+    /// boot decision; the other arguments as for the constructor.
+    #[wasm_bindgen(js_name = fromFlash)]
+    pub fn from_flash(
+        flash: &[u8],
+        #[wasm_bindgen(js_name = packetSize)] packet_size: Option<u16>,
+        #[wasm_bindgen(js_name = maxTransactionSize)] max_transaction_size: Option<u16>,
+        name: Option<String>,
+    ) -> Result<DemoGadget, JsError> {
+        let geometry = Geometry {
+            capacity: FLASH_SIZE,
+            erase_size: SECTOR as usize,
+            write_size: 4,
+        };
+        let sim =
+            SimFlash::from_image(geometry, flash).map_err(|e| JsError::new(&e.to_string()))?;
+        let flash = Flash::wrap(sim).map_err(|e| JsError::new(&e.to_string()))?;
+        DemoGadget::power_on(flash, packet_size, max_transaction_size, name)
+    }
+
+    /// The flash's bytes, to keep the device across page loads ([`DemoGadget::from_flash`]).
+    #[wasm_bindgen(js_name = flashImage)]
+    pub fn flash_image(&self) -> Vec<u8> {
+        self.gadget
+            .as_ref()
+            .map(|g| g.flash().sim().contents().to_vec())
+            .unwrap_or_default()
     }
 
     /// The name the device advertises.
@@ -417,4 +448,33 @@ impl DemoDfuDevice {
 
 fn alloc_debug(value: &impl core::fmt::Debug) -> String {
     format!("{value:?}")
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_flash_powers_on_with_what_was_staged() {
+        let mut demo = DemoGadget::new(None, None, None).unwrap();
+        let mut flash = demo.gadget.take().unwrap().into_flash();
+        let db = slots(&flash).unwrap();
+        let slot = db
+            .begin_download(&mut flash, "app")
+            .unwrap()
+            .download()
+            .unwrap()
+            .slot;
+        db.download(&mut flash, slot, 0, &[0x5A; 10_000]).unwrap();
+        demo.boot(flash).unwrap();
+
+        let saved = demo.flash_image();
+        assert_eq!(saved.len(), FLASH_SIZE);
+        let again = DemoGadget::from_flash(&saved, None, None, Some("again".into())).unwrap();
+        assert_eq!(again.staged_bytes(), 10_000);
+        assert_eq!(again.active_version(), 0);
+        assert_eq!(again.restarts(), 0);
+        assert_eq!(again.name(), "again");
+        assert_eq!(again.flash_image(), saved);
+    }
 }

@@ -237,7 +237,8 @@ impl<const W: usize, const E: usize> Device<W, E> {
                 Err(e) => panic!("boot failed: {e:?}"),
             }
         };
-        let active = boot.state.active;
+        // What boots: a new image runs as a trial until its health check confirms it.
+        let active = boot.state.running();
         let range = slots.slot_range(active.slot);
         let start = range.start as usize;
         let digest = sha256(&flash.sim().contents()[start..start + active.size as usize]);

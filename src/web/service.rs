@@ -11,7 +11,9 @@
 //!
 //! `options`: `policy` `{requireSignature (true), trustedKeys ([PEM]), allowDowngrade
 //! (false), dangerAllowHttp (false)}`, `autoApply` (`run`: true, `watch`: false — stage and
-//! wait for `apply()`), `currentVersion` (what the device runs, when it cannot say: DFU).
+//! wait for `apply()`), `currentVersion` (what the device runs, when it cannot say: DFU),
+//! `signal` (an `AbortSignal`: once aborted, the call ends `cancelled` before the device
+//! hears a byte; during the transfer, `updater.cancel()` stops it).
 //! `watch` adds `source` and `everyMinutes` (60). Watch events on the updater:
 //! `watch-check` `{source}`, `watch-result` (the `run` result), `watch-error` (an
 //! `OtawebError` with `retryInMs`), besides the updater's own events.
@@ -51,6 +53,8 @@ struct Options {
     policy: UpdatePolicy,
     auto_apply: bool,
     current: Option<String>,
+    /// Aborted: nothing goes to the device (checked after the download and verification).
+    signal: Option<web_sys::AbortSignal>,
 }
 
 /// A running `watch`: stop it with `stop()`.
@@ -180,6 +184,9 @@ fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue
         current: Reflect::get(options, &"currentVersion".into())
             .ok()
             .and_then(|v| v.as_string()),
+        signal: Reflect::get(options, &"signal".into())
+            .ok()
+            .and_then(|v| v.dyn_into::<web_sys::AbortSignal>().ok()),
     })
 }
 
@@ -253,6 +260,19 @@ async fn run_once(
     };
     let update_options = Object::new();
     set(&update_options, "stageOnly", &(!options.auto_apply).into())?;
+    if options
+        .signal
+        .as_ref()
+        .is_some_and(web_sys::AbortSignal::aborted)
+    {
+        return Err(misuse_error(
+            "cancelled",
+            Misuse::WrongState {
+                call: "install",
+                state: "cancelled before it started",
+            },
+        ));
+    }
     let image = VerifiedImage::from_payload(payload);
     let result = JsFuture::from(updater.update(&image, update_options.into())).await?;
     // A staged result names no version; the watcher needs it to not stage it again.

@@ -851,5 +851,14 @@ fn link_error(code: &str, what: &str, cause: &JsValue) -> JsValue {
     } else {
         alloc::format!("{what}: {detail}")
     };
-    throwable(code, "link-lost", &message, true)
+    let error = throwable(code, "link-lost", &message, true);
+    // The browser's own error name (NotFoundError for a cancelled chooser or no adapter,
+    // SecurityError, NotAllowedError, NetworkError) lets a page word its advice.
+    if let Some(name) = cause
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.name()))
+    {
+        let _ = Reflect::set(&error, &"browserError".into(), &name.into());
+    }
+    error
 }

@@ -125,6 +125,18 @@ test("run(): an unsigned image is refused under the default policy; no trusted k
   assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), []);
 });
 
+test("run(): an aborted signal ends the call as cancelled before the device hears a byte", async () => {
+  await connectGadget();
+  const code = await page.evaluate((pem) => {
+    const abort = new AbortController();
+    const call = window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] }, signal: abort.signal });
+    abort.abort();
+    return call.catch((e) => e.code);
+  }, PEM);
+  assert.equal(code, "cancelled");
+  assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), []);
+});
+
 test("run(): one call checks, fetches, verifies and installs", async () => {
   await connectGadget();
   const result = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] } }), PEM);

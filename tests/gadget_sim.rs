@@ -20,7 +20,7 @@ use otaweb::wire::agt_proto::{
 };
 use otaweb_firmware::flash::Fixed;
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
-use otaweb_firmware::slots::{BootOutcome, ImageInfo, Layout, Slot, Slots};
+use otaweb_firmware::slots::{BootOutcome, DbConfig, ImageInfo, Layout, Slot, Slots};
 use sim::{Faults, LinkParams, Observed, Pair, Peripheral, Update};
 
 const MIB: usize = 1 << 20;
@@ -195,12 +195,21 @@ struct Device<const W: usize, const E: usize> {
 }
 
 impl<const W: usize, const E: usize> Device<W, E> {
-    /// A device whose slot A holds `factory` at version 0, booted.
+    /// A device whose factory region holds `factory` at version 0, booted.
     fn provisioned(layout: Layout, factory: &[u8]) -> Self {
-        let capacity = (2 * layout.erase_size + 2 * layout.slot_size) as usize;
+        Self::provisioned_at(layout, factory, 0)
+    }
+
+    /// A device of the default configuration whose factory region holds `factory` at
+    /// `version`, booted. Its flash is the database's window and no more: two index sectors,
+    /// the factory region and the default two slots.
+    fn provisioned_at(layout: Layout, factory: &[u8], version: u32) -> Self {
+        let capacity = layout.window_len(DbConfig::default().slots) as usize;
         let mut flash = Fixed::<W, E>::new(capacity).unwrap();
         let slots = Slots::new(layout, &flash).unwrap();
-        slots.provision(&mut flash, factory).unwrap();
+        slots
+            .provision_factory(&mut flash, factory, version, None)
+            .unwrap();
         let mut device = Device {
             gadget: None,
             layout,
@@ -386,7 +395,7 @@ fn verified(bytes: &[u8], version: u32) -> Verified<Image> {
 /// A part with 4 KiB sectors and 4-byte words.
 type Device4K = Device<4, 4096>;
 
-/// Two slots of 1 MiB + 64 KiB: room for the 1 MiB images.
+/// The factory region and two slots of 1 MiB + 64 KiB: room for the 1 MiB images.
 const BIG: Layout = Layout {
     base: 0,
     erase_size: 4096,
@@ -516,12 +525,12 @@ fn one_mib_updates_end_to_end_on_a_desktop_link() {
     assert!(stats.write_bytes > MIB as u64, "{stats:?}");
     assert_eq!(pair.central.timeouts, 0);
 
-    // The restart's boot decision activated slot B; a later power-on changes nothing.
+    // The restart's boot decision activated slot A; a later power-on changes nothing.
     assert_eq!(
         pair.peripheral.boots,
         [BootOutcome::Updated { from: 0, to: 2 }]
     );
-    assert_eq!(pair.peripheral.gadget().active().slot, Slot::B);
+    assert_eq!(pair.peripheral.gadget().active().slot, Slot::A);
     assert_runs(&mut pair.peripheral, 2, &new);
 
     // Speed is the simulator's clock against what the link could carry, never wall time.
@@ -761,11 +770,11 @@ fn a_segment_tampered_on_every_attempt_fails_the_update_and_the_old_image_stays(
     assert_eq!(tap.count(invalid), 4 + attempts as usize);
     assert!(!tap.seen.contains(&Seen::Apply));
 
-    // Segment 0 sits in slot B, but nothing was applied: a power-on keeps slot A.
+    // Segment 0 sits in slot A, but nothing was applied: a power-on keeps the factory image.
     assert_eq!(pair.peripheral.gadget().staged(), Some(("app", target)));
     assert!(pair.peripheral.boots.is_empty());
     assert_runs(&mut pair.peripheral, 0, &factory);
-    assert_eq!(pair.peripheral.gadget().active().slot, Slot::A);
+    assert_eq!(pair.peripheral.gadget().active().slot, Slot::FACTORY);
 }
 
 #[test]
@@ -812,7 +821,7 @@ fn forged_segments_verify_but_the_whole_image_is_refused_at_apply() {
     let invalid = Reply::response(Command::ApplyFirmware, ErrorCode::Invalid);
     assert_eq!(tap.count(invalid), 1);
 
-    // The altered image is all in slot B, yet the gadget never asked to restart; a power-on
+    // The altered image is all in slot A, yet the gadget never asked to restart; a power-on
     // still runs the factory image.
     assert_eq!(
         pair.peripheral.gadget().staged(),
@@ -945,4 +954,60 @@ fn apply_staged_on_a_device_holding_no_copy_is_refused_and_changes_nothing() {
     device = pair.peripheral;
     assert_eq!(device.contents(), before, "nothing written");
     assert_runs(&mut device, 0, &factory);
+}
+
+#[test]
+fn a_default_device_takes_update_after_update_and_keeps_its_factory_image() {
+    // The default database: the factory region and two slots. Three updates in a row, v1 to
+    // v4, alternate between the slots, each replacing the image before the one it updates.
+    let factory = image_bytes(20_000, 50);
+    let mut device = Device4K::provisioned_at(SMALL, &factory, 1);
+    let mut from = 1;
+    for (version, slot) in [(2, Slot::A), (3, Slot::B), (4, Slot::A)] {
+        let new = image_bytes(30_000 + version as usize, u64::from(version) + 50);
+        let mut pair = pair(
+            device,
+            &new,
+            version,
+            GadgetOptions::default(),
+            Faults::default(),
+        );
+        assert!(pair.drive(Span::from_secs(600)), "v{version}");
+        assert_eq!(failure(&pair.events), None, "v{version}");
+        assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version }));
+        device = pair.peripheral;
+        // The restart ran the new image (as a trial, which Discover then confirmed).
+        assert_eq!(
+            device.boots.last(),
+            Some(&BootOutcome::Updated { from, to: version })
+        );
+        assert_eq!(device.ran.last(), Some(&(version, sha256(&new))));
+        assert_eq!(device.gadget().active().slot, slot);
+        assert_runs(&mut device, version, &new);
+        let state = device.gadget().database().clone();
+        assert_eq!(state.previous.map(|p| p.version), Some(from));
+        from = version;
+    }
+
+    // The factory image is still in its region, and a factory reset boots it.
+    let mut flash = device.gadget.take().unwrap().into_flash();
+    let slots = Slots::new(SMALL, &flash).unwrap();
+    let region = slots.slot_range(Slot::FACTORY).start as usize;
+    assert_eq!(
+        &flash.sim().contents()[region..region + factory.len()],
+        &factory[..]
+    );
+    slots.factory_reset(&mut flash).unwrap();
+    device.boot(flash);
+    assert_eq!(device.boots.last(), Some(&BootOutcome::FactoryReset));
+    assert_eq!(device.ran.last(), Some(&(1, sha256(&factory))));
+    assert_runs(&mut device, 1, &factory);
+    assert_eq!(device.gadget().active().slot, Slot::FACTORY);
+
+    // And from there the device updates again.
+    let new = image_bytes(25_000, 60);
+    let mut pair = pair(device, &new, 5, GadgetOptions::default(), Faults::default());
+    assert!(pair.drive(Span::from_secs(600)));
+    assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version: 5 }));
+    assert_runs(&mut pair.peripheral, 5, &new);
 }

@@ -744,7 +744,7 @@ mod tests {
 
     type Flash = Fixed<4, 4096>;
 
-    /// 4 KiB sectors; slots of 8 sectors (32 KiB).
+    /// 4 KiB sectors; the factory region and slots of 8 sectors (32 KiB).
     const LAYOUT: Layout = Layout {
         base: 0,
         erase_size: 4096,
@@ -758,11 +758,11 @@ mod tests {
         (0..len).map(|i| ((i * 7 + i / 251) as u8) ^ seed).collect()
     }
 
-    /// Room for the index and three slots.
+    /// Room for the index, the factory region and the default two slots.
     const FLASH_SIZE: usize = (2 + 3 * 8) * 4096;
 
     /// A provisioned, booted gadget running a 3000-byte factory image at version 0, with
-    /// the default database of two slots.
+    /// the default database of two slots besides the factory region.
     fn gadget() -> Gadget<Flash> {
         gadget_with(GadgetConfig::default())
     }
@@ -773,17 +773,6 @@ mod tests {
         let slots = Slots::with_config(LAYOUT, config.database.clone(), &flash).unwrap();
         slots.provision(&mut flash, &image(3000, 0x5A)).unwrap();
         restart_with(flash, config)
-    }
-
-    /// A configuration whose database has three slots: the factory one and two more.
-    fn three_slots() -> GadgetConfig {
-        GadgetConfig {
-            database: DbConfig {
-                slots: 3,
-                trusted_key: None,
-            },
-            ..GadgetConfig::default()
-        }
     }
 
     /// The host loop's restart: the boot decision, then a new gadget from the flash.
@@ -1054,7 +1043,7 @@ mod tests {
 
     #[test]
     fn full_update_restart_and_new_version() {
-        let mut g = gadget_with(three_slots());
+        let mut g = gadget();
         let mut c = Central::new();
         g.handle_connected(NOW);
         c.drain(&mut g);
@@ -1080,16 +1069,16 @@ mod tests {
         g.handle_disconnected(NOW);
         let flash = g.into_flash();
         // A gadget started without the boot decision still guards the pending image.
-        let g = Gadget::new(flash, LAYOUT, three_slots()).unwrap();
+        let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
         assert!(g.restart_requested());
         let mut flash = g.into_flash();
-        let boot = Slots::with_config(LAYOUT, three_slots().database, &flash)
+        let boot = Slots::new(LAYOUT, &flash)
             .unwrap()
             .boot(&mut flash)
             .unwrap();
         assert_eq!(boot.outcome, BootOutcome::Updated { from: 0, to: 7 });
-        assert_eq!(boot.state.running().slot, Slot::B);
-        let mut g = Gadget::new(flash, LAYOUT, three_slots()).unwrap();
+        assert_eq!(boot.state.running().slot, Slot::A);
+        let mut g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
         let mut c = Central::new();
         g.handle_connected(NOW);
         c.drain(&mut g);
@@ -1098,44 +1087,68 @@ mod tests {
         assert_eq!(discover(&mut c, &mut g), "7");
         assert_eq!(g.active().sha256, sha256(&img));
         assert_eq!(g.database().trial, None);
-        assert_eq!(g.database().active.slot, Slot::B);
-        assert_eq!(g.database().previous.map(|p| p.slot), Some(Slot::A));
+        assert_eq!(g.database().active.slot, Slot::A);
+        assert_eq!(g.database().previous.map(|p| p.slot), Some(Slot::FACTORY));
 
-        // The next update stages into slot 2, the free one; the factory slot is kept.
+        // The next update stages into slot B, the free one; the factory image is kept.
         let next = image(9000, 0x44);
         stage(&mut c, &mut g, &next);
         let notes = apply(&mut c, &mut g, 8, &next);
         assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
-        let mut g = restart_with(g.into_flash(), three_slots());
-        assert_eq!(g.active().slot, Slot::new(2).unwrap());
+        let mut g = restart(g.into_flash());
+        assert_eq!(g.active().slot, Slot::B);
         assert_eq!(discover(&mut Central::new(), &mut g), "8");
         assert_eq!(g.database().active.version, 8);
         assert_eq!(g.database().previous.map(|p| p.version), Some(7));
     }
 
     #[test]
-    fn a_full_database_refuses_a_new_staging_until_a_factory_reset() {
-        // Two slots: after one update the only download slot holds the valid image.
+    fn the_default_two_slots_take_update_after_update() {
         let mut g = gadget();
         let mut c = Central::new();
-        let img = image(10_000, 0x61);
+        let factory = g.database().images[0];
+        // Each update goes to the slot that does not run; from the third on, that one holds
+        // the previous image, which it replaces.
+        for (version, slot) in [(1, Slot::A), (2, Slot::B), (3, Slot::A), (4, Slot::B)] {
+            let img = image(10_000, version as u8);
+            stage(&mut c, &mut g, &img);
+            assert_eq!(g.database().download().map(|d| d.slot), Some(slot));
+            assert!(response(
+                &apply(&mut c, &mut g, version, &img),
+                Command::ApplyFirmware,
+                ErrorCode::Success
+            ));
+            g = restart(g.into_flash());
+            assert_eq!(discover(&mut c, &mut g), version.to_string());
+            assert_eq!((g.active().slot, g.active().sha256), (slot, sha256(&img)));
+            assert_eq!(g.database().images[0].sha256, factory.sha256);
+        }
+
+        // While an update is on trial (the host checks its health here), both slots run
+        // or are due: a new staging is refused until it is confirmed.
+        let host_checks = GadgetConfig {
+            confirm_on_discover: false,
+            ..GadgetConfig::default()
+        };
+        let img = image(10_000, 5);
         stage(&mut c, &mut g, &img);
-        assert!(response(
-            &apply(&mut c, &mut g, 1, &img),
-            Command::ApplyFirmware,
-            ErrorCode::Success
-        ));
-        let mut g = restart(g.into_flash());
-        assert_eq!(discover(&mut c, &mut g), "1");
+        apply(&mut c, &mut g, 5, &img);
+        let mut g = restart_with(g.into_flash(), host_checks.clone());
+        assert_eq!(discover(&mut c, &mut g), "5");
         let notes = c.segment(&mut g, "app", 0, &img[..100], &img[..100]);
         assert_eq!(ack_of(&notes).unwrap().result, ResultCode::Unsupported);
-        assert_eq!(g.staged(), None);
+        g.confirm().unwrap();
+        let notes = c.segment(&mut g, "app", 0, &img[..100], &img[..100]);
+        assert!(ack_of(&notes).unwrap().is_positive());
 
+        // The factory image is still there to reset to.
         let mut flash = g.into_flash();
         let slots = Slots::new(LAYOUT, &flash).unwrap();
         slots.factory_reset(&mut flash).unwrap();
         let mut g = restart(flash);
         assert_eq!(discover(&mut c, &mut g), "0");
+        assert_eq!(g.active().slot, Slot::FACTORY);
+        assert_eq!(g.active().sha256, sha256(&image(3000, 0x5A)));
         stage(&mut c, &mut g, &img);
     }
 
@@ -1466,7 +1479,7 @@ mod tests {
 
         let mut g = restart(g.into_flash());
         assert_eq!(g.active().version, 0);
-        assert_eq!(g.active().slot, Slot::A);
+        assert_eq!(g.active().slot, Slot::FACTORY);
         assert_eq!(discover(&mut c, &mut g), "0");
         // Staging is in the database: the restart kept it, and the refusals changed nothing.
         assert_eq!(g.staged(), Some(("app", 10_000)));

@@ -6,7 +6,7 @@
 //!
 //! - [`flash`]: a simulated NOR flash with power-cut injection, and partitions of any flash.
 //! - [`record`]: the power-safe record log that [`slots`] and [`dfu`] keep their state in.
-//! - [`slots`]: the image database: 2 to 5 slots with the factory image in slot 0, a
+//! - [`slots`]: the image database: a factory region and 2 to 5 download slots, a
 //!   power-safe index, and the boot decision with trial boots, rollback and factory reset.
 //! - [`gadget`]: the Alexa Gadgets OTA responder, sans-IO, staging into the image database.
 //! - [`dfu`]: the SiFli OTA-manager DFU device (user bin and OTA manager), sans-IO.

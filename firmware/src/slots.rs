@@ -1,19 +1,22 @@
-//! The image database: N image slots and a power-safe index on one NOR flash, and the boot
-//! decision, with trial boots, rollback and factory reset.
+//! The image database: a factory image, N download slots and a power-safe index on one NOR
+//! flash, and the boot decision, with trial boots, rollback and factory reset.
 //!
 //! Contract. [`Slots`] divides a window of a flash ([`Layout`]) into an index area of two
-//! sectors and N equal image slots (2 to 5, [`DbConfig::slots`], default 2). Slot 0 holds
-//! the factory image: [`Slots::provision`] writes it, nothing else ever writes that slot, and
-//! [`Slots::factory_reset`] returns to it. The other slots take downloads. The index
-//! ([`State`]) records per slot its [`ImageState`], version, size, SHA-256, optional
-//! signature and name, and five pointers: the *active* (valid) image, the image on *trial*,
-//! the *pending* one, the *previous* valid one and the *retiring* one (below).
+//! sectors, a factory region and N equal download slots (2 to 5, [`DbConfig::slots`],
+//! default 2; the factory region does not count among them). The factory region,
+//! [`Slot::FACTORY`], holds the factory image: [`Slots::provision`] writes it, nothing else
+//! ever writes it, and [`Slots::factory_reset`] returns to it. Downloads go to the slots,
+//! [`Slot::A`], [`Slot::B`], … (indexes 1 to N), so with the default two a device alternates
+//! between A and B for as many updates as it gets, and keeps its factory image throughout.
+//! The index ([`State`]) records per region its [`ImageState`], version, size, SHA-256,
+//! optional signature and name, and five pointers: the *active* (valid) image, the image on
+//! *trial*, the *pending* one, the *previous* valid one and the *retiring* one (below).
 //!
-//! Why slot 0 and not a factory region of its own: a 2-slot device then needs no more flash
-//! than plain A/B slots (the window is the one the A/B layout had), at the price that its
-//! only download slot is the active one after the first update, so a second update needs
-//! the factory image back ([`Slots::factory_reset`]) or more slots. Microchip's default of
-//! "2 images plus a factory backup" is `slots: 3` here.
+//! The default is Microchip's "two images plus a factory backup". The factory region is as
+//! large as a slot: one size for every region, and a factory image may be anything a slot
+//! may hold. (An earlier version made the factory image slot 0 of the N, so a default
+//! device had one download slot, which its first update made the running one: it could not
+//! be updated again before a factory reset.)
 //!
 //! ```text
 //! Flash window at Layout::base (E = erase_size, S = slot_size, N = slots):
@@ -21,28 +24,31 @@
 //!   offset        size   content
 //!   0             E      index sector 0  ┐ one crate::record::RecordLog:
 //!   E             E      index sector 1  ┘ the latest committed index record wins
-//!   2E            S      slot 0: the factory image
-//!   2E + S        S      slot 1
+//!   2E            S      factory region: Slot::FACTORY, index 0, the factory image
+//!   2E + S        S      slot 1: Slot::A, downloads
+//!   2E + 2S       S      slot 2: Slot::B, downloads
 //!   …
-//!   2E + (N-1)S   S      slot N-1
+//!   2E + N·S      S      slot N
+//!   2E + (N+1)·S         end: Layout::window_len; Layout::validate wants it in the flash
 //! ```
 //!
 //! # The index record
 //!
-//! Each index write appends one [`RecordLog`] record (magic "OTA2", sequence, payload,
+//! Each index write appends one [`RecordLog`] record (magic "OTA3", sequence, payload,
 //! 8-byte check, commit word last; see [`crate::record`]) whose payload is
-//! `8 + 124 × N` bytes, little-endian:
+//! `8 + 124 × (N + 1)` bytes, little-endian: a header, then one entry per region, the
+//! factory region's first (entry 0) and slot k's at entry k.
 //!
 //! ```text
 //!   payload   size  field
-//!   0         u8    N, the slot count (a record for another N is refused)
-//!   1         u8    active slot: the valid image that boots when nothing else is due
+//!   0         u8    N, the download slot count (a record for another N is refused)
+//!   1         u8    active region: the valid image that boots when nothing else is due
 //!   2         u8    trial slot, or 0xFF: booted from an update, not yet confirmed
 //!   3         u8    pending slot, or 0xFF: applied, boots as a trial at the next boot
-//!   4         u8    previous slot, or 0xFF: the valid image before the active one
+//!   4         u8    previous region, or 0xFF: the valid image before the active one
 //!   5         u8    retiring slot, or 0xFF: still runs, but the next boot leaves it
 //!   6         [2]   0
-//!   8 + 124k  [124] entry of slot k:
+//!   8 + 124k  [124] entry of region k (0 the factory region, 1..=N the slots):
 //!
 //!   entry     size  field
 //!   0         u8    state: 0 empty, 1 downloading, 2 downloaded, 3 verified,
@@ -57,11 +63,12 @@
 //!   108       [16]  name (UTF-8), zero-padded
 //! ```
 //!
-//! A record is taken only if it is consistent: the active slot is the only one in state
+//! A record is taken only if it is consistent: the active region is the only one in state
 //! active, set pointers are distinct, trial, pending and previous point at verified
 //! images, retiring at an invalid or empty one, at most one of trial, pending and retiring
-//! is set, at most one slot is downloading or downloaded, sizes fit the slot and names
-//! are UTF-8. An inconsistent record is skipped like a torn one, so the one before wins.
+//! is set and none of them is the factory region, the factory image is active or verified,
+//! at most one slot is downloading or downloaded, sizes fit the slot and names are UTF-8.
+//! An inconsistent record is skipped like a torn one, so the one before wins.
 //!
 //! # States
 //!
@@ -74,14 +81,16 @@
 //!                               └boot: check fails─▶ invalid
 //!   (trial) ─boot without confirm, or health_failed─▶ invalid
 //!   active ─confirm of another─▶ verified (previous) ; active ─rollback─▶ invalid
-//!   any slot but the factory one ─factory_reset─▶ empty
+//!   any slot ─factory_reset─▶ empty
+//!  the factory region: active ─confirm of another─▶ verified (previous)
+//!                      verified ─rollback or factory_reset─▶ active
 //!
 //!  boot decision, by what the index holds (at most one applies):
 //!   retiring      → clear it: RolledBack, or FactoryReset if it was emptied
 //!   trial         → it rebooted unconfirmed: invalid, the active image boots: RolledBack
 //!   pending       → verify: boots as trial (Updated) or invalid (FellBack)
 //!   nothing       → the active image boots: Unchanged (no write)
-//!   no record     → blank flash: the factory state, slot 0 (Factory, no write)
+//!   no record     → blank flash: the factory state, the factory region (Factory, no write)
 //! ```
 //!
 //! An image becomes valid only after it has booted *and* the application confirmed it
@@ -90,21 +99,34 @@
 //! (`enos_microchip.md` B7), so an image that boots but cannot work stays installed there.
 //! Here, a trial that reboots without [`Slots::confirm`], or reports
 //! [`Slots::health_failed`], is marked invalid and the active image boots again.
-//! [`Slots::rollback`] leaves a confirmed image for the previous valid one (or the factory
-//! image), as Microchip's TRIGGER_ROLLBACK does.
+//! [`Slots::rollback`] leaves a confirmed image for the previous valid image, or the factory
+//! image if there is none, as Microchip's TRIGGER_ROLLBACK does.
 //!
-//! Downloads. [`Slots::begin_download`] takes a slot: the download in progress (one at a
-//! time: beginning another abandons it), else an empty or invalid slot, else, when the
-//! database is full, the one holding the lowest version (Microchip's rule). The factory,
-//! active, trial, pending and retiring slots are never taken. *Retiring* exists because an
-//! image marked invalid ([`Slots::health_failed`], [`Slots::rollback`]) or emptied
-//! ([`Slots::factory_reset`]) still runs until the restart: its slot must not be written
-//! under it. [`Slots::download`] writes bytes at any offset up to the bytes held and
-//! records the new count, so a download survives restarts; [`Slots::finish_download`]
-//! records the image's version, size, SHA-256 and signature; [`Slots::verify`] checks them
-//! against the flash: the SHA-256 always, the signature if the database has a trusted key
-//! ([`DbConfig::trusted_key`], then an unsigned image is refused). [`Slots::apply`] marks a
-//! verified image pending; the boot decision checks it again before it runs.
+//! Downloads. [`Slots::begin_download`] takes a slot ([`State::download_slot`]), never the
+//! factory region nor a slot whose image runs (active, trial, retiring) or is pending:
+//!
+//! 1. the download in progress (one at a time: beginning another abandons it);
+//! 2. else an empty or invalid slot;
+//! 3. else, the database being full, the verified image with the lowest version
+//!    (Microchip's rule), the previous image excepted;
+//! 4. else the previous image.
+//!
+//! What rollback needs: a valid image other than the running one, and the factory image
+//! always is one. So the previous image is kept while another slot can be taken, and
+//! replaced only when it is the last one left, which with the default two slots is every
+//! update from the third on: the slot not running holds the previous image. From that
+//! download until the new image is confirmed (and the old active one becomes the previous),
+//! [`Slots::rollback`] goes to the factory image.
+//!
+//! *Retiring* exists because an image marked invalid ([`Slots::health_failed`],
+//! [`Slots::rollback`]) or emptied ([`Slots::factory_reset`]) still runs until the restart:
+//! its slot must not be written under it. [`Slots::download`] writes bytes at any offset up
+//! to the bytes held and records the new count, so a download survives restarts;
+//! [`Slots::finish_download`] records the image's version, size, SHA-256 and signature;
+//! [`Slots::verify`] checks them against the flash: the SHA-256 always, the signature if
+//! the database has a trusted key ([`DbConfig::trusted_key`], then an unsigned image is
+//! refused). [`Slots::apply`] marks a verified image in a slot pending; the boot decision
+//! checks it again before it runs.
 //!
 //! Power safety: every change of the index is one record append, and a cut at any write or
 //! erase leaves either the old or the new record readable (see [`crate::record`]). Image
@@ -142,18 +164,23 @@ use otaweb::image::signature::{ImageSignature, PublicKey, SIGNATURE_LEN};
 
 use crate::record::{LogError, RecordLog};
 
-/// The fewest slots: the factory slot and one download slot.
+/// The fewest download slots: two, so updates alternate between them (A/B) and one can
+/// always be written while the other runs. The factory region comes on top.
 pub const MIN_SLOTS: u8 = 2;
-/// The most slots, as Microchip's database holds at most five images.
+/// The most download slots, as Microchip's database holds at most five images. The factory
+/// region comes on top.
 pub const MAX_SLOTS: u8 = 5;
+/// The download slots of [`DbConfig::default`]: A and B.
+pub const DEFAULT_SLOTS: u8 = 2;
 /// Longest image name, in bytes (an AGT component name has at most 15).
 pub const NAME_LEN: usize = 16;
 
-/// The record magic, "OTA2" read as a big-endian word and stored little-endian.
-const MAGIC: u32 = 0x4F54_4132;
+/// The record magic, "OTA3" read as a big-endian word and stored little-endian. ("OTA1" was
+/// the A/B state record, "OTA2" the database that counted the factory image among its N.)
+const MAGIC: u32 = 0x4F54_4133;
 /// Bytes of the index payload before the entries.
 const HEADER_LEN: usize = 8;
-/// Bytes of one slot's entry.
+/// Bytes of one region's entry.
 const ENTRY_LEN: usize = 124;
 /// A pointer byte that points nowhere.
 const NOWHERE: u8 = 0xFF;
@@ -162,7 +189,7 @@ const ERASED: u8 = 0xFF;
 /// How much of an image is read at a time to hash it.
 const DIGEST_CHUNK: usize = 256;
 
-/// Where the index and the slots lie on a flash, in bytes.
+/// Where the index, the factory region and the slots lie on a flash, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// Start of the index area; a multiple of `erase_size`.
@@ -171,15 +198,24 @@ pub struct Layout {
     pub erase_size: u32,
     /// Write-word size records are padded to: a power of two, a multiple of the flash's.
     pub write_size: u32,
-    /// Size of each image slot: a nonzero multiple of `erase_size`.
+    /// Size of the factory region and of each download slot: a nonzero multiple of
+    /// `erase_size`.
     pub slot_size: u32,
 }
 
 impl Layout {
-    /// Checks the rules on the fields and the slot count against `flash`: its constants,
-    /// its capacity, which must hold two index sectors and `slots` slots, and that a sector
-    /// holds an index record. Reads of any length at any offset are made, so the flash's
-    /// `READ_SIZE` must be 1.
+    /// Bytes the window spans with `slots` download slots: two index sectors, the factory
+    /// region and the slots, `2E + (N + 1)·S` (module docs). It starts at `base`.
+    #[must_use]
+    pub const fn window_len(&self, slots: u8) -> u64 {
+        2 * self.erase_size as u64 + (slots as u64 + 1) * self.slot_size as u64
+    }
+
+    /// Checks the rules on the fields and the download slot count against `flash`: its
+    /// constants, its capacity, which must hold the window ([`Layout::window_len`]: two index
+    /// sectors, the factory region and `slots` slots), and that a sector holds an index
+    /// record. Reads of any length at any offset are made, so the flash's `READ_SIZE` must
+    /// be 1.
     pub fn validate<F: NorFlash>(&self, slots: u8, flash: &F) -> Result<(), LayoutError> {
         if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
             return Err(LayoutError::SlotCount);
@@ -201,9 +237,7 @@ impl Layout {
         if RecordLog::too_large(es as u32, ws as u32, payload_len(slots)) {
             return Err(LayoutError::SectorTooSmall);
         }
-        let end = u64::from(self.base)
-            + 2 * u64::from(self.erase_size)
-            + u64::from(slots) * u64::from(self.slot_size);
+        let end = u64::from(self.base) + self.window_len(slots);
         // Offsets are `u32`: the window must end within both the flash and that range.
         if end > flash.capacity() as u64 || end > u64::from(u32::MAX) {
             return Err(LayoutError::TooLarge);
@@ -215,7 +249,7 @@ impl Layout {
 /// Why a [`Layout`] does not fit a flash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutError {
-    /// The slot count is outside [`MIN_SLOTS`]..=[`MAX_SLOTS`].
+    /// The download slot count is outside [`MIN_SLOTS`]..=[`MAX_SLOTS`].
     SlotCount,
     /// A size is not a power of two or not a multiple of the flash's constants, or the
     /// flash cannot read single bytes.
@@ -224,14 +258,15 @@ pub enum LayoutError {
     NotSectorAligned,
     /// A sector cannot hold one index record.
     SectorTooSmall,
-    /// The index area and the slots do not fit in the flash or in `u32` offsets.
+    /// The index area, the factory region and the slots do not fit in the flash or in
+    /// `u32` offsets.
     TooLarge,
 }
 
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            LayoutError::SlotCount => "an image database has 2 to 5 slots",
+            LayoutError::SlotCount => "an image database has 2 to 5 download slots",
             LayoutError::Geometry => "slot layout sizes do not match the flash geometry",
             LayoutError::NotSectorAligned => "slot layout is not sector-aligned",
             LayoutError::SectorTooSmall => "a sector cannot hold an index record",
@@ -246,11 +281,11 @@ pub enum SlotError<E> {
     /// The flash refused an operation.
     Flash(E),
     /// The range runs past the end of the slot or past the bytes held, or the slot does
-    /// not exist.
+    /// not exist (its index is above the slot count).
     OutOfBounds,
     /// Every sequence number has been used; the index can no longer advance.
     SequenceExhausted,
-    /// No slot can take a download: every one is the factory image or protected.
+    /// No slot can take a download: each runs (active, trial, retiring) or is pending.
     Full,
     /// The slot or the database is not in the state the operation needs.
     WrongState,
@@ -277,28 +312,36 @@ impl<E: fmt::Display> fmt::Display for SlotError<E> {
     }
 }
 
-/// One image slot, by index from 0.
+/// A region of the window by index: 0 the factory region, 1 to N the download slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(u8);
 
 impl Slot {
-    /// Slot 0, the factory image's.
+    /// Index 0: the factory region, which holds the factory image and takes no download.
     pub const FACTORY: Slot = Slot(0);
-    /// Slot 0 by its A/B name: the factory slot.
-    pub const A: Slot = Slot(0);
-    /// Slot 1 by its A/B name: where the first update goes.
-    pub const B: Slot = Slot(1);
+    /// Slot 1, the first download slot: where the first update goes.
+    pub const A: Slot = Slot(1);
+    /// Slot 2, the second download slot: where the second update goes.
+    pub const B: Slot = Slot(2);
 
-    /// Slot `index`, if below [`MAX_SLOTS`].
+    /// Region `index`, if at most [`MAX_SLOTS`] (0 is the factory region). A database with
+    /// fewer slots refuses the indexes above its count with [`SlotError::OutOfBounds`].
     #[must_use]
     pub fn new(index: u8) -> Option<Slot> {
-        (index < MAX_SLOTS).then_some(Slot(index))
+        (index <= MAX_SLOTS).then_some(Slot(index))
     }
 
-    /// The slot's index from 0.
+    /// The index: 0 for the factory region, 1 to N for the slots; also the entry's position
+    /// in [`State::images`].
     #[must_use]
     pub fn index(self) -> u8 {
         self.0
+    }
+
+    /// Whether this is the factory region.
+    #[must_use]
+    pub fn is_factory(self) -> bool {
+        self == Slot::FACTORY
     }
 }
 
@@ -384,12 +427,12 @@ impl fmt::Debug for Name {
     }
 }
 
-/// A slot's entry in the index.
+/// A region's entry in the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageInfo {
-    /// The slot.
+    /// The region: the factory region or a slot.
     pub slot: Slot,
-    /// What the slot holds.
+    /// What it holds.
     pub state: ImageState,
     /// The image's OTA version (0 while downloading).
     pub version: u32,
@@ -444,7 +487,8 @@ pub struct State {
     pub previous: Option<ImageInfo>,
     /// Marked invalid or emptied while it runs; the next boot leaves it.
     pub retiring: Option<ImageInfo>,
-    /// Every slot's entry, by slot index.
+    /// Every region's entry, by [`Slot::index`]: the factory region's first, then the N
+    /// slots'.
     pub images: Vec<ImageInfo>,
 }
 
@@ -461,11 +505,13 @@ impl State {
         self.images.iter().copied().find(|i| i.state.is_download())
     }
 
-    /// The slot [`Slots::begin_download`] would take now, if any (see the module docs).
+    /// The slot [`Slots::begin_download`] would take now, if any: the download in
+    /// progress, else an empty or invalid slot, else the lowest version but the previous
+    /// image, else the previous image; never the factory region nor a running or pending
+    /// image (module docs).
     #[must_use]
     pub fn download_slot(&self) -> Option<Slot> {
         let protected = [
-            Some(Slot::FACTORY),
             Some(self.active.slot),
             self.trial.map(|i| i.slot),
             self.pending.map(|i| i.slot),
@@ -474,12 +520,18 @@ impl State {
         let free = || {
             self.images
                 .iter()
-                .filter(|i| !protected.contains(&Some(i.slot)))
+                .filter(|i| !i.slot.is_factory() && !protected.contains(&Some(i.slot)))
         };
         let of = |states: &[ImageState]| free().find(|i| states.contains(&i.state));
+        let previous = self.previous.map(|i| i.slot);
         of(&[ImageState::Downloading, ImageState::Downloaded])
             .or_else(|| of(&[ImageState::Empty, ImageState::Invalid]))
-            .or_else(|| free().min_by_key(|i| (i.version, i.slot)))
+            .or_else(|| {
+                free()
+                    .filter(|i| Some(i.slot) != previous)
+                    .min_by_key(|i| (i.version, i.slot))
+            })
+            .or_else(|| free().find(|i| Some(i.slot) == previous))
             .map(|i| i.slot)
     }
 }
@@ -524,10 +576,12 @@ pub struct Boot {
     pub state: State,
 }
 
-/// How many slots the database has and which key its images must be signed with.
+/// How many download slots the database has and which key its images must be signed with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbConfig {
-    /// Slots, the factory slot included: [`MIN_SLOTS`] to [`MAX_SLOTS`], default 2.
+    /// Download slots, the factory region not counted: [`MIN_SLOTS`] to [`MAX_SLOTS`],
+    /// default [`DEFAULT_SLOTS`] (2). The window holds this many slots and the factory
+    /// region, each [`Layout::slot_size`] long.
     pub slots: u8,
     /// If set, an image verifies only with a signature this key made over its SHA-256.
     pub trusted_key: Option<PublicKey>,
@@ -536,13 +590,13 @@ pub struct DbConfig {
 impl Default for DbConfig {
     fn default() -> Self {
         DbConfig {
-            slots: MIN_SLOTS,
+            slots: DEFAULT_SLOTS,
             trusted_key: None,
         }
     }
 }
 
-/// The index as stored: entries and pointers by slot.
+/// The index as stored: entries (the factory region's, then the slots') and pointers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Index {
     images: Vec<ImageInfo>,
@@ -554,9 +608,10 @@ struct Index {
 }
 
 impl Index {
-    /// A flash with no record: slot 0 active with version 0 and an empty image.
+    /// A flash with no record, for `slots` slots: the factory region active with version 0
+    /// and an empty image, every slot empty.
     fn blank(slots: u8) -> Index {
-        let mut images: Vec<ImageInfo> = (0..slots).map(|i| ImageInfo::empty(Slot(i))).collect();
+        let mut images: Vec<ImageInfo> = (0..=slots).map(|i| ImageInfo::empty(Slot(i))).collect();
         images[0].state = ImageState::Active;
         images[0].sha256 = sha256(&[]);
         Index {
@@ -602,12 +657,17 @@ impl Index {
         }
     }
 
+    /// The download slot count: the entries but the factory region's.
+    fn slots(&self) -> u8 {
+        (self.images.len() - 1) as u8
+    }
+
     /// The record payload: see the module docs.
     fn encode(&self) -> Vec<u8> {
         let byte = |slot: Option<Slot>| slot.map_or(NOWHERE, |s| s.0);
-        let mut out = Vec::with_capacity(payload_len(self.images.len() as u8));
+        let mut out = Vec::with_capacity(payload_len(self.slots()));
         out.extend_from_slice(&[
-            self.images.len() as u8,
+            self.slots(),
             self.active.0,
             byte(self.trial),
             byte(self.pending),
@@ -637,12 +697,12 @@ impl Index {
         if p.len() != payload_len(slots) || p[0] != slots {
             return None;
         }
-        let images = (0..slots)
+        let images = (0..=slots)
             .map(|i| decode_entry(p.get(entry_at(i)..entry_at(i + 1))?, Slot(i), slot_size))
             .collect::<Option<Vec<_>>>()?;
         let pointer = |at: usize| match p[at] {
             NOWHERE => Some(None),
-            s if s < slots => Some(Some(Slot(s))),
+            s if s <= slots => Some(Some(Slot(s))),
             _ => None,
         };
         let index = Index {
@@ -676,10 +736,17 @@ impl Index {
         let retiring = self
             .retiring
             .is_none_or(|s| matches!(self.entry(s).state, ImageState::Invalid | ImageState::Empty));
+        // The factory image only runs as the active image and is never written or judged.
+        let factory = due.iter().flatten().all(|s| !s.is_factory())
+            && matches!(
+                self.entry(Slot::FACTORY).state,
+                ImageState::Active | ImageState::Verified
+            );
         let count = |f: fn(ImageState) -> bool| self.images.iter().filter(|i| f(i.state)).count();
         distinct
             && verified
             && retiring
+            && factory
             && due.iter().flatten().count() <= 1
             && count(|s| s == ImageState::Active) == 1
             && self.entry(self.active).state == ImageState::Active
@@ -687,14 +754,15 @@ impl Index {
     }
 }
 
-/// Where slot `i`'s entry starts in the payload.
+/// Where region `i`'s entry starts in the payload (0 the factory region's).
 fn entry_at(i: u8) -> usize {
     HEADER_LEN + usize::from(i) * ENTRY_LEN
 }
 
-/// Bytes of the index payload for `slots` slots.
+/// Bytes of the index payload for `slots` download slots: the header and `slots + 1`
+/// entries.
 fn payload_len(slots: u8) -> usize {
-    entry_at(slots)
+    entry_at(slots + 1)
 }
 
 fn decode_entry(e: &[u8], slot: Slot, slot_size: u32) -> Option<ImageInfo> {
@@ -719,7 +787,8 @@ fn decode_entry(e: &[u8], slot: Slot, slot_size: u32) -> Option<ImageInfo> {
     })
 }
 
-/// A validated [`Layout`] with its slot count and trusted key, and the operations on it.
+/// A validated [`Layout`] with its download slot count and trusted key, and the operations
+/// on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slots {
     layout: Layout,
@@ -728,8 +797,8 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// A database of two slots and no trusted key laid out by `layout`, which must fit
-    /// `flash` ([`Layout::validate`]).
+    /// A database of the default two download slots (and the factory region) and no trusted
+    /// key, laid out by `layout`, which must fit `flash` ([`Layout::validate`]).
     pub fn new<F: NorFlash>(layout: Layout, flash: &F) -> Result<Slots, LayoutError> {
         Slots::with_config(layout, DbConfig::default(), flash)
     }
@@ -754,13 +823,14 @@ impl Slots {
         self.layout
     }
 
-    /// How many slots there are, the factory slot included.
+    /// How many download slots there are, the factory region not counted: slots 1 to this.
     #[must_use]
     pub fn slot_count(&self) -> u8 {
         self.slots
     }
 
-    /// Where `slot` lies on the flash (`slot` must be below [`Slots::slot_count`]).
+    /// Where `slot` lies on the flash: [`Slot::FACTORY`] or a slot up to
+    /// [`Slots::slot_count`].
     #[must_use]
     pub fn slot_range(&self, slot: Slot) -> Range<u32> {
         let l = self.layout;
@@ -824,8 +894,9 @@ impl Slots {
         })
     }
 
-    /// Erases the index area, writes `image` to the factory slot and records it as the
-    /// active image with version 0 and no signature: what a factory programmer does.
+    /// Erases the index area, writes `image` to the factory region and records it as the
+    /// active image with version 0 and no signature, every slot empty: what a factory
+    /// programmer does.
     pub fn provision<F: NorFlash>(
         &self,
         flash: &mut F,
@@ -960,7 +1031,9 @@ impl Slots {
     }
 
     /// Marks the verified image in `slot` pending: the next boot verifies it again and
-    /// boots it as a trial. Refused while a trial runs or an image retires (restart first).
+    /// boots it as a trial. Refused while a trial runs or an image retires (restart first),
+    /// and for the factory region: the way back to it is [`Slots::rollback`] or
+    /// [`Slots::factory_reset`], which never put it on trial.
     pub fn apply<F: NorFlash>(
         &self,
         flash: &mut F,
@@ -968,7 +1041,7 @@ impl Slots {
     ) -> Result<State, SlotError<F::Error>> {
         let mut index = self.index(flash)?;
         index.entry_in::<F::Error>(slot, &[ImageState::Verified])?;
-        if index.trial.is_some() || index.retiring.is_some() {
+        if slot.is_factory() || index.trial.is_some() || index.retiring.is_some() {
             return Err(SlotError::WrongState);
         }
         if index.previous == Some(slot) {
@@ -1022,9 +1095,9 @@ impl Slots {
         self.commit(flash, &index)
     }
 
-    /// Empties every slot but the factory one, which becomes active, after checking it
-    /// against its SHA-256 (and signature, with a trusted key). The image that runs retires
-    /// until the restart.
+    /// Empties every slot, and the factory image becomes active, after checking it against
+    /// its SHA-256 (and signature, with a trusted key). The image that runs retires until
+    /// the restart.
     pub fn factory_reset<F: NorFlash>(&self, flash: &mut F) -> Result<State, SlotError<F::Error>> {
         let index = self.index(flash)?;
         let factory = *index.entry(Slot::FACTORY);
@@ -1041,14 +1114,15 @@ impl Slots {
         self.commit(flash, &reset)
     }
 
-    /// SHA-256 of the first `size` bytes of `slot`, read from the flash.
+    /// SHA-256 of the first `size` bytes of `slot` (or of the factory region), read from
+    /// the flash.
     pub fn image_digest<F: NorFlash>(
         &self,
         flash: &mut F,
         slot: Slot,
         size: u32,
     ) -> Result<[u8; 32], SlotError<F::Error>> {
-        if size > self.layout.slot_size || slot.0 >= self.slots {
+        if size > self.layout.slot_size || slot.0 > self.slots {
             return Err(SlotError::OutOfBounds);
         }
         let base = self.slot_range(slot).start;
@@ -1178,8 +1252,8 @@ mod tests {
     /// 1 KiB sectors and 4-byte words, cut by the layouts into bigger sectors or not.
     type Flash = Fixed<4, 1024>;
 
-    /// A realistic layout: 4 KiB sectors, which hold six index records of up to five
-    /// slots; slots of 16 KiB.
+    /// A realistic layout: 4 KiB sectors, which hold five index records of up to five
+    /// slots (and the factory entry); the factory region and slots of 16 KiB.
     const LAYOUT: Layout = Layout {
         base: 0,
         erase_size: 4096,
@@ -1187,15 +1261,15 @@ mod tests {
         slot_size: 4 * 4096,
     };
 
-    /// 1 KiB sectors: an index record of three or more slots fills one, so every index
-    /// write erases the other sector first.
+    /// 1 KiB sectors: they hold two index records of the default two slots, and one of
+    /// three or more, so there every index write erases the other sector first.
     const SMALL: Layout = Layout {
         erase_size: 1024,
         ..LAYOUT
     };
 
-    /// Room for the index and five slots.
-    const FLASH_SIZE: usize = (2 + 5 * 4) * 4096;
+    /// Room for the index, the factory region and five slots.
+    const FLASH_SIZE: usize = (2 + 6 * 4) * 4096;
 
     type Result<T> = core::result::Result<T, SlotError<FlashError>>;
 
@@ -1225,12 +1299,12 @@ mod tests {
         }
     }
 
-    /// A provisioned database of `slots` slots.
+    /// A provisioned database of `slots` download slots.
     fn provisioned(slots: u8) -> (Flash, Slots) {
         provisioned_in(LAYOUT, slots)
     }
 
-    /// A provisioned database of `slots` slots laid out by `layout`.
+    /// A provisioned database of `slots` download slots laid out by `layout`.
     fn provisioned_in(layout: Layout, slots: u8) -> (Flash, Slots) {
         let mut flash = Flash::new(FLASH_SIZE).unwrap();
         let db = Slots::with_config(layout, config(slots), &flash).unwrap();
@@ -1308,14 +1382,21 @@ mod tests {
             Err(LayoutError::NotSectorAligned)
         );
         assert_eq!(with(|l| l.base = 100), Err(LayoutError::NotSectorAligned));
-        assert_eq!(
-            with(|l| l.slot_size = 11 * 4096),
-            Err(LayoutError::TooLarge)
-        );
-        let small = Flash::new(10 * 4096).unwrap();
+        assert_eq!(with(|l| l.slot_size = 9 * 4096), Err(LayoutError::TooLarge));
+        // The window: two index sectors, the factory region and the slots, 2E + (N+1)S.
+        assert_eq!(LAYOUT.window_len(2), (2 + 3 * 4) * 4096);
+        assert_eq!(LAYOUT.window_len(5), FLASH_SIZE as u64);
+        let small = Flash::new((2 + 3 * 4) * 4096).unwrap();
         assert_eq!(LAYOUT.validate(2, &small), Ok(()));
         assert_eq!(LAYOUT.validate(3, &small), Err(LayoutError::TooLarge));
-        // A sector must hold a whole record: 8 + 8 + 256 + 8 bytes and a commit word.
+        let short = Flash::new((2 + 3 * 4 - 1) * 4096).unwrap();
+        assert_eq!(LAYOUT.validate(2, &short), Err(LayoutError::TooLarge));
+        let based = Layout {
+            base: 4096,
+            ..LAYOUT
+        };
+        assert_eq!(based.validate(2, &small), Err(LayoutError::TooLarge));
+        // A sector must hold a whole record: 8 + 8 + 3 × 124 + 8 bytes and a commit word.
         let sim = |erase_size| {
             SimFlash::new(Geometry {
                 capacity: 64 * 1024,
@@ -1349,7 +1430,10 @@ mod tests {
         assert_eq!(boot.outcome, BootOutcome::Factory);
         assert_eq!(boot.state, Index::blank(2).view());
         assert_eq!(boot.state.active.slot, Slot::FACTORY);
-        assert_eq!(boot.state.images.len(), 2);
+        // The factory region's entry and the two slots'.
+        assert_eq!(boot.state.images.len(), 3);
+        assert_eq!(db.slot_count(), 2);
+        assert_eq!(boot.state.download_slot(), Some(Slot::A));
         assert!(flash.sim_mut().take_log().is_empty());
     }
 
@@ -1371,7 +1455,8 @@ mod tests {
 
         let index = db.latest(&mut flash).unwrap().unwrap();
         let payload = index.encode();
-        assert_eq!(payload.len(), 8 + 5 * 124);
+        assert_eq!(payload.len(), 8 + 6 * 124);
+        assert_eq!(payload[0], 5);
         assert_eq!(
             Index::decode(&payload, 5, LAYOUT.slot_size),
             Some(index.clone())
@@ -1382,8 +1467,10 @@ mod tests {
             Index::decode(&p, 5, LAYOUT.slot_size).is_none()
         };
         assert!(refused(&|p| p[0] = 4), "another slot count");
-        assert!(refused(&|p| p[1] = 2), "active points at a verified image");
-        assert!(refused(&|p| p[1] = 9), "pointer past the slots");
+        assert!(refused(&|p| p[1] = 1), "active points at a verified image");
+        assert!(refused(&|p| p[1] = 2), "active points at an empty slot");
+        assert!(refused(&|p| p[1] = 6), "pointer past the slots");
+        assert!(refused(&|p| p[8] = 1), "the factory entry downloading");
         assert!(refused(&|p| p[2] = 3), "trial points at an empty slot");
         assert!(refused(&|p| p[4] = 0), "previous is the active slot");
         assert!(refused(&|p| p[8 + 124] = 4), "two active images");
@@ -1417,14 +1504,26 @@ mod tests {
         assert_eq!(Index::decode(&both.encode(), 5, LAYOUT.slot_size), None);
         both.pending = None;
         assert!(Index::decode(&both.encode(), 5, LAYOUT.slot_size).is_some());
+        // The factory image, verified while another runs, is never pending or on trial.
+        install(&db, &mut flash, &new, 9).unwrap();
+        let index = db.latest(&mut flash).unwrap().unwrap();
+        assert_eq!(index.previous, Some(Slot::FACTORY));
+        let mut factory_due = index.clone();
+        factory_due.previous = None;
+        assert!(Index::decode(&factory_due.encode(), 5, LAYOUT.slot_size).is_some());
+        factory_due.pending = Some(Slot::FACTORY);
+        assert_eq!(
+            Index::decode(&factory_due.encode(), 5, LAYOUT.slot_size),
+            None
+        );
     }
 
     #[test]
     fn stage_keep_running_and_apply_later() {
-        let (mut flash, db) = provisioned(3);
+        let (mut flash, db) = provisioned(2);
         let new = image(9000, 2);
         let slot = stage(&db, &mut flash, &new, 2).unwrap();
-        assert_eq!(slot, Slot::B);
+        assert_eq!(slot, Slot::A);
         // Restarts while staged: the factory image keeps running, the image stays staged.
         for _ in 0..2 {
             let boot = assert_boots(&db, &mut flash);
@@ -1435,7 +1534,7 @@ mod tests {
         // Later: apply, and the next boot runs it as a trial.
         let applied = db.apply(&mut flash, slot).unwrap();
         assert_eq!(applied.pending.map(|p| p.slot), Some(slot));
-        // The image that runs cannot be applied; applying again changes nothing.
+        // The factory image cannot be applied; applying again changes nothing.
         assert_eq!(
             db.apply(&mut flash, Slot::FACTORY),
             Err(SlotError::WrongState)
@@ -1452,6 +1551,11 @@ mod tests {
         assert_eq!(confirmed.previous.map(|p| p.slot), Some(Slot::FACTORY));
         assert_eq!(confirmed.images[0].state, ImageState::Verified);
         assert_eq!(db.confirm(&mut flash), Err(SlotError::WrongState));
+        // Verified, the factory image is still not applied: rollback goes back to it.
+        assert_eq!(
+            db.apply(&mut flash, Slot::FACTORY),
+            Err(SlotError::WrongState)
+        );
         let boot = assert_boots(&db, &mut flash);
         assert_eq!(boot.outcome, BootOutcome::Unchanged);
         assert_eq!(boot.state.running().version, 2);
@@ -1459,7 +1563,7 @@ mod tests {
 
     #[test]
     fn a_trial_that_reboots_unconfirmed_or_fails_its_health_check_rolls_back() {
-        let (mut flash, db) = provisioned(3);
+        let (mut flash, db) = provisioned(2);
         install(&db, &mut flash, &image(3000, 2), 2).unwrap();
         let v3 = stage(&db, &mut flash, &image(4000, 3), 3).unwrap();
         db.apply(&mut flash, v3).unwrap();
@@ -1502,7 +1606,7 @@ mod tests {
 
     #[test]
     fn rollback_goes_to_the_previous_valid_image_then_the_factory_one() {
-        let (mut flash, db) = provisioned(3);
+        let (mut flash, db) = provisioned(2);
         install(&db, &mut flash, &image(3000, 2), 2).unwrap();
         install(&db, &mut flash, &image(3000, 3), 3).unwrap();
         let state = db.rollback(&mut flash).unwrap();
@@ -1529,13 +1633,13 @@ mod tests {
 
     #[test]
     fn factory_reset_empties_the_database_and_boots_the_factory_image() {
-        let (mut flash, db) = provisioned(4);
+        let (mut flash, db) = provisioned(3);
         install(&db, &mut flash, &image(3000, 2), 2).unwrap();
         let staged = stage(&db, &mut flash, &image(3000, 3), 3).unwrap();
         let state = db.factory_reset(&mut flash).unwrap();
         assert_eq!(state.active.slot, Slot::FACTORY);
         assert_eq!(state.active.sha256, sha256(&factory()));
-        assert_eq!(state.retiring.map(|r| r.slot), Some(Slot::B));
+        assert_eq!(state.retiring.map(|r| r.slot), Some(Slot::A));
         assert!(state.images[1..]
             .iter()
             .all(|i| i.state == ImageState::Empty));
@@ -1544,7 +1648,7 @@ mod tests {
         let boot = assert_boots(&db, &mut flash);
         assert_eq!(boot.outcome, BootOutcome::FactoryReset);
         assert_eq!(boot.state.running().version, 0);
-        assert_eq!(boot.state.download_slot(), Some(Slot::B));
+        assert_eq!(boot.state.download_slot(), Some(Slot::A));
 
         // A factory image that fails its check is not reset to.
         let range = db.slot_range(Slot::FACTORY);
@@ -1553,8 +1657,72 @@ mod tests {
     }
 
     #[test]
-    fn a_full_database_replaces_the_lowest_version() {
-        let (mut flash, db) = provisioned(4);
+    fn a_full_database_of_the_default_two_slots_replaces_the_lowest_version() {
+        // The factory image runs and both slots hold staged images: the lower version goes.
+        let (mut flash, db) = provisioned(2);
+        let v5 = stage(&db, &mut flash, &image(3000, 5), 5).unwrap();
+        let v4 = stage(&db, &mut flash, &image(3000, 4), 4).unwrap();
+        assert_eq!((v5, v4), (Slot::A, Slot::B));
+        let state = db.begin_download(&mut flash, "app").unwrap();
+        assert_eq!(state.download().map(|d| d.slot), Some(v4));
+        assert_eq!(state.images[usize::from(v5.index())].version, 5);
+        // A download in progress is abandoned for a new one, not kept beside it.
+        let state = db.begin_download(&mut flash, "other").unwrap();
+        assert_eq!(
+            state.download().map(|d| (d.slot, d.name)),
+            Some((v4, Name::new("other").unwrap()))
+        );
+
+        // Updates one after another, with no factory reset: each goes to the slot that does
+        // not run. From the third on the database is full, and that slot holds the previous
+        // image, the lowest version but the factory's: it goes, and until the new image is
+        // confirmed a rollback reaches the factory image.
+        let (mut flash, db) = provisioned(2);
+        let mut running = Slot::FACTORY;
+        for version in 1..=6u32 {
+            let before = db.state(&mut flash).unwrap();
+            let next = if running == Slot::A { Slot::B } else { Slot::A };
+            assert_eq!(before.download_slot(), Some(next), "v{version}");
+            if version >= 3 {
+                assert!(before.images.iter().all(|i| i.state != ImageState::Empty));
+                let old = before.images[usize::from(next.index())];
+                assert_eq!(before.previous, Some(old));
+                assert_eq!(old.version, version - 2);
+                let mut f = flash.clone();
+                let begun = db.begin_download(&mut f, "app").unwrap();
+                assert_eq!(begun.previous, None);
+                assert_eq!(db.rollback(&mut f).unwrap().active.slot, Slot::FACTORY);
+            }
+            let bytes = image(3000 + version as usize, version as u8);
+            assert_eq!(install(&db, &mut flash, &bytes, version).unwrap(), next);
+            let state = assert_boots(&db, &mut flash).state;
+            assert_eq!((state.active.slot, state.active.version), (next, version));
+            assert_eq!(state.active.sha256, sha256(&bytes));
+            let previous = state.previous.map(|p| (p.slot, p.version));
+            assert_eq!(previous, Some((running, version - 1)));
+            running = next;
+        }
+        // While an update is on trial both slots run or are due: nothing can be taken.
+        let slot = stage(&db, &mut flash, &image(100, 7), 7).unwrap();
+        db.apply(&mut flash, slot).unwrap();
+        db.boot(&mut flash).unwrap();
+        assert_eq!(db.begin_download(&mut flash, "app"), Err(SlotError::Full));
+        db.confirm(&mut flash).unwrap();
+        assert_eq!(db.state(&mut flash).unwrap().download_slot(), Some(running));
+        // The factory image was never touched, and a factory reset returns to it.
+        assert_eq!(
+            db.image_digest(&mut flash, Slot::FACTORY, factory().len() as u32),
+            Ok(sha256(&factory()))
+        );
+        db.factory_reset(&mut flash).unwrap();
+        let boot = assert_boots(&db, &mut flash);
+        assert_eq!(boot.outcome, BootOutcome::FactoryReset);
+        assert_eq!(boot.state.running().slot, Slot::FACTORY);
+    }
+
+    #[test]
+    fn a_full_database_of_three_slots_replaces_the_lowest_version_but_keeps_the_previous() {
+        let (mut flash, db) = provisioned(3);
         let v2 = install(&db, &mut flash, &image(3000, 2), 2).unwrap();
         let v5 = stage(&db, &mut flash, &image(3000, 5), 5).unwrap();
         let v3 = stage(&db, &mut flash, &image(3000, 3), 3).unwrap();
@@ -1562,29 +1730,17 @@ mod tests {
         // Full: v2 is active, so v3 (lower than v5) goes.
         let state = db.begin_download(&mut flash, "app").unwrap();
         assert_eq!(state.download().map(|d| d.slot), Some(v3));
-        // A download in progress is abandoned for a new one, not kept beside it.
-        let state = db.begin_download(&mut flash, "other").unwrap();
-        assert_eq!(
-            state.download().map(|d| (d.slot, d.name)),
-            Some((v3, Name::new("other").unwrap()))
-        );
 
-        // The previous image goes too when it is the lowest, and rollback then finds the
-        // factory image.
+        // The previous image is kept while another slot can be taken, even when it holds
+        // the lowest version: a rollback still reaches it.
         let (mut flash, db) = provisioned(3);
-        install(&db, &mut flash, &image(3000, 2), 2).unwrap();
+        let v2 = install(&db, &mut flash, &image(3000, 2), 2).unwrap();
         install(&db, &mut flash, &image(3000, 3), 3).unwrap();
-        let state = db.state(&mut flash).unwrap();
-        assert_eq!(state.previous.map(|p| p.version), Some(2));
+        let v7 = stage(&db, &mut flash, &image(3000, 7), 7).unwrap();
         let state = db.begin_download(&mut flash, "app").unwrap();
-        assert_eq!(state.download().map(|d| d.slot), Some(Slot::B));
-        assert_eq!(state.previous, None);
-        assert_eq!(db.rollback(&mut flash).unwrap().active.slot, Slot::FACTORY);
-
-        // Two slots: after an update the only download slot holds the valid image.
-        let (mut flash, db) = provisioned(2);
-        install(&db, &mut flash, &image(3000, 2), 2).unwrap();
-        assert_eq!(db.begin_download(&mut flash, "app"), Err(SlotError::Full));
+        assert_eq!(state.download().map(|d| d.slot), Some(v7));
+        assert_eq!(state.previous.map(|p| (p.slot, p.version)), Some((v2, 2)));
+        assert_eq!(db.rollback(&mut flash).unwrap().active.version, 2);
     }
 
     #[test]
@@ -1612,7 +1768,7 @@ mod tests {
 
     #[test]
     fn operations_in_the_wrong_state_change_nothing() {
-        let (mut flash, db) = provisioned(3);
+        let (mut flash, db) = provisioned(2);
         let new = image(9000, 4);
         let ops = flash.sim().stats().writes;
         assert_eq!(
@@ -1632,6 +1788,15 @@ mod tests {
             Err(SlotError::NameTooLong)
         );
         assert_eq!(db.verify(&mut flash, Slot(7)), Err(SlotError::OutOfBounds));
+        assert_eq!(
+            db.verify(&mut flash, Slot::new(3).unwrap()),
+            Err(SlotError::OutOfBounds)
+        );
+        assert_eq!(
+            db.image_digest(&mut flash, Slot::new(3).unwrap(), 0),
+            Err(SlotError::OutOfBounds)
+        );
+        assert_eq!(Slot::new(6), None);
         assert_eq!(flash.sim().stats().writes, ops);
 
         let slot = db
@@ -1709,8 +1874,8 @@ mod tests {
 
     #[test]
     fn index_sectors_roll_over_and_keep_the_latest() {
-        // 1 KiB sectors hold three records of a 2-slot index each.
-        let mut flash = Fixed::<4, 1024>::new(10 * 1024).unwrap();
+        // 1 KiB sectors hold two records of a 2-slot index (and the factory entry) each.
+        let mut flash = Fixed::<4, 1024>::new((2 + 3 * 4) * 1024).unwrap();
         let layout = Layout {
             base: 0,
             erase_size: 1024,
@@ -1718,13 +1883,15 @@ mod tests {
             slot_size: 4 * 1024,
         };
         let db = Slots::new(layout, &flash).unwrap();
-        assert_eq!(db.log().records_per_sector(), 3);
+        assert_eq!(db.log().records_per_sector(), 2);
         db.provision(&mut flash, &image(300, 0)).unwrap();
-        for version in 1..=4u32 {
+        for version in 1..=8u32 {
             let new = image(200 + version as usize, version as u8);
-            let state = db.factory_reset(&mut flash).unwrap();
-            assert_eq!(state.active.slot, Slot::FACTORY);
-            db.boot(&mut flash).unwrap();
+            if version == 5 {
+                let state = db.factory_reset(&mut flash).unwrap();
+                assert_eq!(state.active.slot, Slot::FACTORY);
+                db.boot(&mut flash).unwrap();
+            }
             let slot = db
                 .begin_download(&mut flash, "app")
                 .unwrap()
@@ -1742,7 +1909,7 @@ mod tests {
             assert_eq!(state.active.sha256, sha256(&new));
         }
         let wear = &flash.sim().stats().sector_erases;
-        assert!(wear[0] >= 3 && wear[1] >= 3, "{wear:?}");
+        assert!(wear[0] >= 10 && wear[1] >= 10, "{wear:?}");
     }
 
     #[test]
@@ -1780,7 +1947,7 @@ mod tests {
             ..LAYOUT
         };
         let keyed = |key: PublicKey| {
-            let mut flash = Flash::new((2 + 2 * 24) * 4096).unwrap();
+            let mut flash = Flash::new((2 + 3 * 24) * 4096).unwrap();
             let db = Slots::with_config(
                 layout,
                 DbConfig {
@@ -1818,7 +1985,7 @@ mod tests {
             verdict(&db, &mut flash, Some(signature)),
             ImageState::Verified
         );
-        db.apply(&mut flash, Slot::B).unwrap();
+        db.apply(&mut flash, Slot::A).unwrap();
         assert_eq!(
             assert_boots(&db, &mut flash).outcome,
             BootOutcome::Updated { from: 0, to: 2 }
@@ -1838,11 +2005,11 @@ mod tests {
             ImageState::Invalid
         );
         // Without a key the signature is only recorded.
-        let mut flash = Flash::new((2 + 2 * 24) * 4096).unwrap();
+        let mut flash = Flash::new((2 + 3 * 24) * 4096).unwrap();
         let db = Slots::new(layout, &flash).unwrap();
         db.provision(&mut flash, &factory()).unwrap();
         assert_eq!(verdict(&db, &mut flash, None), ImageState::Verified);
-        assert_eq!(entry_state(&db, &mut flash, Slot::B), ImageState::Verified);
+        assert_eq!(entry_state(&db, &mut flash, Slot::A), ImageState::Verified);
     }
 
     /// Runs `op` on copies of `flash` with power cut after every number of writes it makes,
@@ -1889,24 +2056,27 @@ mod tests {
 
     #[test]
     fn a_power_cut_at_any_write_of_any_operation_leaves_a_consistent_bootable_database() {
-        for layout in [LAYOUT, SMALL] {
+        // The default two slots, and three; in 4 KiB sectors, and in 1 KiB ones, which hold
+        // two records of two slots and one of three (every index write rolls over).
+        for (layout, slots) in [(LAYOUT, 2), (SMALL, 2), (LAYOUT, 3), (SMALL, 3)] {
             println!(
-                "{} B sectors: {} cuts in all",
+                "{} B sectors, {slots} slots: {} cuts in all",
                 layout.erase_size,
-                cut_every_operation(layout)
+                cut_every_operation(layout, slots)
             );
         }
     }
 
     /// Each operation from a state where it does something, cut at each of its writes
-    /// and erases ([`cut_everywhere`]); the total number of cuts.
-    fn cut_every_operation(layout: Layout) -> u32 {
+    /// and erases ([`cut_everywhere`]) on a database of `slots` slots; the total number of
+    /// cuts.
+    fn cut_every_operation(layout: Layout, slots: u8) -> u32 {
         let mut cuts = Vec::new();
         let mut count = |name: &str, n: u32| {
             println!("{name}: {n} cuts");
             cuts.push(n);
         };
-        let (mut flash, db) = provisioned_in(layout, 4);
+        let (mut flash, db) = provisioned_in(layout, slots);
         let v2 = image(9000, 2);
 
         // Stage: begin, download (plain and rewinding into a held sector), finish, verify.
@@ -1920,6 +2090,7 @@ mod tests {
             .download()
             .unwrap()
             .slot;
+        assert_eq!(slot, Slot::A);
         count(
             "download",
             cut_everywhere(&db, &flash, &[], |f| db.download(f, slot, 0, &v2[..6000])),
@@ -1983,8 +2154,11 @@ mod tests {
             cut_everywhere(&db, &failed, &[], boot),
         );
 
-        // Rollback and factory reset from a confirmed v3 with v2 previous.
-        install(&db, &mut flash, &image(7000, 3), 3).unwrap();
+        // Rollback and factory reset from a confirmed v3 in slot B with v2 previous in A.
+        assert_eq!(
+            install(&db, &mut flash, &image(7000, 3), 3).unwrap(),
+            Slot::B
+        );
         count(
             "rollback",
             cut_everywhere(&db, &flash, &[], |f| db.rollback(f)),
@@ -1994,9 +2168,20 @@ mod tests {
             cut_everywhere(&db, &flash, &[], |f| db.factory_reset(f)),
         );
 
-        // Full: factory, v3 active, v2 previous, v4 staged; the next download replaces v2.
-        stage(&db, &mut flash, &image(7000, 4), 4).unwrap();
-        assert_eq!(db.state(&mut flash).unwrap().download_slot(), Some(slot));
+        // Full. Two slots: v3 runs and v2, the previous image, holds the other, which the
+        // next download takes. More: staged images v4, v5, … fill them, and the lowest
+        // version but the previous image's, v4, goes.
+        let mut lowest = slot;
+        for k in 0..slots - 2 {
+            let version = 4 + u32::from(k);
+            let staged = stage(&db, &mut flash, &image(7000, version as u8), version).unwrap();
+            if k == 0 {
+                lowest = staged;
+            }
+        }
+        let state = db.state(&mut flash).unwrap();
+        assert!(state.images.iter().all(|i| i.state != ImageState::Empty));
+        assert_eq!(state.download_slot(), Some(lowest));
         count(
             "begin replacing the lowest version",
             cut_everywhere(&db, &flash, &[], |f| db.begin_download(f, "app")),
@@ -2014,16 +2199,19 @@ mod tests {
         }
     }
 
-    /// A whole update sequence, cut at each of its writes and erases.
+    /// A whole update sequence on the default two slots, cut at each of its writes and
+    /// erases.
     fn cut_a_whole_sequence(layout: Layout) {
-        let (fresh, db) = provisioned_in(layout, 4);
+        let (fresh, db) = provisioned_in(layout, 2);
         let v2 = image(9000, 2);
         let v3 = image(7000, 3);
-        // Stage v2 in whole sectors, apply, boot, confirm; stage v3, apply, boot, then a
+        let v4 = image(5000, 4);
+        // Stage v2 in whole sectors, apply, boot, confirm; the same for v3, in the other
+        // slot; then v4 in the first slot again, replacing v2, applied and booted, and a
         // reboot without confirm rolls it back; then a factory reset and its boot. The
         // states after each step are the only ones a cut may leave.
         let sequence = |f: &mut Flash, states: &mut Vec<State>| -> Result<()> {
-            for (bytes, version) in [(&v2, 2), (&v3, 3)] {
+            for (bytes, version) in [(&v2, 2), (&v3, 3), (&v4, 4)] {
                 let slot = db.begin_download(f, "app")?.download().unwrap().slot;
                 states.push(db.state(f)?);
                 for (i, part) in bytes.chunks(4096).enumerate() {
@@ -2033,7 +2221,7 @@ mod tests {
                 states.push(db.verify(f, slot)?);
                 states.push(db.apply(f, slot)?);
                 states.push(db.boot(f)?.state);
-                if version == 2 {
+                if version < 4 {
                     states.push(db.confirm(f)?);
                 }
             }
@@ -2066,13 +2254,18 @@ mod tests {
                     "cut {n} (ops: {by_ops}): {state:#?}"
                 );
                 let boot = assert_boots(&db, &mut f);
-                // The device carries on: a further update installs.
+                // The device carries on: a further update installs, and the factory image
+                // is still there.
                 if boot.state.trial.is_some() {
                     db.confirm(&mut f).unwrap();
                 }
                 let slot = install(&db, &mut f, &next, 10).unwrap();
                 let state = db.state(&mut f).unwrap();
                 assert_eq!((state.active.slot, state.active.version), (slot, 10));
+                assert_eq!(
+                    db.image_digest(&mut f, Slot::FACTORY, factory().len() as u32),
+                    Ok(sha256(&factory()))
+                );
                 cuts += 1;
             }
         }
@@ -2081,6 +2274,6 @@ mod tests {
             layout.erase_size
         );
         assert_eq!(cuts, writes + ops);
-        assert!(writes > 40, "{writes}");
+        assert!(writes > 50, "{writes}");
     }
 }

@@ -1,10 +1,11 @@
 //! The companion firmware compiled to wasm: the page's built-in demo device.
 //!
-//! Contract. [`DemoGadget`] is the real [`Gadget`] responder on a simulated 2 MiB NOR flash
-//! (4 KiB sectors, an image database of four 512 KiB slots: the factory image and three
-//! for downloads, so updates follow one another without a factory reset), wrapped for
-//! JavaScript. It knows nothing of Web Bluetooth: `www/demo-bluetooth.js` puts the
-//! `navigator.bluetooth` surface in front of it and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
+//! Contract. [`DemoGadget`] is the real [`Gadget`] responder on a simulated NOR flash of
+//! 3 MiB + 8 KiB (4 KiB sectors: the two index sectors, a 1 MiB factory region and the
+//! image database's default two 1 MiB download slots, so updates alternate between them
+//! for good and an image may be up to 1 MiB), wrapped for JavaScript. It knows nothing of
+//! Web Bluetooth: `www/demo-bluetooth.js` puts the `navigator.bluetooth` surface in front of
+//! it and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
 //! [`DemoGadget::write`] for each value written to TX, and notifying what
 //! [`DemoGadget::take_notifications`] returns on RX. When [`DemoGadget::take_restart`] says
 //! so, the stand-in drops the link and calls [`DemoGadget::restart`], which runs the boot
@@ -27,14 +28,14 @@ use otaweb::time::Millis;
 use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
 use otaweb_firmware::flash::{Fixed, Geometry, SimFlash};
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
-use otaweb_firmware::slots::{DbConfig, Layout, Slots};
+use otaweb_firmware::slots::{DbConfig, Layout, Slots, DEFAULT_SLOTS};
 use wasm_bindgen::prelude::*;
 
 const SECTOR: u32 = 4096;
-const SLOT_SIZE: u32 = 128 * SECTOR;
-const SLOTS: u8 = 4;
-/// Two index sectors and the slots.
-const FLASH_SIZE: usize = (2 * SECTOR + SLOTS as u32 * SLOT_SIZE) as usize;
+/// The factory region and each slot: 1 MiB, the largest image the demo gadget takes.
+const SLOT_SIZE: u32 = 256 * SECTOR;
+/// The image database's default: two download slots besides the factory region.
+const SLOTS: u8 = DEFAULT_SLOTS;
 const FACTORY_SIZE: usize = 24 * 1024;
 
 type Flash = Fixed<4, 4096>;
@@ -45,6 +46,8 @@ const LAYOUT: Layout = Layout {
     write_size: 4,
     slot_size: SLOT_SIZE,
 };
+/// The window and nothing more: two index sectors, the factory region and the slots.
+const FLASH_SIZE: usize = LAYOUT.window_len(SLOTS) as usize;
 
 /// The demo gadget: see the crate docs.
 #[wasm_bindgen]
@@ -254,7 +257,8 @@ impl DemoGadget {
     }
 }
 
-/// The demo gadget's image database: [`SLOTS`] slots, no trusted key (AGT carries none).
+/// The demo gadget's image database: [`SLOTS`] download slots, no trusted key (AGT carries
+/// none).
 fn database() -> DbConfig {
     DbConfig {
         slots: SLOTS,
@@ -476,5 +480,52 @@ mod tests {
         assert_eq!(again.restarts(), 0);
         assert_eq!(again.name(), "again");
         assert_eq!(again.flash_image(), saved);
+    }
+
+    #[test]
+    fn a_1_mib_image_installs_and_updates_follow_one_another() {
+        assert_eq!(FLASH_SIZE, 3 * 1024 * 1024 + 8 * 1024);
+        let demo = DemoGadget::new(None, None, None).unwrap();
+        let mut flash = demo.gadget.unwrap().into_flash();
+        let db = slots(&flash).unwrap();
+        assert_eq!(db.slot_count(), 2);
+        let big = vec![0xA5; SLOT_SIZE as usize];
+        for version in 1..=3u32 {
+            let bytes = if version == 1 {
+                big.clone()
+            } else {
+                vec![version as u8; 5000]
+            };
+            let slot = db
+                .begin_download(&mut flash, "app")
+                .unwrap()
+                .download()
+                .unwrap()
+                .slot;
+            db.download(&mut flash, slot, 0, &bytes).unwrap();
+            let meta = otaweb_firmware::slots::ImageMeta {
+                version,
+                size: bytes.len() as u32,
+                sha256: otaweb::image::digest::sha256(&bytes),
+                signature: None,
+            };
+            db.finish_download(&mut flash, slot, meta).unwrap();
+            db.verify(&mut flash, slot).unwrap();
+            db.apply(&mut flash, slot).unwrap();
+            db.boot(&mut flash).unwrap();
+            let state = db.confirm(&mut flash).unwrap();
+            assert_eq!(
+                (state.active.version, state.active.size),
+                (version, meta.size)
+            );
+        }
+        // The factory image is still there.
+        let state = db.state(&mut flash).unwrap();
+        let factory = state.images[0];
+        assert_eq!(factory.size as usize, FACTORY_SIZE);
+        assert_eq!(
+            db.image_digest(&mut flash, factory.slot, factory.size),
+            Ok(factory.sha256)
+        );
     }
 }

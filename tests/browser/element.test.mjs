@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, root, startServer } from "./helpers.mjs";
+import { launchBrowser, root, startServer, screenshotColours } from "./helpers.mjs";
 
 const ARTIFACTS = join(root, "tests", "artifacts");
 const TIMEOUT = 60_000;
@@ -77,21 +77,7 @@ async function screenshot(name) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const png = await page.screenshot({ fullPage: true });
   writeFileSync(join(ARTIFACTS, name), png);
-  const colours = await page.evaluate(async (b64) => {
-    const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
-    const bitmap = await createImageBitmap(blob);
-    const ctx = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
-    ctx.drawImage(bitmap, 0, 0);
-    const { data } = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
-    const seen = new Set();
-    for (let y = 0; y < bitmap.height; y += 4) {
-      for (let x = 0; x < bitmap.width; x += 4) {
-        const i = (y * bitmap.width + x) * 4;
-        seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-      }
-    }
-    return seen.size;
-  }, png.toString("base64"));
+  const colours = await screenshotColours(page, png);
   assert.ok(colours >= 8, `${name} has ${colours} distinct colours`);
 }
 

@@ -70,3 +70,23 @@ export async function launchBrowser() {
   };
   return { context, close };
 }
+
+/** Distinct colours of a PNG screenshot on a coarse grid, decoded in `page`: a blank or
+ * single-colour page has one or two. */
+export function screenshotColours(page, png) {
+  return page.evaluate(async (b64) => {
+    const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
+    const bitmap = await createImageBitmap(blob);
+    const ctx = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const { data } = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+    const seen = new Set();
+    for (let y = 0; y < bitmap.height; y += 4) {
+      for (let x = 0; x < bitmap.width; x += 4) {
+        const i = (y * bitmap.width + x) * 4;
+        seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+      }
+    }
+    return seen.size;
+  }, png.toString("base64"));
+}

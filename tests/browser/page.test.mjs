@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { fixtures, launchBrowser, root, startServer } from "./helpers.mjs";
+import { fixtures, launchBrowser, root, startServer, screenshotColours } from "./helpers.mjs";
 
 const APP_V2 = join(fixtures, "app-v2.bin");
 const CORRUPT = join(fixtures, "app-v2.corrupt.bin");
@@ -159,24 +159,7 @@ test("screenshot is not blank", async () => {
   const png = await page.screenshot({ fullPage: true });
   writeFileSync(join(ARTIFACTS, "page.png"), png);
   assert.ok(png.length > 10_000, `screenshot is ${png.length} bytes`);
-  // Decode it in the page and count distinct colours on a coarse grid: a blank or
-  // single-colour page has one or two.
-  const colours = await page.evaluate(async (b64) => {
-    const blob = await (await fetch(`data:image/png;base64,${b64}`)).blob();
-    const bitmap = await createImageBitmap(blob);
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(bitmap, 0, 0);
-    const { data } = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
-    const seen = new Set();
-    for (let y = 0; y < bitmap.height; y += 4) {
-      for (let x = 0; x < bitmap.width; x += 4) {
-        const i = (y * bitmap.width + x) * 4;
-        seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-      }
-    }
-    return seen.size;
-  }, png.toString("base64"));
+  const colours = await screenshotColours(page, png);
   assert.ok(colours >= 8, `screenshot has ${colours} distinct colours`);
 });
 

@@ -90,8 +90,9 @@ function pickEntry(entries, fileName, sha256) {
   return null;
 }
 
-/** The key the user trusts, if any. With a key, otaweb also refuses unsigned entries. */
-async function trustedKey() {
+/** The key the user trusts, if any. With a key, otaweb also refuses unsigned entries.
+ * Also the install section's daemon mode key (update.js). */
+export async function trustedKey() {
   const own = ui.keyText.value.trim();
   if (own) return own;
   if (!ui.useDemoKey.checked) return undefined;

@@ -4,6 +4,7 @@
 // wires buttons to it and renders its events.
 import init, { Updater, VerifiedImage } from "/pkg/otaweb.js";
 import { statusLine } from "/status.js";
+import { trustedKey } from "/app.js";
 import initDemo, { DemoDfuDevice, DemoGadget } from "/pkg/demo/otaweb_demo_device.js";
 import { createDemoBluetooth } from "/demo-bluetooth.js";
 
@@ -27,6 +28,11 @@ const ui = {
   progress: $("progress"),
   progressText: $("progress-text"),
   hint: $("update-hint"),
+  watchUrl: $("watch-url"),
+  watchEvery: $("watch-every"),
+  watchAuto: $("watch-auto"),
+  watchToggle: $("watch-toggle"),
+  watchStatus: $("watch-status"),
 };
 
 const STAGES = {
@@ -55,7 +61,7 @@ const HINTS = {
   "wrong-image": "Pick the kind of device this image is for.",
 };
 
-const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {} };
+const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {}, watch: null };
 
 /** "demo-gadget", "demo-dfu", "ble-gadget" or "ble-dfu". */
 const deviceKind = () => ui.devices.find((r) => r.checked).value;
@@ -79,6 +85,9 @@ function renderButtons() {
   for (const r of ui.devices) r.disabled = connected;
   ui.apply.disabled = !connected || state.running || !state.staged;
   ui.cancel.disabled = !state.running;
+  ui.watchToggle.disabled = !connected;
+  ui.watchToggle.textContent = state.watch ? "Stop watching" : "Start watching";
+  for (const field of [ui.watchUrl, ui.watchEvery, ui.watchAuto]) field.disabled = state.watch !== null;
 }
 
 /** The demo radio's pace: `?demoIntervalMs=30&demoPacketsPerEvent=1` makes a slower link. */
@@ -138,6 +147,24 @@ function listen(updater) {
     ui.pickAgain.hidden = true;
     if (state.running) setStatus("Reconnected; resuming…");
   });
+  on("watch-check", () => {
+    ui.watchStatus.textContent = `Checking ${ui.watchUrl.value} …`;
+  });
+  on("watch-result", ({ outcome, version, current }) => {
+    const at = new Date().toLocaleTimeString();
+    if (outcome === "staged") {
+      state.staged = true;
+      ui.watchStatus.textContent = `Version ${version} is staged on the device (checked ${at}). Press “Apply staged image” to switch to it.`;
+    } else if (outcome === "done") {
+      ui.watchStatus.textContent = `Installed version ${version} (checked ${at}).`;
+    } else {
+      ui.watchStatus.textContent = `Up to date${current ? ` at version ${current}` : ""} (checked ${at}).`;
+    }
+    renderButtons();
+  });
+  on("watch-error", (e) => {
+    ui.watchStatus.textContent = `✗ ${e.message} (${e.code}); trying again in ${Math.round(e.retryInMs / 1000)} s.`;
+  });
   on("disconnected", () => {
     if (!state.running) {
       setStatus("The device disconnected.");
@@ -147,6 +174,8 @@ function listen(updater) {
 
 async function connect() {
   if (state.updater) {
+    state.watch?.stop();
+    state.watch = null;
     state.updater.close();
     state.updater = null;
     document.dispatchEvent(new CustomEvent("device-disconnected"));
@@ -296,6 +325,29 @@ async function useDemoDfu() {
   await chooseDfu(files);
 }
 
+/** Starts or stops daemon mode on the connected device. */
+async function toggleWatch() {
+  if (state.watch) {
+    state.watch.stop();
+    state.watch = null;
+    ui.watchStatus.textContent = "Stopped watching.";
+    renderButtons();
+    return;
+  }
+  try {
+    const key = await trustedKey();
+    state.watch = state.updater.watch({
+      source: ui.watchUrl.value.trim(),
+      everyMinutes: Number(ui.watchEvery.value),
+      autoApply: ui.watchAuto.checked,
+      policy: { trustedKeys: key ? [key] : [] },
+    });
+  } catch (e) {
+    ui.watchStatus.textContent = `✗ ${e?.message ?? e} (${e?.code ?? "internal"})`;
+  }
+  renderButtons();
+}
+
 function apply() {
   setStatus("Applying the staged image…");
   return run(() => state.updater.apply());
@@ -324,6 +376,7 @@ ui.dfuInput.addEventListener("change", () => chooseDfu([...ui.dfuInput.files]));
 ui.demoDfu.addEventListener("click", () => useDemoDfu().catch((e) => (ui.dfuSummary.textContent = `✗ ${e.message}`)));
 ui.update.addEventListener("click", update);
 ui.apply.addEventListener("click", apply);
+ui.watchToggle.addEventListener("click", toggleWatch);
 ui.cancel.addEventListener("click", () => state.updater?.cancel());
 renderButtons();
 document.documentElement.dataset.updateReady = "true";

@@ -172,6 +172,27 @@ test("stage(image) now; a new updater (a reopened page) switches to the device's
   assert.equal(outcome.sent, 0, "no byte of the image sent again");
 });
 
+test("the page's daemon mode: watch the manifest, the new version is staged, Apply switches, then up to date", async () => {
+  const ui = await browser.context.newPage();
+  ui.setDefaultTimeout(TIMEOUT);
+  ui.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  await ui.goto(server.url);
+  await ui.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
+  await ui.getByTestId("device-demo").check();
+  await ui.getByTestId("connect").click();
+  await ui.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
+  await ui.locator("#watch summary").click();
+  await ui.getByTestId("watch-every").fill("0.01");
+  await ui.getByTestId("watch-toggle").click();
+  await ui.getByTestId("watch-status").filter({ hasText: "Version 2 is staged" }).waitFor();
+  await ui.getByTestId("apply").click();
+  await ui.getByTestId("update-status").filter({ hasText: "now runs version 2" }).waitFor();
+  await ui.getByTestId("watch-status").filter({ hasText: "Up to date at version 2" }).waitFor();
+  await ui.getByTestId("watch-toggle").click();
+  await ui.getByTestId("watch-status").filter({ hasText: "Stopped watching" }).waitFor();
+  await ui.close();
+});
+
 test("no console errors or page errors", () => {
   assert.deepEqual(problems, []);
 });

@@ -76,6 +76,8 @@ export interface OtaUpdaterAttributes {
   demo?: boolean | "";
   /** Present: manifests and images over plain http:// too (development only). */
   "danger-allow-http"?: boolean | "";
+  /** What the device runs, for devices that cannot say (SiFli DFU). */
+  "current-version"?: string;
 }
 
 /** The slot names `<ota-updater>` offers. */

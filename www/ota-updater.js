@@ -21,6 +21,8 @@
 //   demo                present: update the built-in demo device of that flow (the companion
 //                       firmware in wasm) instead of a real one over navigator.bluetooth
 //   danger-allow-http   manifests and images over plain http:// too (development only)
+//   current-version     what the device runs, for devices that cannot say (SiFli DFU): an
+//                       image not newer than it is not installed
 //   broker-url          the EnOS broker WebSocket URL; reserved: only reported in `state`
 //                       (the EnOS panel is the page's, www/enos.js)
 //
@@ -335,7 +337,11 @@ export class OtaUpdater extends HTMLElement {
     this.#set({ phase: "checking" });
     const policy = { trustedKeys: await this.#trustedKeys() };
     if (this.hasAttribute("danger-allow-http")) policy.dangerAllowHttp = true;
-    return updater.run(manifest, { policy, autoApply });
+    const options = { policy, autoApply };
+    // A DFU device cannot report its version: without this every run installs the newest.
+    const current = this.getAttribute("current-version");
+    if (current) options.currentVersion = current;
+    return updater.run(manifest, options);
   }
 
   /** The device the attributes name now: its flow, demo or not, and a key for both. */

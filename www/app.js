@@ -2,6 +2,7 @@
 // the manifest verdict. All checking happens in the wasm module; this file only moves bytes
 // and renders text.
 import init, { version, digest, parseManifest, verifyImage } from "/pkg/otaweb.js";
+import { hintFor } from "/status.js";
 
 const DEMO_KEY_URL = "/fixtures/keys/test-signing-key.pub.pem";
 
@@ -22,17 +23,6 @@ const ui = {
   verdict: $("verdict"),
   version: $("otaweb-version"),
   demoImage: $("demo-image"),
-};
-
-// What to do next, by error code. The message itself comes from otaweb.
-const HINTS = {
-  "size-mismatch": "The file is not the image the manifest describes: download it again, or pick the manifest that belongs to it.",
-  "digest-mismatch": "The file is damaged or not the image the manifest describes: download it again, or pick the manifest that belongs to it.",
-  "signature-invalid": "Do not install this image: its signature does not match the trusted key. Check that the manifest comes from the vendor.",
-  "signature-missing": "The manifest entry is not signed. Ask the vendor for a signed manifest.",
-  "no-trusted-key": "Tick “Use the demo test key” or paste the vendor's public key.",
-  "key-invalid": "Paste the public key as PEM, starting with -----BEGIN PUBLIC KEY-----.",
-  "manifest-invalid": "Check the manifest text: it must be an otaweb manifest or one entry of it.",
 };
 
 const state = { file: null, bytes: null, sha256: null, run: 0 };
@@ -122,7 +112,7 @@ function failVerdict(e, prefix = "") {
   const codeEl = document.createElement("code");
   codeEl.textContent = code;
   span.append(`✗ ${prefix}${message} (`, codeEl, ")");
-  setVerdict("fail", span, HINTS[code]);
+  setVerdict("fail", span, hintFor({}, code));
   return message;
 }
 

@@ -3,7 +3,7 @@
 // checker verified, or a DFU package. The protocols run in wasm (`Updater`); this file only
 // wires buttons to it and renders its events.
 import init, { Updater, VerifiedImage } from "/pkg/otaweb.js";
-import { statusLine } from "/status.js";
+import { hintFor, statusLine } from "/status.js";
 import { trustedKey } from "/app.js";
 import initDemo, { DemoDfuDevice, DemoGadget } from "/pkg/demo/otaweb_demo_device.js";
 import { createDemoBluetooth } from "/demo-bluetooth.js";
@@ -33,6 +33,14 @@ const ui = {
   watchAuto: $("watch-auto"),
   watchToggle: $("watch-toggle"),
   watchStatus: $("watch-status"),
+  steps: $("steps"),
+  log: $("update-log"),
+  copyLog: $("copy-log"),
+  copyStatus: $("copy-status"),
+  support: $("support"),
+  supportLine: $("support-line"),
+  supportHelp: $("support-help"),
+  otawebVersion: $("otaweb-version"),
 };
 
 const STAGES = {
@@ -47,6 +55,27 @@ const STAGES = {
   confirm: "Checking the new version",
 };
 
+// Each flow's steps in the order the updater reports them, with their names in the list.
+const STEPS = {
+  gadget: [
+    ["handshake", "Handshake"],
+    ["discover", "Discover"],
+    ["transfer", "Transfer"],
+    ["apply", "Apply"],
+    ["restart", "Restart"],
+    ["confirm", "Confirm"],
+  ],
+  dfu: [
+    ["init", "Init"],
+    ["reboot", "Reboot"],
+    ["transfer", "Transfer"],
+    ["install", "Install"],
+  ],
+};
+
+// Enough for a long daemon-mode session; the oldest lines go first.
+const LOG_LINES = 500;
+
 // What to do next, by error code; the message itself comes from otaweb.
 const HINTS = {
   "bluetooth-unavailable": "Use Chrome or Edge on a page served over HTTPS or from 127.0.0.1, or pick the demo device.",
@@ -59,9 +88,10 @@ const HINTS = {
   "DFU_ERR_CONTROL_PACKET_INVALID": "The package is not signed for this device. Get the package made for it.",
   "DFU_ERR_FW_INVALID": "An image in the package is damaged. Download the package again.",
   "wrong-image": "Pick the kind of device this image is for.",
+  "NOT_STAGED": "No image is staged on the device. Tick “Stage only” and press Update first, or press Update to install at once.",
 };
 
-const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {}, watch: null };
+const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {}, watch: null, logged: -1 };
 
 /** "demo-gadget", "demo-dfu", "ble-gadget" or "ble-dfu". */
 const deviceKind = () => ui.devices.find((r) => r.checked).value;
@@ -71,6 +101,107 @@ const { set: setStatus, setHint, error: describeError } = statusLine(ui.status, 
 
 function kib(n) {
   return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KiB`;
+}
+
+/** Says at the top whether real devices can be reached from this browser, and if not how. */
+function detectSupport() {
+  const api = "bluetooth" in navigator;
+  const secure = window.isSecureContext;
+  const ok = api && secure;
+  ui.support.dataset.state = ok ? "ok" : "missing";
+  ui.supportHelp.hidden = ok;
+  if (ok) {
+    ui.supportLine.textContent = "✓ Web Bluetooth is available and this page is a secure context: real devices can be updated.";
+  } else {
+    const missing = [
+      api ? null : "this browser has no Web Bluetooth",
+      secure ? null : "this page is not a secure context (served over HTTPS or from localhost)",
+    ].filter(Boolean);
+    ui.supportLine.textContent = `✗ Real devices cannot be reached: ${missing.join(", and ")}.`;
+  }
+}
+
+/** One line of the event log, with the time it happened. */
+function log(text) {
+  const li = document.createElement("li");
+  const time = document.createElement("time");
+  const now = new Date();
+  time.dateTime = now.toISOString();
+  time.textContent = now.toLocaleTimeString([], { hour12: false }) + `.${String(now.getMilliseconds()).padStart(3, "0")}`;
+  li.append(time, ` ${text}`);
+  ui.log.append(li);
+  while (ui.log.children.length > LOG_LINES) ui.log.firstElementChild.remove();
+  ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+/** The log as plain text, with what support asks first: the otaweb version and the browser. */
+function logText() {
+  const lines = [...ui.log.children].map((li) => li.textContent);
+  return [`otaweb ${ui.otawebVersion.textContent.trim()} · ${navigator.userAgent}`, ...lines].join("\n");
+}
+
+async function copyLog() {
+  try {
+    await navigator.clipboard.writeText(logText());
+    ui.copyStatus.textContent = "Copied.";
+  } catch {
+    // No clipboard access (an insecure page, or permission refused): select the lines so
+    // the person can copy them with the keyboard.
+    window.getSelection().selectAllChildren(ui.log);
+    ui.copyStatus.textContent = "Selected: press Ctrl+C (⌘C on a Mac) to copy.";
+  }
+}
+
+/** The manifest address without its query and fragment, which may carry a token. */
+function withoutSecrets(url) {
+  return String(url).split(/[?#]/)[0];
+}
+
+/** A fresh list of the connected flow's steps, none done. */
+function resetSteps() {
+  const steps = STEPS[isDfu() ? "dfu" : "gadget"];
+  ui.steps.replaceChildren(
+    ...steps.map(([id, name]) => {
+      const li = document.createElement("li");
+      li.dataset.step = id;
+      const mark = document.createElement("span");
+      mark.className = "mark";
+      mark.setAttribute("aria-hidden", "true");
+      const said = document.createElement("span");
+      said.className = "visually-hidden";
+      li.append(mark, name, said);
+      return li;
+    }),
+  );
+  for (const li of ui.steps.children) markStep(li, "pending");
+}
+
+const MARKS = { pending: ["○", ": not yet"], current: ["➜", ": in progress"], done: ["✓", ": done"], failed: ["✗", ": failed"] };
+
+function markStep(li, kind) {
+  li.dataset.state = kind;
+  const [mark, said] = MARKS[kind];
+  li.querySelector(".mark").textContent = mark;
+  li.querySelector(".visually-hidden").textContent = said;
+  if (kind === "current") li.setAttribute("aria-current", "step");
+  else li.removeAttribute("aria-current");
+}
+
+/** The updater reached `stage`: the steps before it are done, it is the current one. */
+function reachStep(stage) {
+  const items = [...ui.steps.children];
+  const at = items.findIndex((li) => li.dataset.step === stage);
+  if (at < 0) return;
+  items.forEach((li, i) => markStep(li, i < at ? "done" : i === at ? "current" : "pending"));
+}
+
+/** The run ended: every step done (installed), or only the current one (`"current"`), or
+ * the current one failed. */
+function endSteps(how) {
+  for (const li of ui.steps.children) {
+    if (how === "all") markStep(li, "done");
+    else if (li.dataset.state === "current") markStep(li, how === "failed" ? "failed" : "done");
+  }
 }
 
 function renderButtons() {
@@ -117,41 +248,83 @@ function listen(updater) {
   const on = (type, f) => updater.addEventListener(type, (e) => f(e.detail));
   on("stage", ({ stage }) => {
     ui.stage.textContent = STAGES[stage] ?? stage;
+    reachStep(stage);
+    log(`stage: ${stage}`);
   });
   on("version", ({ current, offered }) => {
+    log(`version: the device runs ${current}${offered !== undefined ? `, offered ${offered}` : ""}`);
     ui.deviceVersion.textContent = `version ${current} (offered: ${offered})`;
     document.dispatchEvent(new CustomEvent("device-version", { detail: { version: String(current) } }));
   });
   on("progress", ({ confirmed, total, bytesPerSecond, secondsLeft }) => {
     ui.progress.max = total;
     ui.progress.value = confirmed;
+    const percent = total ? Math.floor((100 * confirmed) / total) : 0;
     const rate = bytesPerSecond > 0 ? ` · ${kib(bytesPerSecond)}/s` : "";
     const left = secondsLeft !== null && confirmed < total ? ` · about ${Math.ceil(secondsLeft)} s left` : "";
-    ui.progressText.textContent = `${kib(confirmed)} of ${kib(total)}${rate}${left}`;
+    ui.progressText.textContent = `${percent} % · ${kib(confirmed)} of ${kib(total)}${rate}${left}`;
+    // Every tenth is enough to see where a transfer stalled, without a line per packet.
+    const tenth = Math.floor(percent / 10) * 10;
+    if (tenth > state.logged) {
+      state.logged = tenth;
+      log(`progress: ${percent} % (${kib(confirmed)} of ${kib(total)})`);
+    }
   });
   on("reconnecting", ({ attempt }) => {
+    log(`reconnecting (attempt ${attempt})`);
     // Keep the "pick it again" instruction in view while the retries go on behind it.
     if (ui.pickAgain.hidden) setStatus(`Reconnecting to the device (attempt ${attempt})…`);
   });
   on("device-lost", () => {
+    log("device lost: it does not answer under its old identity");
     ui.pickAgain.hidden = false;
     setStatus("The device does not answer under its old identity (an updater may advertise under another). Press “Pick the device again” and choose it in the list.");
   });
   on("rebooting", () => {
+    log("rebooting into the updater");
     setStatus("The device accepted the package and is rebooting into its updater; reconnecting…");
   });
   on("resuming", ({ image, packets }) => {
+    log(`resuming at image ${image}, packet ${packets + 1}`);
     setStatus(`Resuming the interrupted update at image ${image}, packet ${packets + 1}…`);
   });
   on("connected", () => {
+    log("connected");
     ui.pickAgain.hidden = true;
     if (state.running) setStatus("Reconnected; resuming…");
   });
-  on("watch-check", () => {
+  on("staged", ({ version }) => {
+    endSteps("current");
+    log(`staged version ${version}`);
+  });
+  on("done", ({ version }) => {
+    endSteps("all");
+    log(version === undefined ? "done: the device installed the package" : `done: the device runs version ${version}`);
+  });
+  on("up-to-date", ({ current, offered }) => {
+    endSteps("current");
+    log(`up to date: the device runs ${current}, offered ${offered}`);
+  });
+  on("update-available", ({ current, offered }) => {
+    endSteps("current");
+    log(`update available: the device runs ${current}, offered ${offered}`);
+  });
+  on("cancelled", () => {
+    endSteps("failed");
+    log("cancelled");
+  });
+  on("error", (e) => {
+    endSteps("failed");
+    log(`error ${e.code}: ${e.message}`);
+  });
+  on("watch-check", ({ source }) => {
+    state.logged = -1;
+    log(`watch: checking ${withoutSecrets(source)}`);
     ui.watchStatus.textContent = `Checking ${ui.watchUrl.value} …`;
   });
   on("watch-result", ({ outcome, version, current }) => {
     const at = new Date().toLocaleTimeString();
+    log(`watch: ${outcome}${version ? ` version ${version}` : ""}${current ? ` (device runs ${current})` : ""}`);
     if (outcome === "staged") {
       state.staged = true;
       ui.watchStatus.textContent = `Version ${version} is staged on the device (checked ${at}). Press “Apply staged image” to switch to it.`;
@@ -163,9 +336,11 @@ function listen(updater) {
     renderButtons();
   });
   on("watch-error", (e) => {
-    ui.watchStatus.textContent = `✗ ${e.message} (${e.code}); trying again in ${Math.round(e.retryInMs / 1000)} s.`;
+    log(`watch error ${e.code}: ${e.message}`);
+    ui.watchStatus.textContent = `✗ ${e.message} (${e.code}); trying again in ${Math.round(e.retryInMs / 1000)} s. ${hintFor(HINTS, e.code)}`;
   });
   on("disconnected", () => {
+    log("disconnected");
     if (!state.running) {
       setStatus("The device disconnected.");
     }
@@ -195,6 +370,8 @@ async function connect() {
     const updater = isDfu() ? await Updater.connectDfu(options) : await Updater.connectGadget(options);
     listen(updater);
     state.updater = updater;
+    log(`connected to ${updater.deviceName ?? "an unnamed device"} (${kind})`);
+    resetSteps();
     // The EnOS panel (enos.js) acts for whichever device this section connected.
     document.dispatchEvent(new CustomEvent("device-connected", { detail: { updater, dfu: isDfu() } }));
     ui.deviceName.textContent = updater.deviceName ?? "(unnamed gadget)";
@@ -202,6 +379,8 @@ async function connect() {
     renderButtons();
     await check();
   } catch (e) {
+    // No updater exists yet to report it: this failure is the connection's own.
+    log(`error ${e?.code ?? "internal"}: ${e?.message ?? e}`);
     describeError(e);
   }
   renderButtons();
@@ -211,6 +390,7 @@ async function connect() {
 async function check() {
   if (!state.updater || !state.image || state.running || isDfu()) return;
   state.running = true;
+  resetSteps();
   renderButtons();
   try {
     const verified = VerifiedImage.verify(state.image.bytes, state.image.entry, state.image.key, false);
@@ -232,6 +412,8 @@ async function check() {
 
 async function run(action) {
   state.running = true;
+  state.logged = -1;
+  resetSteps();
   setHint(null);
   renderButtons();
   try {
@@ -343,7 +525,8 @@ async function toggleWatch() {
       policy: { trustedKeys: key ? [key] : [] },
     });
   } catch (e) {
-    ui.watchStatus.textContent = `✗ ${e?.message ?? e} (${e?.code ?? "internal"})`;
+    const code = e?.code ?? "internal";
+    ui.watchStatus.textContent = `✗ ${e?.message ?? e} (${code}). ${hintFor(HINTS, code)}`;
   }
   renderButtons();
 }
@@ -353,6 +536,7 @@ function apply() {
   return run(() => state.updater.apply());
 }
 
+detectSupport();
 await init();
 document.addEventListener("image-verified", (e) => {
   state.image = e.detail.entry.flow === "gadget" ? e.detail : null;
@@ -378,5 +562,6 @@ ui.update.addEventListener("click", update);
 ui.apply.addEventListener("click", apply);
 ui.watchToggle.addEventListener("click", toggleWatch);
 ui.cancel.addEventListener("click", () => state.updater?.cancel());
+ui.copyLog.addEventListener("click", copyLog);
 renderButtons();
 document.documentElement.dataset.updateReady = "true";

@@ -71,6 +71,46 @@ test("the page starts and shows the otaweb version", async () => {
   assert.equal((await text("otaweb-version")).trim(), pkgVersion);
 });
 
+test("the banner says Web Bluetooth is available in a secure context", async () => {
+  await page.locator('[data-testid="support"][data-state]').waitFor();
+  assert.equal(await page.getByTestId("support").getAttribute("data-state"), "ok");
+  assert.match(await text("support-line"), /Web Bluetooth is available and this page is a secure context/);
+  assert.equal(await page.getByTestId("support-help").isHidden(), true);
+});
+
+test("without navigator.bluetooth the banner says which browsers work, the Linux flag, and the demos", async () => {
+  const bare = await browser.context.newPage();
+  try {
+    await bare.addInitScript(() => delete Navigator.prototype.bluetooth);
+    await bare.goto(server.url);
+    await bare.locator('[data-testid="support"][data-state="missing"]').waitFor();
+    assert.match(await bare.getByTestId("support-line").textContent(), /Real devices cannot be reached: this browser has no Web Bluetooth\./);
+    const help = bare.getByTestId("support-help");
+    assert.equal(await help.isVisible(), true);
+    const said = (await help.textContent()).replace(/\s+/g, " ");
+    for (const part of [
+      "Chrome and Edge on desktop and on Android",
+      "Firefox and Safari do not have it",
+      "chrome://flags/#enable-experimental-web-platform-features",
+      "--enable-features=WebBluetooth",
+      "The demo devices in section 4 run in this page and work in any browser",
+    ]) {
+      assert.ok(said.includes(part), `the help says ${JSON.stringify(part)}: ${said}`);
+    }
+    // The help's long flag names still fit a phone.
+    await bare.setViewportSize({ width: 390, height: 800 });
+    const [scrollWidth, innerWidth] = await bare.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(scrollWidth <= innerWidth, `page is ${scrollWidth}px wide in a ${innerWidth}px viewport`);
+    // The demo device runs in the page, so it still connects.
+    await bare.getByTestId("demo-image").click();
+    await bare.locator('[data-testid="verdict"][data-state="pass"]').waitFor();
+    await bare.getByTestId("connect").click();
+    await bare.getByTestId("update-status").filter({ hasText: "ready to install" }).waitFor();
+  } finally {
+    await bare.close();
+  }
+});
+
 test("the drop zone is a keyboard-operable button that opens the file picker", async () => {
   const zone = page.getByTestId("drop-zone");
   assert.equal(await zone.evaluate((el) => el.tagName), "BUTTON");
@@ -124,7 +164,11 @@ test("app-v2.corrupt.bin: the verdict shows otaweb's digest-mismatch error", asy
   const verdict = await text("verdict");
   assert.ok(verdict.includes(expected.message), `verdict ${JSON.stringify(verdict)} shows ${JSON.stringify(expected.message)}`);
   assert.ok(verdict.includes("digest-mismatch"), "verdict names the error code");
+  assert.ok(verdict.includes("download it again"), "verdict says what to do next");
   assert.notEqual(await text("sha256"), sha256SumsLine("app-v2.bin"));
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const png = await page.screenshot({ path: join(ARTIFACTS, "error-shown.png"), fullPage: true });
+  assert.ok((await screenshotColours(page, png)) >= 8, "error-shown.png is not blank");
 });
 
 test("manifest-bad-signature.json: app-v2.bin is refused as signature-invalid", async () => {

@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, root, startServer } from "./helpers.mjs";
+import { launchBrowser, root, screenshotColours, startServer } from "./helpers.mjs";
 
 const ARTIFACTS = join(root, "tests", "artifacts");
 const TIMEOUT = 60_000;
@@ -16,6 +16,34 @@ let page;
 const problems = [];
 
 const text = (id) => page.getByTestId(id).textContent();
+
+/** Saves a full-page screenshot under tests/artifacts/ and checks it is not blank. */
+async function keyScreenshot(on, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const png = await on.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
+  const colours = await screenshotColours(on, png);
+  assert.ok(colours >= 8, `${name} has ${colours} distinct colours`);
+}
+
+/** Each step of the list: its id, state, whether it is the current one, and its text. */
+const steps = (on = page) =>
+  on.getByTestId("steps").evaluate((ol) =>
+    [...ol.children].map((li) => ({
+      step: li.dataset.step,
+      state: li.dataset.state,
+      current: li.getAttribute("aria-current"),
+      text: li.textContent,
+    })),
+  );
+
+function assertAllTicked(list, ids) {
+  assert.deepEqual(list.map((s) => s.step), ids);
+  for (const s of list) {
+    assert.equal(s.state, "done", `${s.step} is done`);
+    assert.equal(s.current, null, `${s.step} is not current`);
+    assert.ok(s.text.startsWith("✓") && s.text.endsWith(": done"), `${s.step} reads ${JSON.stringify(s.text)}`);
+  }
+}
 
 before(async () => {
   server = await startServer();
@@ -52,6 +80,7 @@ test("Connect → demo device → Update installs app v2 with a progress bar", a
   await page.getByTestId("update-status").filter({ hasText: "version 2 is ready to install" }).waitFor();
   assert.equal(await text("device-name"), "otaweb demo gadget");
   assert.equal(await text("device-version"), "version 0");
+  await keyScreenshot(page, "device-connected.png");
 
   // Watch the progress bar move while the transfer runs.
   const seen = page.evaluate(
@@ -74,10 +103,42 @@ test("Connect → demo device → Update installs app v2 with a progress bar", a
   const values = await seen;
   assert.ok(values.length >= 3, `the bar moved through ${values.length} values`);
   assert.equal(await page.getByTestId("progress").evaluate((p) => [p.value, p.max].join("/")), "98304/98304");
-  assert.match(await text("progress-text"), /96 KiB of 96 KiB/);
+  assert.match(await text("progress-text"), /^100 % · 96 KiB of 96 KiB/);
   assert.match(await text("device-version"), /version 2/);
-  mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, "update-done.png"), fullPage: true });
+  assertAllTicked(await steps(), ["handshake", "discover", "transfer", "apply", "restart", "confirm"]);
+  await keyScreenshot(page, "update-done.png");
+});
+
+test("the event log lists the update's steps with times, and Copy log puts it on the clipboard", async () => {
+  const lines = await page.getByTestId("update-log").locator("li").allTextContents();
+  const times = /^\d\d:\d\d:\d\d\.\d{3} /;
+  for (const line of lines) assert.match(line, times);
+  const events = lines.map((l) => l.replace(times, ""));
+  const order = [
+    "connected to otaweb demo gadget (demo-gadget)",
+    "stage: handshake",
+    "version: the device runs 0, offered 2",
+    "stage: transfer",
+    "progress: 50 % (48 KiB of 96 KiB)",
+    "progress: 100 % (96 KiB of 96 KiB)",
+    "stage: apply",
+    "stage: restart",
+    "stage: confirm",
+    "done: the device runs version 2",
+  ];
+  let at = -1;
+  for (const want of order) {
+    const found = events.indexOf(want, at + 1);
+    assert.ok(found > at, `the log has ${JSON.stringify(want)} after line ${at}: ${JSON.stringify(events)}`);
+    at = found;
+  }
+  await browser.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
+  await page.getByTestId("copy-log").click();
+  await page.getByTestId("copy-status").filter({ hasText: "Copied" }).waitFor();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  assert.match(copied, /^otaweb \d+\.\d+\.\d+\S* · Mozilla/);
+  assert.ok(copied.includes("done: the device runs version 2"), copied);
+  assert.equal(copied.split("\n").length, lines.length + 1);
 });
 
 test("the same image again: the device is up to date and nothing is sent", async () => {
@@ -101,8 +162,43 @@ test("SiFli demo device: DFU package → Connect → Update, through the reboot 
   const [value, max] = await page.getByTestId("progress").evaluate((p) => [p.value, p.max]);
   assert.equal(value, max);
   assert.ok(max > 50_000, `progress over ${max} bytes`);
+  assertAllTicked(await steps(), ["init", "reboot", "transfer", "install"]);
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, "update-dfu-done.png"), fullPage: true });
+});
+
+test("a slow link: the bar mid-transfer, then Cancel says what happened and what to do", async () => {
+  // One packet per connection event makes the transfer last a few seconds.
+  const slow = await browser.context.newPage();
+  slow.setDefaultTimeout(TIMEOUT);
+  slow.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  try {
+    await slow.goto(new URL("/?demoPacketsPerEvent=1", server.url).href);
+    await slow.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
+    await slow.getByTestId("demo-image").click();
+    await slow.locator('[data-testid="verdict"][data-state="pass"]').waitFor();
+    await slow.getByTestId("connect").click();
+    await slow.getByTestId("update-status").filter({ hasText: "ready to install" }).waitFor();
+    await slow.getByTestId("update").click();
+    await slow.waitForFunction(() => {
+      const bar = document.getElementById("progress");
+      return bar.max > 1 && bar.value >= 0.1 * bar.max && bar.value <= 0.9 * bar.max;
+    });
+    const now = await steps(slow);
+    assert.deepEqual(now.filter((s) => s.current === "step").map((s) => s.step), ["transfer"]);
+    assert.deepEqual(now.filter((s) => s.state === "done").map((s) => s.step), ["handshake", "discover"]);
+    assert.match(await slow.getByTestId("progress-text").textContent(), /^\d+ % · [\d.]+ KiB of 96 KiB · [\d.]+ KiB\/s · about \d+ s left$/);
+    await keyScreenshot(slow, "update-in-progress.png");
+    await slow.getByTestId("cancel").click();
+    await slow.getByTestId("update-status").filter({ hasText: "(cancelled)" }).waitFor();
+    assert.equal(await slow.getByTestId("update-hint").textContent(), "Nothing was installed. The device keeps its current firmware.");
+    const failed = (await steps(slow)).filter((s) => s.state === "failed");
+    assert.deepEqual(failed.map((s) => [s.step, s.text]), [["transfer", "✗Transfer: failed"]]);
+    const log = await slow.getByTestId("update-log").locator("li").allTextContents();
+    assert.match(log.at(-1), / cancelled$/);
+  } finally {
+    await slow.close();
+  }
 });
 
 test("no console errors, page errors or failed requests", () => {

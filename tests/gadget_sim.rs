@@ -10,17 +10,18 @@ use otaweb::error::{Error, LinkLost};
 use otaweb::flow::gadget::{GadgetEvent, GadgetOptions, GadgetStage, GadgetUpdate};
 use otaweb::image::digest::sha256;
 use otaweb::image::manifest::{FlowKind, ManifestEntry};
+use otaweb::image::signature::{ImageSignature, PublicKey};
 use otaweb::image::verify::{verify_image, Image, Verified, VerifyPolicy};
 use otaweb::time::{Millis, Span};
 use otaweb::wire::agt::{
     is_pv_packet, Fragment, Reassembler, Received, StreamId, TransportPacket, TransportRepr,
 };
 use otaweb::wire::agt_proto::{
-    decode_control, segment_signature, Command, ControlPayload, ErrorCode,
+    decode_control, segment_signature, Command, ComponentSignature, ControlPayload, ErrorCode,
 };
 use otaweb_firmware::flash::Fixed;
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
-use otaweb_firmware::slots::{BootOutcome, DbConfig, ImageInfo, Layout, Slot, Slots};
+use otaweb_firmware::slots::{BootOutcome, DbConfig, ImageInfo, ImageState, Layout, Slot, Slots};
 use sim::{Faults, LinkParams, Observed, Pair, Peripheral, Update};
 
 const MIB: usize = 1 << 20;
@@ -73,6 +74,8 @@ struct Tap {
     replies: Vec<Reply>,
     segment: Option<u32>,
     ota_packets: u32,
+    /// The component signature of every ApplyFirmware that reached the gadget.
+    apply_signatures: Vec<String>,
 }
 
 impl Tap {
@@ -84,6 +87,7 @@ impl Tap {
             replies: Vec::new(),
             segment: None,
             ota_packets: 0,
+            apply_signatures: Vec::new(),
         }
     }
 
@@ -129,7 +133,12 @@ impl Tap {
                     Some(ControlPayload::UpdateComponentSegment(seg)) => Seen::Segment {
                         offset: seg.component_offset,
                     },
-                    Some(ControlPayload::ApplyFirmware(_)) => Seen::Apply,
+                    Some(ControlPayload::ApplyFirmware(apply)) => {
+                        let info = apply.firmware_information.unwrap_or_default();
+                        self.apply_signatures
+                            .extend(info.components.into_iter().map(|c| c.signature));
+                        Seen::Apply
+                    }
                     _ => Seen::Control(env.command),
                 },
                 Err(_) => Seen::Control(-1),
@@ -185,6 +194,9 @@ impl Tap {
 struct Device<const W: usize, const E: usize> {
     gadget: Option<Gadget<Fixed<W, E>>>,
     layout: Layout,
+    /// The gadget's configuration, its database's trusted key with it; the boot decision
+    /// uses the same database.
+    config: GadgetConfig,
     tap: Tap,
     tamper: Option<Tamper>,
     restart: bool,
@@ -204,15 +216,27 @@ impl<const W: usize, const E: usize> Device<W, E> {
     /// `version`, booted. Its flash is the database's window and no more: two index sectors,
     /// the factory region and the default two slots.
     fn provisioned_at(layout: Layout, factory: &[u8], version: u32) -> Self {
-        let capacity = layout.window_len(DbConfig::default().slots) as usize;
+        Self::provisioned_with(layout, factory, version, GadgetConfig::default())
+    }
+
+    /// A device configured by `config` whose factory region holds `factory` (unsigned) at
+    /// `version`, booted.
+    fn provisioned_with(
+        layout: Layout,
+        factory: &[u8],
+        version: u32,
+        config: GadgetConfig,
+    ) -> Self {
+        let capacity = layout.window_len(config.database.slots) as usize;
         let mut flash = Fixed::<W, E>::new(capacity).unwrap();
-        let slots = Slots::new(layout, &flash).unwrap();
+        let slots = Slots::with_config(layout, config.database.clone(), &flash).unwrap();
         slots
             .provision_factory(&mut flash, factory, version, None)
             .unwrap();
         let mut device = Device {
             gadget: None,
             layout,
+            config,
             tap: Tap::new(),
             tamper: None,
             restart: false,
@@ -238,7 +262,7 @@ impl<const W: usize, const E: usize> Device<W, E> {
     /// What a bootloader does: the boot decision, then the firmware from the flash. A power
     /// cut during the decision is a reset like any other: power comes back and it runs again.
     fn boot(&mut self, mut flash: Fixed<W, E>) {
-        let slots = Slots::new(self.layout, &flash).unwrap();
+        let slots = Slots::with_config(self.layout, self.config.database.clone(), &flash).unwrap();
         let boot = loop {
             match slots.boot(&mut flash) {
                 Ok(boot) => break boot,
@@ -254,7 +278,7 @@ impl<const W: usize, const E: usize> Device<W, E> {
         assert_eq!(digest, active.sha256, "the slot holds what the state says");
         self.boots.push(boot.outcome);
         self.ran.push((active.version, digest));
-        self.gadget = Some(Gadget::new(flash, self.layout, GadgetConfig::default()).unwrap());
+        self.gadget = Some(Gadget::new(flash, self.layout, self.config.clone()).unwrap());
     }
 
     fn power_cycle(&mut self, flash: &mut Fixed<W, E>) {
@@ -430,6 +454,15 @@ fn pair<const W: usize, const E: usize>(
 ) -> Pair<Updater, Device<W, E>> {
     let updater = Updater::new(GadgetUpdate::new(verified(image, version), options).unwrap());
     Pair::new(updater, device, LinkParams::DESKTOP, faults)
+}
+
+/// [`pair`] for an image verified by the caller (signed, say).
+fn pair_with<const W: usize, const E: usize>(
+    device: Device<W, E>,
+    image: Verified<Image>,
+) -> Pair<Updater, Device<W, E>> {
+    let updater = Updater::new(GadgetUpdate::new(image, GadgetOptions::default()).unwrap());
+    Pair::new(updater, device, LinkParams::DESKTOP, Faults::default())
 }
 
 fn stages(events: &[GadgetEvent]) -> Vec<GadgetStage> {
@@ -1010,4 +1043,159 @@ fn a_default_device_takes_update_after_update_and_keeps_its_factory_image() {
     assert!(pair.drive(Span::from_secs(600)));
     assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version: 5 }));
     assert_runs(&mut pair.peripheral, 5, &new);
+}
+
+// Signed images: the page verifies the manifest signature, the gadget's database checks it
+// again with its trusted key, at the apply and at the boot that starts the image.
+
+const SIGNING_KEY: &str = include_str!("../firmware-fixtures/files/keys/test-signing-key.pem");
+const SIGNING_KEY_PUB: &str =
+    include_str!("../firmware-fixtures/files/keys/test-signing-key.pub.pem");
+const OTHER_KEY_PUB: &str = include_str!("../firmware-fixtures/files/keys/other-key.pub.pem");
+const APP_V2: &[u8] = include_bytes!("../firmware-fixtures/files/app-v2.bin");
+const APP_V2_SIG: &str = include_str!("../firmware-fixtures/files/app-v2.bin.sig");
+
+/// 96 KiB slots: room for the fixture app-v2.bin.
+const FIXTURE: Layout = Layout {
+    slot_size: 96 * 1024,
+    ..SMALL
+};
+
+/// The Microchip-style signature of `bytes` by the test signing key: ECDSA P-256 over their
+/// SHA-256, deterministic (RFC 6979), as firmware-fixtures signs.
+fn sign(bytes: &[u8]) -> ImageSignature {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+    use p256::ecdsa::{Signature, SigningKey};
+    use p256::pkcs8::DecodePrivateKey as _;
+
+    let key = SigningKey::from_pkcs8_pem(SIGNING_KEY).unwrap();
+    let signature: Signature = key.sign_prehash(&sha256(bytes)).unwrap();
+    ImageSignature::from_bytes(&signature.to_bytes()).unwrap()
+}
+
+/// `bytes` as gadget image "app" at `version`, signed with the test key and verified as the
+/// page does: with a policy that trusts only that key.
+fn signed(bytes: &[u8], version: u32) -> Verified<Image> {
+    let entry = ManifestEntry {
+        name: "app".to_string(),
+        flow: FlowKind::Gadget,
+        version: version.to_string(),
+        url: "app.bin".to_string(),
+        size: bytes.len() as u64,
+        sha256: sha256(bytes),
+        md5: None,
+        signature: Some(sign(bytes)),
+        compression: None,
+    };
+    let policy = VerifyPolicy::trusting(vec![PublicKey::from_pem(SIGNING_KEY_PUB).unwrap()]);
+    let image = verify_image(bytes, &entry, &policy).unwrap();
+    assert!(image.get().signed);
+    image
+}
+
+/// A device whose database trusts `pem` (none: no key).
+fn trusting(pem: Option<&str>) -> GadgetConfig {
+    GadgetConfig {
+        database: DbConfig {
+            trusted_key: pem.map(|pem| PublicKey::from_pem(pem).unwrap()),
+            ..DbConfig::default()
+        },
+        ..GadgetConfig::default()
+    }
+}
+
+#[test]
+fn the_test_key_signs_app_v2_as_the_fixtures_do() {
+    assert_eq!(
+        sign(APP_V2),
+        ImageSignature::from_base64(APP_V2_SIG).unwrap()
+    );
+}
+
+#[test]
+fn a_signed_image_installs_on_a_device_that_trusts_its_key_and_on_one_without_a_key() {
+    let factory = image_bytes(20_000, 70);
+    for key in [Some(SIGNING_KEY_PUB), None] {
+        let device = Device4K::provisioned_with(FIXTURE, &factory, 0, trusting(key));
+        let mut pair = pair_with(device, signed(APP_V2, 2));
+        assert!(pair.drive(Span::from_secs(600)), "key {key:?}");
+        assert_eq!(failure(&pair.events), None, "key {key:?}");
+        assert_eq!(pair.events.last(), Some(&GadgetEvent::Done { version: 2 }));
+
+        // ApplyFirmware carried SHA-256 ‖ r‖s, once; the segments only their digests.
+        let tap = &pair.peripheral.tap;
+        let expected = ComponentSignature {
+            sha256: sha256(APP_V2),
+            ecdsa: Some(sign(APP_V2)),
+        };
+        assert_eq!(tap.apply_signatures, [expected.encode()]);
+        assert_eq!(tap.apply_signatures[0].len(), 128);
+        assert_eq!(
+            pair.peripheral.boots,
+            [BootOutcome::Updated { from: 0, to: 2 }]
+        );
+        let device = &mut pair.peripheral;
+        assert_eq!(
+            device.gadget().database().active.signature,
+            Some(sign(APP_V2).to_bytes())
+        );
+        assert_runs(device, 2, APP_V2);
+    }
+}
+
+#[test]
+fn a_device_that_trusts_another_key_refuses_the_signed_image_at_apply_and_keeps_its_old_one() {
+    let factory = image_bytes(20_000, 71);
+    let device = Device4K::provisioned_with(FIXTURE, &factory, 0, trusting(Some(OTHER_KEY_PUB)));
+    let mut pair = pair_with(device, signed(APP_V2, 2));
+    assert!(pair.drive(Span::from_secs(600)));
+
+    let refused = failure(&pair.events).expect("the flow fails");
+    assert!(
+        matches!(refused, Error::PeerRefused(r) if r.name == "INVALID"),
+        "{refused:?}"
+    );
+    let tap = &pair.peripheral.tap;
+    // Every segment was taken (their digests match); the whole image's signature was not.
+    let segments = APP_V2.len().div_ceil(SEG);
+    let success = Reply::response(Command::UpdateComponentSegment, ErrorCode::Success);
+    assert_eq!(tap.count(success), segments);
+    assert_eq!(tap.apply_signatures.len(), 1);
+    let invalid = Reply::response(Command::ApplyFirmware, ErrorCode::Invalid);
+    assert_eq!(tap.count(invalid), 1);
+
+    // The database never took it as verified: it is invalid, nothing is pending, the gadget
+    // never asked to restart, and a power-on runs the factory image.
+    let device = &mut pair.peripheral;
+    assert!(!device.gadget().restart_requested());
+    assert!(device.boots.is_empty());
+    let state = device.gadget().database().clone();
+    assert_eq!(state.pending, None);
+    assert_eq!(state.images[1].state, ImageState::Invalid);
+    assert_runs(device, 0, &factory);
+    assert_eq!(device.gadget().active().slot, Slot::FACTORY);
+}
+
+#[test]
+fn a_device_with_a_trusted_key_refuses_an_unsigned_image_at_apply() {
+    let factory = image_bytes(20_000, 72);
+    let new = image_bytes(40_000, 73);
+    let device = Device4K::provisioned_with(SMALL, &factory, 0, trusting(Some(SIGNING_KEY_PUB)));
+    let mut pair = pair(device, &new, 2, GadgetOptions::default(), Faults::default());
+    assert!(pair.drive(Span::from_secs(600)));
+
+    let refused = failure(&pair.events).expect("the flow fails");
+    assert!(
+        matches!(refused, Error::PeerRefused(r) if r.name == "INVALID"),
+        "{refused:?}"
+    );
+    let tap = &pair.peripheral.tap;
+    assert_eq!(tap.apply_signatures, [segment_signature(&new)]);
+    let invalid = Reply::response(Command::ApplyFirmware, ErrorCode::Invalid);
+    assert_eq!(tap.count(invalid), 1);
+    let device = &mut pair.peripheral;
+    assert!(device.boots.is_empty());
+    // Refused before the database was asked: the staging stays, for a signed apply.
+    assert_eq!(device.gadget().staged(), Some(("app", new.len() as u32)));
+    assert_runs(device, 0, &factory);
 }

@@ -50,16 +50,33 @@
 //! ApplyFirmware (its "stage only, apply later") goes on from it.
 //!
 //! Apply. ApplyFirmware needs `firmware_information` with one component, and
-//! `firmware_information.version` must be greater than the running version. It succeeds if
-//! the database already holds that image verified (same version, size and SHA-256: a restart
-//! came between its verification and its apply), or if the bytes held equal the component's
-//! size and their SHA-256 read back from flash equals the component's signature; the staged
-//! image is then finished, verified and applied ([`Slots::finish_download`],
-//! [`Slots::verify`], [`Slots::apply`]). A mismatch changes nothing in the database, so the
-//! staging can still be completed or rewound. The gadget asks for a restart whatever
+//! `firmware_information.version` must be greater than the running version. The component's
+//! signature names the image's SHA-256 and, for a signed image, its ECDSA signature (below).
+//! Apply succeeds if the database already holds that image verified (same version, size and
+//! SHA-256, and with a trusted key the same signature: a restart came between its
+//! verification and its apply), or if the bytes held equal the component's size and their
+//! SHA-256 read back from flash equals the component's; the staged image is then finished
+//! with that SHA-256 and signature, verified and applied ([`Slots::finish_download`],
+//! [`Slots::verify`], [`Slots::apply`]). A digest mismatch changes nothing in the database,
+//! so the staging can still be completed or rewound. The gadget asks for a restart whatever
 //! `restart_required` says, since only the boot decision starts an image. Names are not
 //! compared: the digest decides. After a successful apply, further segments are refused so
 //! the pending image stays as verified.
+//!
+//! Signatures: our extension of `FirmwareComponent.signature`, an undocumented field
+//! (`gadget.md` §5, §7.3: "SHA-256 encoded Base64", \[INF\]; the encoding is
+//! [`ComponentSignature`], shared with the orchestrator, whose module docs describe it too).
+//! Its text decodes to 32 bytes, the image's SHA-256 (44 characters of Base64, or 64 hex
+//! digits), or to 96, that SHA-256 then the ECDSA P-256 `r‖s` of the image's manifest entry
+//! (128 characters of Base64); anything else is INVALID. The signature goes into
+//! [`ImageMeta::signature`], so the database checks it with [`DbConfig::trusted_key`]: ECDSA
+//! over the SHA-256 it computes from the flash, which is what the manifest signature covers
+//! (ECDSA-P256-SHA256 of the image bytes, `otaweb::image::signature`), when it verifies the
+//! image and again in the boot decision before the image runs ([`Slots::boot`]: FellBack if
+//! it fails). With a trusted key, an apply without a signature is INVALID at once (nothing
+//! written, the staging kept), and one whose signature fails leaves the image invalid in the
+//! database and the staging gone: never verified, never booted. Without a key both forms
+//! are taken and only the digest decides; a signature is recorded with the image.
 //!
 //! Health check. The restart boots the applied image as a trial ([`crate::slots`]); it
 //! becomes valid only when confirmed, else the next boot rolls back. With
@@ -85,8 +102,8 @@ use otaweb::wire::agt::{
 };
 use otaweb::wire::agt_proto::{
     decode_control, parse_segment_signature, peek_directive_header, ApplyFirmware, Command,
-    ControlEnvelope, ControlPayload, DeviceFeatures, DeviceInformation, DiscoverResponseEvent,
-    ErrorCode, Response, ResponsePayload, Transport, UpdateComponentSegment,
+    ComponentSignature, ControlEnvelope, ControlPayload, DeviceFeatures, DeviceInformation,
+    DiscoverResponseEvent, ErrorCode, Response, ResponsePayload, Transport, UpdateComponentSegment,
 };
 
 use crate::slots::{
@@ -118,8 +135,8 @@ pub struct GadgetConfig {
     pub serial_number: String,
     /// Amazon device-type ID reported in DeviceInformation.
     pub device_type: String,
-    /// The image database: its slot count and trusted key. AGT carries no ECDSA signature,
-    /// so with a trusted key every staged image fails verification.
+    /// The image database: its slot count and trusted key. With a key, only images whose
+    /// ApplyFirmware carries a signature by it are installed (module docs, "Signatures").
     pub database: DbConfig,
     /// Whether answering Discover confirms an image on trial (module docs); if not, the
     /// host calls [`Gadget::confirm`] or [`Gadget::health_failed`].
@@ -578,17 +595,21 @@ impl<F: NorFlash> Gadget<F> {
         let Some(component) = info.components.first() else {
             return ErrorCode::Invalid;
         };
-        let Ok(expected) = parse_segment_signature(&component.signature) else {
+        let Ok(expected) = ComponentSignature::parse(&component.signature) else {
             return ErrorCode::Invalid;
         };
         if info.version <= self.active().version {
             return ErrorCode::Invalid;
         }
+        // The database would refuse it too, after hashing the slot; this writes nothing.
+        if self.config.database.trusted_key.is_some() && expected.ecdsa.is_none() {
+            return ErrorCode::Invalid;
+        }
         let meta = ImageMeta {
             version: info.version,
             size: component.size,
-            sha256: expected,
-            signature: None,
+            sha256: expected.sha256,
+            signature: expected.ecdsa.map(|s| s.to_bytes()),
         };
         match self.install(meta) {
             Ok(true) => {}
@@ -606,12 +627,15 @@ impl<F: NorFlash> Gadget<F> {
         ErrorCode::Success
     }
 
-    /// Marks the image `meta` describes pending: one the database holds verified already,
-    /// else the staged one if its bytes match. `false` if neither is it.
+    /// Marks the image `meta` describes pending: one the database holds verified already
+    /// (with a trusted key, under the same signature), else the staged one if its bytes
+    /// match and the database verifies it. `false` if neither is it.
     fn install(&mut self, meta: ImageMeta) -> Result<bool, SlotError<F::Error>> {
+        let keyed = self.config.database.trusted_key.is_some();
         let verified = self.state.images.iter().find(|i| {
             i.state == ImageState::Verified
                 && (i.version, i.size, i.sha256) == (meta.version, meta.size, meta.sha256)
+                && (!keyed || i.signature == meta.signature)
         });
         let slot = match verified {
             Some(image) => image.slot,
@@ -736,8 +760,9 @@ impl<F: NorFlash> Gadget<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::Fixed;
+    use crate::flash::{Fixed, SimFlash};
     use crate::slots::{BootOutcome, Slot};
+    use otaweb::image::signature::{ImageSignature, PublicKey, SIGNATURE_LEN};
     use otaweb::wire::agt::is_pv_packet;
     use otaweb::wire::agt_proto::{decode_discover_response, segment_signature, DiscoverDirective};
     use std::vec::Vec;
@@ -1694,5 +1719,303 @@ mod tests {
         let g = Gadget::new(flash, LAYOUT, GadgetConfig::default()).unwrap();
         assert_eq!(g.active().version, 0);
         assert_eq!(g.staged(), None);
+    }
+
+    // Signed images: the fixture app-v2.bin (96 KiB) and its signature by the test key.
+
+    const APP: &[u8] = include_bytes!("../../firmware-fixtures/files/app-v2.bin");
+    const APP_SIG: &str = include_str!("../../firmware-fixtures/files/app-v2.bin.sig");
+    const KEY: &str = include_str!("../../firmware-fixtures/files/keys/test-signing-key.pub.pem");
+    const OTHER_KEY: &str = include_str!("../../firmware-fixtures/files/keys/other-key.pub.pem");
+
+    /// [`LAYOUT`] with slots of 24 sectors: room for app-v2.bin.
+    const SIGNED_LAYOUT: Layout = Layout {
+        slot_size: 24 * 4096,
+        ..LAYOUT
+    };
+
+    /// The fixture's signature, raw r‖s.
+    fn app_signature() -> [u8; SIGNATURE_LEN] {
+        ImageSignature::from_base64(APP_SIG).unwrap().to_bytes()
+    }
+
+    /// A gadget whose database trusts the key in `pem`, if any.
+    fn config_trusting(pem: Option<&str>) -> GadgetConfig {
+        GadgetConfig {
+            database: DbConfig {
+                trusted_key: pem.map(|pem| PublicKey::from_pem(pem).unwrap()),
+                ..DbConfig::default()
+            },
+            ..GadgetConfig::default()
+        }
+    }
+
+    /// A provisioned, booted gadget on [`SIGNED_LAYOUT`] with `config`, running a 3000-byte
+    /// unsigned factory image at version 0.
+    fn signed_gadget(config: &GadgetConfig) -> Gadget<Flash> {
+        let mut flash = Flash::new((2 + 3 * 24) * 4096).unwrap();
+        let slots = Slots::with_config(SIGNED_LAYOUT, config.database.clone(), &flash).unwrap();
+        slots.provision(&mut flash, &image(3000, 0x5A)).unwrap();
+        signed_restart(flash, config).1
+    }
+
+    /// The boot decision of a database with `config` on [`SIGNED_LAYOUT`], then a new gadget.
+    fn signed_restart(mut flash: Flash, config: &GadgetConfig) -> (BootOutcome, Gadget<Flash>) {
+        let boot = Slots::with_config(SIGNED_LAYOUT, config.database.clone(), &flash)
+            .unwrap()
+            .boot(&mut flash)
+            .unwrap();
+        let g = Gadget::new(flash, SIGNED_LAYOUT, config.clone()).unwrap();
+        (boot.outcome, g)
+    }
+
+    /// Stages `img` in segments of 16 KiB.
+    fn stage_segments(central: &mut Central, g: &mut Gadget<Flash>, img: &[u8]) {
+        for (i, part) in img.chunks(16 * 1024).enumerate() {
+            let notes = central.segment(g, "app", (i * 16 * 1024) as u32, part, part);
+            assert!(
+                response(&notes, Command::UpdateComponentSegment, ErrorCode::Success),
+                "{notes:?}"
+            );
+        }
+        assert_eq!(g.staged(), Some(("app", img.len() as u32)));
+    }
+
+    /// ApplyFirmware for `img` at `version` whose component signature carries `signature`.
+    fn apply_with(
+        central: &mut Central,
+        g: &mut Gadget<Flash>,
+        version: u32,
+        img: &[u8],
+        signature: Option<[u8; SIGNATURE_LEN]>,
+    ) -> Vec<Note> {
+        let text = ComponentSignature {
+            sha256: sha256(img),
+            ecdsa: signature.map(|s| ImageSignature::from_bytes(&s).unwrap()),
+        }
+        .encode();
+        assert_eq!(text.len(), if signature.is_some() { 128 } else { 44 });
+        let env = ControlEnvelope::apply_firmware(version, "app", img.len() as u32, &text, true);
+        central.control(g, &env, true)
+    }
+
+    /// Reflashes `flash` with `edit` applied to its raw contents, as a probe would.
+    fn edited(flash: Flash, edit: impl FnOnce(&mut [u8])) -> Flash {
+        let sim = flash.into_sim();
+        let mut bytes = sim.contents().to_vec();
+        edit(&mut bytes);
+        Flash::wrap(SimFlash::from_image(sim.geometry(), &bytes).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn with_its_trusted_key_a_signed_image_installs_and_boots() {
+        let config = config_trusting(Some(KEY));
+        let mut g = signed_gadget(&config);
+        let mut c = Central::new();
+        stage_segments(&mut c, &mut g, APP);
+        let notes = apply_with(&mut c, &mut g, 2, APP, Some(app_signature()));
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        assert_eq!(
+            g.poll_event(),
+            Some(GadgetEvent::RestartRequested { version: 2 })
+        );
+        let pending = g.database().pending.unwrap();
+        assert_eq!(pending.state, ImageState::Verified);
+        assert_eq!(pending.signature, Some(app_signature()));
+        assert_eq!(pending.sha256, sha256(APP));
+
+        // The boot decision checks the signature again, and the image runs.
+        let (outcome, mut g) = signed_restart(g.into_flash(), &config);
+        assert_eq!(outcome, BootOutcome::Updated { from: 0, to: 2 });
+        assert_eq!(discover(&mut Central::new(), &mut g), "2");
+        assert_eq!(g.database().active.signature, Some(app_signature()));
+    }
+
+    #[test]
+    fn with_a_trusted_key_an_unsigned_apply_is_refused_and_writes_nothing() {
+        let config = config_trusting(Some(KEY));
+        let mut g = signed_gadget(&config);
+        let mut c = Central::new();
+        stage_segments(&mut c, &mut g, APP);
+        let before = g.flash().sim().contents().to_vec();
+        let notes = apply_with(&mut c, &mut g, 2, APP, None);
+        assert!(ack_of(&notes).unwrap().is_positive());
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        assert!(!g.restart_requested());
+        assert_eq!(g.poll_event(), None);
+        assert_eq!(g.flash().sim().contents(), &before[..], "nothing written");
+        assert_eq!(g.staged(), Some(("app", APP.len() as u32)));
+        assert!(g
+            .database()
+            .images
+            .iter()
+            .all(|i| i.slot.is_factory() || i.state != ImageState::Verified));
+
+        // A restart keeps the old image; the staged bytes still take the signed apply.
+        let (outcome, mut g) = signed_restart(g.into_flash(), &config);
+        assert_eq!(outcome, BootOutcome::Unchanged);
+        assert_eq!(g.active().version, 0);
+        let notes = apply_with(&mut c, &mut g, 2, APP, Some(app_signature()));
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+    }
+
+    #[test]
+    fn with_a_trusted_key_a_wrong_signature_is_refused_and_never_verified() {
+        let mut flipped = app_signature();
+        flipped[40] ^= 0x01;
+        // A bit flipped in s, and the right signature checked with another key.
+        for (pem, signature) in [(KEY, flipped), (OTHER_KEY, app_signature())] {
+            let config = config_trusting(Some(pem));
+            let mut g = signed_gadget(&config);
+            let mut c = Central::new();
+            stage_segments(&mut c, &mut g, APP);
+            let slot = g.database().download().unwrap().slot;
+            let notes = apply_with(&mut c, &mut g, 2, APP, Some(signature));
+            assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+            assert!(!g.restart_requested());
+            assert_eq!(g.poll_event(), None);
+            let entry = g.database().images[usize::from(slot.index())];
+            assert_eq!(entry.state, ImageState::Invalid);
+            assert_eq!(g.database().pending, None);
+            // The refused bytes are no use: the staging is gone, a resend starts at 0.
+            assert_eq!(g.staged(), None);
+            let notes = apply_with(&mut c, &mut g, 2, APP, Some(signature));
+            assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+
+            let (outcome, g) = signed_restart(g.into_flash(), &config);
+            assert_eq!(outcome, BootOutcome::Unchanged);
+            assert_eq!(g.active().slot, Slot::FACTORY);
+            assert_eq!(g.active().version, 0);
+        }
+    }
+
+    #[test]
+    fn without_a_key_both_forms_install() {
+        let config = config_trusting(None);
+        let mut g = signed_gadget(&config);
+        let mut c = Central::new();
+        // Signed: the signature is recorded with the image, not checked.
+        stage_segments(&mut c, &mut g, APP);
+        let notes = apply_with(&mut c, &mut g, 2, APP, Some(app_signature()));
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        assert_eq!(
+            g.database().pending.unwrap().signature,
+            Some(app_signature())
+        );
+        let (outcome, mut g) = signed_restart(g.into_flash(), &config);
+        assert_eq!(outcome, BootOutcome::Updated { from: 0, to: 2 });
+        assert_eq!(discover(&mut c, &mut g), "2");
+
+        // Unsigned: the digest alone decides, as before the extension.
+        let next = image(40_000, 0x21);
+        stage_segments(&mut c, &mut g, &next);
+        let notes = apply_with(&mut c, &mut g, 3, &next, None);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        assert_eq!(g.database().pending.unwrap().signature, None);
+        let (outcome, mut g) = signed_restart(g.into_flash(), &config);
+        assert_eq!(outcome, BootOutcome::Updated { from: 2, to: 3 });
+        assert_eq!(discover(&mut c, &mut g), "3");
+    }
+
+    #[test]
+    fn component_signatures_of_other_lengths_are_invalid() {
+        for config in [config_trusting(Some(KEY)), config_trusting(None)] {
+            let mut g = signed_gadget(&config);
+            let mut c = Central::new();
+            stage_segments(&mut c, &mut g, APP);
+            let signed = ComponentSignature {
+                sha256: sha256(APP),
+                ecdsa: Some(ImageSignature::from_base64(APP_SIG).unwrap()),
+            }
+            .encode();
+            for text in [
+                // The signature alone: 64 bytes, 88 characters.
+                APP_SIG.trim().to_string(),
+                // 95 bytes in 128 characters.
+                [&signed[..124], "AAA="].concat(),
+                // 99 bytes: above the 128-character bound, so not even usable.
+                [&signed[..], "AAAA"].concat(),
+                // The last byte of r and all of s 0xFF: s is not below the curve order.
+                [&signed[..84], &"/".repeat(44)].concat(),
+            ] {
+                let env = ControlEnvelope::apply_firmware(2, "app", APP.len() as u32, &text, true);
+                let notes = c.control(&mut g, &env, true);
+                let refused = response(&notes, Command::ApplyFirmware, ErrorCode::Invalid)
+                    || ack_of(&notes).is_some_and(|a| a.result == ResultCode::Unsupported);
+                assert!(refused, "{text}: {notes:?}");
+                assert!(!g.restart_requested());
+            }
+            assert_eq!(g.staged(), Some(("app", APP.len() as u32)));
+        }
+    }
+
+    #[test]
+    fn the_boot_decision_checks_the_signature_again() {
+        let config = config_trusting(Some(KEY));
+        let applied = || {
+            let mut g = signed_gadget(&config);
+            let mut c = Central::new();
+            stage_segments(&mut c, &mut g, APP);
+            let notes = apply_with(&mut c, &mut g, 2, APP, Some(app_signature()));
+            assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+            let slot = g.database().pending.unwrap().slot;
+            let start = Slots::with_config(SIGNED_LAYOUT, config.database.clone(), g.flash())
+                .unwrap()
+                .slot_range(slot)
+                .start as usize;
+            (g.into_flash(), start)
+        };
+
+        // The image changed in its slot between the apply and the boot.
+        let (flash, start) = applied();
+        let flash = edited(flash, |bytes| bytes[start + 5000] ^= 0x01);
+        let (outcome, g) = signed_restart(flash, &config);
+        assert_eq!(outcome, BootOutcome::FellBack { rejected: 2 });
+        assert_eq!(g.active().slot, Slot::FACTORY);
+        assert_eq!(g.database().images[1].state, ImageState::Invalid);
+
+        // A bootloader that trusts another key will not start it either.
+        let (flash, _) = applied();
+        let (outcome, g) = signed_restart(flash, &config_trusting(Some(OTHER_KEY)));
+        assert_eq!(outcome, BootOutcome::FellBack { rejected: 2 });
+        assert_eq!(g.active().version, 0);
+
+        // Untouched, it boots.
+        let (flash, _) = applied();
+        let (outcome, _) = signed_restart(flash, &config);
+        assert_eq!(outcome, BootOutcome::Updated { from: 0, to: 2 });
+    }
+
+    #[test]
+    fn with_a_trusted_key_an_image_verified_before_a_restart_needs_its_signature_again() {
+        let config = config_trusting(Some(KEY));
+        let mut g = signed_gadget(&config);
+        let mut c = Central::new();
+        stage_segments(&mut c, &mut g, APP);
+        let slot = g.database().download().unwrap().slot;
+        let mut flash = g.into_flash();
+        let slots = Slots::with_config(SIGNED_LAYOUT, config.database.clone(), &flash).unwrap();
+        let meta = ImageMeta {
+            version: 2,
+            size: APP.len() as u32,
+            sha256: sha256(APP),
+            signature: Some(app_signature()),
+        };
+        slots.finish_download(&mut flash, slot, meta).unwrap();
+        slots.verify(&mut flash, slot).unwrap();
+        let (_, mut g) = signed_restart(flash, &config);
+        assert_eq!(g.staged(), None);
+        // Without the signature, or with another one, it is not the image verified.
+        let mut flipped = app_signature();
+        flipped[40] ^= 0x01;
+        for signature in [None, Some(flipped)] {
+            let notes = apply_with(&mut c, &mut g, 2, APP, signature);
+            assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+            assert_eq!(g.database().pending, None);
+        }
+        let notes = apply_with(&mut c, &mut g, 2, APP, Some(app_signature()));
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
+        let (outcome, _) = signed_restart(g.into_flash(), &config);
+        assert_eq!(outcome, BootOutcome::Updated { from: 0, to: 2 });
     }
 }

@@ -1142,13 +1142,16 @@ impl Slots {
         Ok(out)
     }
 
-    /// Whether `image`'s bytes match its SHA-256 and, with a trusted key, its signature.
+    /// Whether `image`'s bytes match its SHA-256 and, with a trusted key, its signature: ECDSA
+    /// P-256 over the SHA-256 of the bytes on the flash, as a manifest signature is made
+    /// (`otaweb::image::signature`: over the SHA-256 of the whole image).
     fn check<F: NorFlash>(
         &self,
         flash: &mut F,
         image: &ImageInfo,
     ) -> Result<bool, SlotError<F::Error>> {
-        if self.image_digest(flash, image.slot, image.size)? != image.sha256 {
+        let digest = self.image_digest(flash, image.slot, image.size)?;
+        if digest != image.sha256 {
             return Ok(false);
         }
         let Some(key) = &self.trusted_key else {
@@ -1157,7 +1160,7 @@ impl Slots {
         Ok(image
             .signature
             .and_then(|s| ImageSignature::from_bytes(&s).ok())
-            .is_some_and(|s| key.verify_digest(&image.sha256, &s).is_ok()))
+            .is_some_and(|s| key.verify_digest(&digest, &s).is_ok()))
     }
 
     /// Writes `bytes` at `offset` of `slot`, rewriting each sector it touches and keeping
@@ -2010,6 +2013,80 @@ mod tests {
         db.provision(&mut flash, &factory()).unwrap();
         assert_eq!(verdict(&db, &mut flash, None), ImageState::Verified);
         assert_eq!(entry_state(&db, &mut flash, Slot::A), ImageState::Verified);
+    }
+
+    #[test]
+    fn the_boot_decision_checks_the_signature_of_a_pending_image_again() {
+        const APP: &[u8] = include_bytes!("../../firmware-fixtures/files/app-v2.bin");
+        const SIG: &str = include_str!("../../firmware-fixtures/files/app-v2.bin.sig");
+        const KEY: &str =
+            include_str!("../../firmware-fixtures/files/keys/test-signing-key.pub.pem");
+        let signature = ImageSignature::from_base64(SIG).unwrap().to_bytes();
+        let layout = Layout {
+            slot_size: 24 * 4096,
+            ..LAYOUT
+        };
+        let mut flash = Flash::new((2 + 3 * 24) * 4096).unwrap();
+        let config = DbConfig {
+            slots: 2,
+            trusted_key: Some(PublicKey::from_pem(KEY).unwrap()),
+        };
+        let db = Slots::with_config(layout, config, &flash).unwrap();
+        db.provision(&mut flash, &factory()).unwrap();
+        let slot = download_all(&db, &mut flash, APP, 4096).unwrap();
+        let meta = ImageMeta {
+            signature: Some(signature),
+            ..meta(APP, 2)
+        };
+        db.finish_download(&mut flash, slot, meta).unwrap();
+        assert_eq!(
+            db.verify(&mut flash, slot).unwrap().images[1].state,
+            ImageState::Verified
+        );
+        db.apply(&mut flash, slot).unwrap();
+        let applied = flash;
+
+        // The index rewritten between apply and boot (a whole new record, as someone with
+        // access to the flash could write it): each change only the signature check sees.
+        let other = image(APP.len(), 9);
+        type Change = fn(&mut ImageInfo, &[u8]);
+        let tampered: [(&str, Change); 3] = [
+            ("signature altered", |e, _| {
+                e.signature.as_mut().unwrap()[40] ^= 0x01;
+            }),
+            ("signature removed", |e, _| e.signature = None),
+            ("another image with its SHA-256", |e, other| {
+                e.sha256 = sha256(other);
+            }),
+        ];
+        for (what, change) in tampered {
+            let mut f = applied.clone();
+            let mut index = db.latest(&mut f).unwrap().unwrap();
+            change(index.entry_mut(slot), &other);
+            if index.entry(slot).sha256 == sha256(&other) {
+                db.write_raw(&mut f, slot, 0, &other).unwrap();
+            }
+            db.commit(&mut f, &index).unwrap();
+            let boot = db.boot(&mut f).unwrap();
+            assert_eq!(
+                boot.outcome,
+                BootOutcome::FellBack { rejected: 2 },
+                "{what}"
+            );
+            assert_eq!(boot.state.running().slot, Slot::FACTORY, "{what}");
+            assert_eq!(
+                entry_state(&db, &mut f, slot),
+                ImageState::Invalid,
+                "{what}"
+            );
+        }
+
+        // Untouched, it boots as a trial.
+        let mut f = applied;
+        assert_eq!(
+            db.boot(&mut f).unwrap().outcome,
+            BootOutcome::Updated { from: 0, to: 2 }
+        );
     }
 
     /// Runs `op` on copies of `flash` with power cut after every number of writes it makes,

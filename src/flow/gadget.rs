@@ -116,14 +116,23 @@
 //! - Refusals carry [`Vendor::Gadget`] and a name from one of two tables: transport result
 //!   codes are named `NACK_*`, protobuf `ErrorCode`s by their enum names (see
 //!   [`transport_refusal`] and [`response_refusal`]).
+//! - ApplyFirmware's `FirmwareComponent.signature`, which the notes know only as "SHA-256
+//!   encoded Base64" (§5, §7.3; what it covers is open, §10.4), is our extension for a signed
+//!   image: Base64 of `SHA-256 (32 bytes) ‖ ECDSA P-256 r‖s (64 bytes)`, 96 bytes in 128
+//!   characters, the signature being the one [`verify_image`](crate::image::verify::verify_image) checked
+//!   against the manifest entry ([`Image::signature`]); an unsigned image keeps the
+//!   44-character Base64 of its SHA-256, so a gadget that expects a digest still gets one
+//!   (encoding: [`ComponentSignature`]). The companion gadget reads both and, with a trusted
+//!   key, refuses an unsigned apply or a bad signature (INVALID, so the flow fails with
+//!   `INVALID` and the device keeps its image), and its boot decision checks the signature
+//!   again before the image runs. Both sides are ours: a gadget built with EMB's nanopb
+//!   bound (65 bytes) cannot take the signed form, so a signed image is for our gadget only.
+//!   Segment signatures stay Base64(SHA-256).
 
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 
 use crate::error::{DecodeError, Error, LinkLost, Malformed, Misuse, Refusal, Vendor};
 use crate::flow::{Delivery, Flow, Transmit};
@@ -137,8 +146,8 @@ use crate::wire::agt::{
     MIN_PACKET_SIZE,
 };
 use crate::wire::agt_proto::{
-    decode_control, decode_discover_response, segment_signature, Command, ControlEnvelope,
-    DiscoverDirective, ErrorCode, Response, ResponsePayload, NAME_MAX,
+    decode_control, decode_discover_response, segment_signature, Command, ComponentSignature,
+    ControlEnvelope, DiscoverDirective, ErrorCode, Response, ResponsePayload, NAME_MAX,
 };
 
 /// Web Bluetooth's largest characteristic value, the default packet-size cap.
@@ -418,7 +427,8 @@ pub struct GadgetUpdate {
     name: String,
     offered: AlexaVersion,
     bytes: Vec<u8>,
-    /// Base64(SHA-256) of the whole image, for ApplyFirmware.
+    /// ApplyFirmware's component signature: Base64 of the image's SHA-256, and of its
+    /// ECDSA signature after it if the image is signed (module docs).
     image_signature: String,
     state: State,
     stage: Option<GadgetStage>,
@@ -494,7 +504,11 @@ impl GadgetUpdate {
                 "apply_staged switches to a staged image: it cannot also stage or only check",
             ));
         }
-        let image_signature = STANDARD.encode(image.sha256);
+        let image_signature = ComponentSignature {
+            sha256: image.sha256,
+            ecdsa: image.signature,
+        }
+        .encode();
         Ok(GadgetUpdate {
             window: options.segment_size,
             options,
@@ -1542,8 +1556,14 @@ mod tests {
 
     impl Script {
         fn new(options: GadgetOptions) -> Self {
+            Self::with_image(options, image_named("app", "2"))
+        }
+
+        /// A script whose flow installs `image`, which holds [`image_bytes`].
+        fn with_image(options: GadgetOptions, image: Verified<Image>) -> Self {
+            assert_eq!(image.get().bytes, image_bytes());
             Script {
-                flow: GadgetUpdate::new(image_named("app", "2"), options).unwrap(),
+                flow: GadgetUpdate::new(image, options).unwrap(),
                 now: Millis(1_000),
                 rx: Reassembler::new(T),
                 gadget_id: TransactionId::ZERO,
@@ -1978,6 +1998,79 @@ mod tests {
         assert!(events.contains(&GadgetEvent::NeedsReconnect));
         assert_eq!(events.last(), Some(&GadgetEvent::Done { version: 2 }));
         assert_eq!(s.flow.poll_timeout(), None);
+    }
+
+    /// [`image_bytes`] as "app" version 2, signed by a test key that the policy trusts.
+    fn signed_image() -> Verified<Image> {
+        use crate::image::signature::{ImageSignature, PublicKey};
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        use p256::ecdsa::{Signature, SigningKey};
+
+        let bytes = image_bytes();
+        let key = SigningKey::from_slice(&sha256(b"otaweb gadget flow test key")).unwrap();
+        let signature: Signature = key.sign_prehash(&sha256(&bytes)).unwrap();
+        let point = key.verifying_key().to_sec1_point(false);
+        let trusted = PublicKey::from_sec1_bytes(point.as_bytes()).unwrap();
+        let entry = ManifestEntry {
+            name: "app".to_string(),
+            flow: FlowKind::Gadget,
+            version: "2".to_string(),
+            url: "app.bin".to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256(&bytes),
+            md5: None,
+            signature: Some(ImageSignature::from_bytes(&signature.to_bytes()).unwrap()),
+            compression: None,
+        };
+        verify_image(&bytes, &entry, &VerifyPolicy::trusting(vec![trusted])).unwrap()
+    }
+
+    #[test]
+    fn a_signed_image_sends_its_digest_then_its_signature_in_apply_firmware() {
+        use crate::wire::agt_proto::ControlPayload;
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine as _;
+
+        let image = signed_image();
+        let signature = image.get().signature.expect("verified with a trusted key");
+        let mut s = Script::with_image(options(), image);
+        s.handshake("0");
+        // The segments carry Base64(SHA-256) as for any image (expect_announcement checks).
+        s.transfer_all();
+        let (id, payload) = s.expect_request(StreamId::Control, true);
+        let Some(ControlPayload::ApplyFirmware(apply)) = decode_control(&payload).unwrap().payload
+        else {
+            panic!("not ApplyFirmware");
+        };
+        assert_eq!(apply.validate(), Ok(()));
+        let info = apply.firmware_information.as_ref().unwrap();
+        assert_eq!((info.version, info.components[0].size), (2, SIZE));
+        let text = &info.components[0].signature;
+        assert_eq!(text.len(), 128);
+        let raw = STANDARD.decode(text).unwrap();
+        assert_eq!(raw[..32], sha256(&s.image));
+        assert_eq!(raw[32..], signature.to_bytes());
+        assert_eq!(
+            ComponentSignature::parse(text),
+            Ok(ComponentSignature {
+                sha256: sha256(&s.image),
+                ecdsa: Some(signature)
+            })
+        );
+        // The rest of the flow is as for an unsigned image.
+        s.ack(StreamId::Control, id);
+        s.respond(Command::ApplyFirmware, ErrorCode::Success);
+        assert_eq!(s.flow.stage(), Some(GadgetStage::Restart));
+    }
+
+    #[test]
+    fn an_unsigned_image_sends_only_its_digest_in_apply_firmware() {
+        let mut s = Script::new(options());
+        s.handshake("0");
+        s.transfer_all();
+        // expect_apply compares the whole envelope: the signature is Base64(SHA-256).
+        s.expect_apply();
+        assert_eq!(segment_signature(&s.image).len(), 44);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! the entry is compressed, never past the entry's size) → size → SHA-256 → MD5 (if the entry
 //! has one) → signature as the [`VerifyPolicy`] demands. Code that sends an image to a device
 //! takes a `Verified<Image>`, so an unchecked image cannot reach a device by construction.
+//! An image whose signature was checked keeps it ([`Image::signature`]), so a flow can hand
+//! it on for the device to check again: the gadget flow sends it in ApplyFirmware, where the
+//! companion firmware's image database checks it with its trusted key, also at every boot
+//! that starts the image.
 //!
 //! What the policy decides, for an entry with and without a signature:
 //!
@@ -27,7 +31,7 @@ use crate::image::dfu_bundle::BundleError;
 use crate::image::digest::{md5, sha256, to_hex};
 use crate::image::manifest::{Compression, FlowKind, ManifestEntry};
 use crate::image::sifli::TransferError;
-use crate::image::signature::PublicKey;
+use crate::image::signature::{ImageSignature, PublicKey};
 use crate::image::zlib::{inflate, InflateError};
 
 /// Why an image failed verification.
@@ -174,6 +178,12 @@ pub struct Image {
     pub sha256: [u8; 32],
     /// Whether a trusted key's signature was checked and matched.
     pub signed: bool,
+    /// The entry's signature, kept when [`verify_image`] checked it with a trusted key
+    /// (exactly when [`Image::signed`]), so a flow can hand it on to the device, which
+    /// checks it again (the gadget flow does); `None` for an unsigned image and under
+    /// [`VerifyPolicy::danger_accept_unsigned`]. Only [`verify_image`] makes a
+    /// [`Verified<Image>`], so in one this is a signature a trusted key made over `sha256`.
+    pub signature: Option<ImageSignature>,
     /// The image itself (inflated, if the entry was compressed).
     pub bytes: Vec<u8>,
 }
@@ -306,10 +316,10 @@ pub fn verify_image(
         }
     }
 
-    let signed = match &entry.signature {
+    let signature = match &entry.signature {
         None if policy.require_signature => return Err(VerifyError::SignatureMissing),
-        None => false,
-        Some(_) if policy.danger_skip_signatures => false,
+        None => None,
+        Some(_) if policy.danger_skip_signatures => None,
         Some(_) if policy.trusted_keys.is_empty() => return Err(VerifyError::NoTrustedKey),
         Some(signature) => {
             let trusted = policy
@@ -319,7 +329,7 @@ pub fn verify_image(
             if !trusted {
                 return Err(VerifyError::SignatureInvalid);
             }
-            true
+            Some(*signature)
         }
     };
 
@@ -328,7 +338,8 @@ pub fn verify_image(
         flow: entry.flow,
         version: entry.version.clone(),
         sha256: digest,
-        signed,
+        signed: signature.is_some(),
+        signature,
         bytes: image.into_owned(),
     }))
 }
@@ -336,7 +347,6 @@ pub fn verify_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::signature::ImageSignature;
     use crate::image::zlib::compress;
     use alloc::string::ToString;
     use alloc::vec;
@@ -391,6 +401,7 @@ mod tests {
         assert_eq!(got.sha256, sha256(&img));
         assert_eq!(got.size(), 5000);
         assert!(got.signed);
+        assert_eq!(got.signature, Some(sign(1, &img)));
         assert_eq!(verified.into_inner().bytes, img);
     }
 
@@ -507,6 +518,7 @@ mod tests {
         assert!(danger.trusted_keys().is_empty());
         let verified = verify_image(&img, &e, &danger).unwrap();
         assert!(!verified.get().signed);
+        assert_eq!(verified.get().signature, None);
     }
 
     #[test]
@@ -519,7 +531,9 @@ mod tests {
         assert_eq!(err, VerifyError::NoTrustedKey);
         assert_eq!(err.code(), "no-trusted-key");
         e.signature = None;
-        assert!(!verify_image(&img, &e, &no_keys).unwrap().get().signed);
+        let unsigned = verify_image(&img, &e, &no_keys).unwrap();
+        assert!(!unsigned.get().signed);
+        assert_eq!(unsigned.get().signature, None);
     }
 
     #[test]
@@ -528,7 +542,10 @@ mod tests {
         let mut e = entry(&img);
         e.signature = Some(sign(2, &img));
         let danger = VerifyPolicy::danger_accept_unsigned();
-        assert!(!verify_image(&img, &e, &danger).unwrap().get().signed);
+        let unchecked = verify_image(&img, &e, &danger).unwrap();
+        assert!(!unchecked.get().signed);
+        // An unchecked signature is not handed on: no device is told it was verified.
+        assert_eq!(unchecked.get().signature, None);
         let mut bad = img.clone();
         bad[0] ^= 1;
         assert!(matches!(
@@ -547,6 +564,7 @@ mod tests {
         let verified = verify_image(&packed, &e, &trusting_key_1()).unwrap();
         assert_eq!(verified.get().bytes, img);
         assert!(verified.get().signed);
+        assert_eq!(verified.get().signature, entry(&img).signature);
 
         // The raw image is not a zlib stream.
         assert!(matches!(

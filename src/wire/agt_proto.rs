@@ -35,11 +35,22 @@
 //!   Base64(SHA-256) with padding, 44 characters ([`segment_signature`]); parsing accepts that
 //!   or 64 hex digits of either case ([`parse_segment_signature`]), since EMB's widened
 //!   nanopb limit (65) leaves room for hex.
+//! - Our extension, for a signed image: `FirmwareComponent.signature` (called "SHA-256
+//!   encoded Base64" by PI's comment and otherwise undocumented, notes §5 and §7.3 \[INF\])
+//!   is then Base64 of `SHA-256 (32 bytes) ‖ ECDSA P-256 r‖s (64 bytes)`, 96 bytes in 128
+//!   characters ([`ComponentSignature`]): the digest first, as the field always carried it,
+//!   then the signature the image's manifest entry carried, which the gadget's image
+//!   database checks with its trusted key. An unsigned image keeps the 44-character digest
+//!   form, so a gadget that expects a digest gets one. Both sides are ours; a gadget built
+//!   with EMB's nanopb bound (65) cannot hold the signed form, so it must be our gadget, or
+//!   the image unsigned. Segment signatures are never extended.
 //! - Size bounds follow EMB's nanopb options, where `max_size` counts the terminating NUL:
 //!   component and firmware names at most 15 bytes, signatures 64, locale 7, one component
 //!   per ApplyFirmware. A gadget with fixed buffers checks them with
-//!   [`UpdateComponentSegment::validate`] and [`ApplyFirmware::validate`]. firmwareVersion
-//!   (31 bytes) has no check: a decimal `u32` never comes near it.
+//!   [`UpdateComponentSegment::validate`] and [`ApplyFirmware::validate`]. The one exception
+//!   is `FirmwareComponent.signature`, bounded at [`COMPONENT_SIGNATURE_MAX`] (128) for the
+//!   signed form above. firmwareVersion (31 bytes) has no check: a decimal `u32` never comes
+//!   near it.
 //! - Requests carry no empty payload message: the EMB capture of GetDeviceInformation is
 //!   `08 14`, `command` alone, so [`ControlEnvelope::get_device_information`] emits just that.
 
@@ -53,11 +64,15 @@ use prost::Message as _;
 
 use crate::error::{DecodeError, Malformed};
 use crate::image::digest::{parse_hex, sha256};
+use crate::image::signature::{ImageSignature, SIGNATURE_LEN};
 
 /// Longest component or firmware name, in bytes (nanopb `max_size` 16 less the NUL).
 pub const NAME_MAX: usize = 15;
 /// Longest signature text, in bytes: 64 hex digits (nanopb `max_size` 65 less the NUL).
 pub const SIGNATURE_MAX: usize = 64;
+/// Longest `FirmwareComponent.signature` text, in bytes: 128, the Base64 of our signed form
+/// (SHA-256 ‖ r‖s, 96 bytes; see [`ComponentSignature`]). Above EMB's [`SIGNATURE_MAX`].
+pub const COMPONENT_SIGNATURE_MAX: usize = 128;
 /// Longest `FirmwareInformation.locale`, in bytes (nanopb `max_size` 8 less the NUL).
 pub const LOCALE_MAX: usize = 7;
 /// Most components one `FirmwareInformation` carries (EMB's nanopb `max_count`).
@@ -275,7 +290,8 @@ pub struct FirmwareComponent {
     /// Component size in bytes.
     #[prost(uint32, tag = "3")]
     pub size: u32,
-    /// Signature text of the whole component, encoded as [`segment_signature`] does.
+    /// Signature text of the whole component: its SHA-256 as [`segment_signature`] encodes
+    /// it, or, for a signed image, our extension ([`ComponentSignature`]).
     #[prost(string, tag = "4")]
     pub signature: String,
 }
@@ -460,7 +476,11 @@ impl ApplyFirmware {
         }
         for c in &info.components {
             bound("FirmwareComponent.name", &c.name, NAME_MAX)?;
-            bound("FirmwareComponent.signature", &c.signature, SIGNATURE_MAX)?;
+            bound(
+                "FirmwareComponent.signature",
+                &c.signature,
+                COMPONENT_SIGNATURE_MAX,
+            )?;
         }
         Ok(())
     }
@@ -853,6 +873,71 @@ pub fn parse_segment_signature(text: &str) -> Result<[u8; 32], Malformed> {
     }
 }
 
+/// What `FirmwareComponent.signature` carries: the whole component's SHA-256 and, for a
+/// signed image, the ECDSA P-256 signature of its manifest entry (our extension; module docs).
+///
+/// Text forms, by length: 44 characters of padded standard Base64 or 64 hex digits are the
+/// digest alone (as [`parse_segment_signature`] reads them); 128 characters of standard
+/// Base64 are 96 bytes, `SHA-256 ‖ r ‖ s`, with `r` and `s` big-endian and in range. Any
+/// other text is malformed. [`ComponentSignature::encode`] writes Base64 only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComponentSignature {
+    /// SHA-256 of the whole component.
+    pub sha256: [u8; 32],
+    /// The signature over that SHA-256 (ECDSA P-256, as `otaweb::image::signature` defines
+    /// it), if the image was signed.
+    pub ecdsa: Option<ImageSignature>,
+}
+
+/// Bytes of the signed form: SHA-256 then `r‖s`.
+const SIGNED_COMPONENT_LEN: usize = 32 + SIGNATURE_LEN;
+
+impl ComponentSignature {
+    /// The text for the field: Base64 (standard, padded) of the SHA-256 (44 characters), or
+    /// of SHA-256 ‖ r‖s (128 characters) when there is a signature.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        match &self.ecdsa {
+            None => STANDARD.encode(self.sha256),
+            Some(signature) => {
+                let mut raw = [0u8; SIGNED_COMPONENT_LEN];
+                raw[..32].copy_from_slice(&self.sha256);
+                raw[32..].copy_from_slice(&signature.to_bytes());
+                STANDARD.encode(raw)
+            }
+        }
+    }
+
+    /// Reads the field's text: the digest forms [`parse_segment_signature`] takes, or the
+    /// 128-character signed form; anything else, including a signed form whose `r` or `s` is
+    /// out of range, is malformed.
+    pub fn parse(text: &str) -> Result<Self, Malformed> {
+        let bad = Malformed {
+            what: "component signature",
+            reason: DecodeError::BadValue,
+        };
+        if text.len() != COMPONENT_SIGNATURE_MAX {
+            let sha256 = parse_segment_signature(text).map_err(|_| bad)?;
+            return Ok(ComponentSignature {
+                sha256,
+                ecdsa: None,
+            });
+        }
+        let raw = STANDARD.decode(text).map_err(|_| bad)?;
+        if raw.len() != SIGNED_COMPONENT_LEN {
+            return Err(bad);
+        }
+        let (digest, signature) = raw.split_at(32);
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(digest);
+        let ecdsa = ImageSignature::from_bytes(signature).map_err(|_| bad)?;
+        Ok(ComponentSignature {
+            sha256,
+            ecdsa: Some(ecdsa),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1084,6 +1169,19 @@ mod tests {
             two.validate().unwrap_err().reason,
             DecodeError::TooLarge { limit: 1 }
         );
+
+        // The component signature has room for the signed form, 128 characters, no more.
+        let signed =
+            |len: usize| match ControlEnvelope::apply_firmware(1, "app", 1, &"A".repeat(len), true)
+                .payload
+            {
+                Some(ControlPayload::ApplyFirmware(a)) => a,
+                _ => panic!("wrong payload"),
+            };
+        assert_eq!(signed(COMPONENT_SIGNATURE_MAX).validate(), Ok(()));
+        let err = signed(COMPONENT_SIGNATURE_MAX + 1).validate().unwrap_err();
+        assert_eq!(err.what, "FirmwareComponent.signature");
+        assert_eq!(err.reason, DecodeError::TooLarge { limit: 128 });
     }
 
     /// The Discover directive EMB's tx.c carries: only namespace and name.
@@ -1272,6 +1370,71 @@ mod tests {
             let err = parse_segment_signature(bad).unwrap_err();
             assert_eq!(err.what, "segment signature");
             assert_eq!(err.reason, DecodeError::BadValue);
+        }
+    }
+
+    /// The signed form of `FirmwareComponent.signature`, pinned: SHA-256 = 00 01 … 1F,
+    /// r = 20 21 … 3F, s = 40 41 … 5F, that is the bytes 0 to 95 in order.
+    const SIGNED_COMPONENT: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKiss\
+                                    LS4vMDEyMzQ1Njc4OTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZ\
+                                    WltcXV5f";
+
+    #[test]
+    fn component_signature_signed_form_is_base64_of_digest_then_r_then_s() {
+        let raw: Vec<u8> = (0..96).collect();
+        let signed = ComponentSignature {
+            sha256: raw[..32].try_into().unwrap(),
+            ecdsa: Some(ImageSignature::from_bytes(&raw[32..]).unwrap()),
+        };
+        assert_eq!(SIGNED_COMPONENT.len(), COMPONENT_SIGNATURE_MAX);
+        assert_eq!(signed.encode(), SIGNED_COMPONENT);
+        assert_eq!(ComponentSignature::parse(SIGNED_COMPONENT), Ok(signed));
+        assert_eq!(
+            STANDARD.decode(SIGNED_COMPONENT).unwrap(),
+            raw,
+            "digest first, then r, then s"
+        );
+    }
+
+    #[test]
+    fn component_signature_digest_form_is_the_segment_form() {
+        let b64 = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let plain = ComponentSignature {
+            sha256: sha256(b"abc"),
+            ecdsa: None,
+        };
+        assert_eq!(plain.encode(), b64);
+        assert_eq!(plain.encode(), segment_signature(b"abc"));
+        assert_eq!(ComponentSignature::parse(b64), Ok(plain));
+        assert_eq!(ComponentSignature::parse(hex), Ok(plain));
+    }
+
+    #[test]
+    fn component_signature_of_any_other_shape_is_malformed() {
+        let raw: Vec<u8> = (0..96).collect();
+        let mut zero_r = raw.clone();
+        zero_r[32..64].fill(0);
+        let mut high_s = raw.clone();
+        high_s[64..].fill(0xFF);
+        let signature_alone = STANDARD.encode(&raw[32..]);
+        let hex_96: String = raw.iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let short = [&SIGNED_COMPONENT[..124], "AA=="].concat(); // 94 bytes in 128 characters
+        let url_safe = SIGNED_COMPONENT.replace('+', "-").replace('/', "_");
+        for bad in [
+            String::new(),
+            signature_alone,                  // 64 bytes, 88 characters
+            SIGNED_COMPONENT[..127].into(),   // one character short
+            [SIGNED_COMPONENT, "A"].concat(), // one too many
+            short,
+            url_safe,
+            hex_96,
+            STANDARD.encode(&zero_r),
+            STANDARD.encode(&high_s), // s above the curve order
+        ] {
+            let err = ComponentSignature::parse(&bad).unwrap_err();
+            assert_eq!(err.what, "component signature", "{bad:?}");
+            assert_eq!(err.reason, DecodeError::BadValue, "{bad:?}");
         }
     }
 }

@@ -416,7 +416,8 @@ impl<F: NorFlash> Gadget<F> {
                 self.ack(t);
                 let features = DeviceFeatures {
                     features: FEATURES,
-                    device_attributes: 0,
+                    // We parse the signed component signature: ask for it.
+                    device_attributes: DeviceFeatures::SIGNED_APPLY,
                 };
                 self.reply(
                     Command::GetDeviceFeatures.into(),

@@ -125,9 +125,11 @@
 //!   (encoding: [`ComponentSignature`]). The companion gadget reads both and, with a trusted
 //!   key, refuses an unsigned apply or a bad signature (INVALID, so the flow fails with
 //!   `INVALID` and the device keeps its image), and its boot decision checks the signature
-//!   again before the image runs. Both sides are ours: a gadget built with EMB's nanopb
-//!   bound (65 bytes) cannot take the signed form, so a signed image is for our gadget only.
-//!   Segment signatures stay Base64(SHA-256).
+//!   again before the image runs. A gadget built with EMB's nanopb bound (65 bytes) cannot
+//!   take the signed form, so the flow sends it only to a gadget that asks for it with our
+//!   `device_attributes` bit [`crate::wire::agt_proto::DeviceFeatures::SIGNED_APPLY`] in its
+//!   GetDeviceFeatures reply (the companion gadget does); any other gadget gets the digest
+//!   form, signed image or not. Segment signatures stay Base64(SHA-256).
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -428,8 +430,14 @@ pub struct GadgetUpdate {
     offered: AlexaVersion,
     bytes: Vec<u8>,
     /// ApplyFirmware's component signature: Base64 of the image's SHA-256, and of its
-    /// ECDSA signature after it if the image is signed (module docs).
+    /// ECDSA signature after it if the image is signed and the gadget announced
+    /// [`crate::wire::agt_proto::DeviceFeatures::SIGNED_APPLY`] (module docs).
     image_signature: String,
+    /// The digest-only form, for a gadget that did not announce it (a stock sample's field
+    /// holds 64 characters).
+    digest_signature: String,
+    /// Whether the gadget announced the signed form on this connection.
+    signed_apply: bool,
     state: State,
     stage: Option<GadgetStage>,
     limits: Option<Limits>,
@@ -509,6 +517,11 @@ impl GadgetUpdate {
             ecdsa: image.signature,
         }
         .encode();
+        let digest_signature = ComponentSignature {
+            sha256: image.sha256,
+            ecdsa: None,
+        }
+        .encode();
         Ok(GadgetUpdate {
             window: options.segment_size,
             options,
@@ -516,6 +529,8 @@ impl GadgetUpdate {
             offered,
             bytes: image.bytes,
             image_signature,
+            digest_signature,
+            signed_apply: false,
             state: State::ExpectConnection {
                 goal: if options.apply_staged {
                     Goal::Apply
@@ -951,11 +966,16 @@ impl GadgetUpdate {
     }
 
     fn send_apply(&mut self, now: Millis) {
+        let signature = if self.signed_apply {
+            &self.image_signature
+        } else {
+            &self.digest_signature
+        };
         let payload = ControlEnvelope::apply_firmware(
             self.offered.0,
             &self.name,
             self.total(),
-            &self.image_signature,
+            signature,
             true,
         )
         .to_bytes();
@@ -1100,6 +1120,7 @@ impl GadgetUpdate {
             }
             State::ExpectDeviceFeatures { goal } if ok => match &response.payload {
                 Some(ResponsePayload::DeviceFeatures(f)) if f.supports_ota() => {
+                    self.signed_apply = f.supports_signed_apply();
                     self.send_discover(now, goal);
                 }
                 Some(ResponsePayload::DeviceFeatures(f)) => self.fail(
@@ -1552,6 +1573,8 @@ mod tests {
         rx: Reassembler,
         gadget_id: TransactionId,
         image: Vec<u8>,
+        /// The `device_attributes` the scripted gadget reports.
+        attributes: u64,
     }
 
     impl Script {
@@ -1568,6 +1591,7 @@ mod tests {
                 rx: Reassembler::new(T),
                 gadget_id: TransactionId::ZERO,
                 image: image_bytes(),
+                attributes: 0,
             }
         }
 
@@ -1669,7 +1693,7 @@ mod tests {
         fn features(&mut self, bits: u64) {
             let payload = ResponsePayload::DeviceFeatures(DeviceFeatures {
                 features: bits,
-                device_attributes: 0,
+                device_attributes: self.attributes,
             });
             self.recv_txn(
                 StreamId::Control,
@@ -2034,6 +2058,7 @@ mod tests {
         let image = signed_image();
         let signature = image.get().signature.expect("verified with a trusted key");
         let mut s = Script::with_image(options(), image);
+        s.attributes = DeviceFeatures::SIGNED_APPLY;
         s.handshake("0");
         // The segments carry Base64(SHA-256) as for any image (expect_announcement checks).
         s.transfer_all();
@@ -2061,6 +2086,30 @@ mod tests {
         s.ack(StreamId::Control, id);
         s.respond(Command::ApplyFirmware, ErrorCode::Success);
         assert_eq!(s.flow.stage(), Some(GadgetStage::Restart));
+    }
+
+    #[test]
+    fn a_gadget_that_does_not_ask_for_signatures_gets_the_digest_form_even_for_a_signed_image() {
+        use crate::wire::agt_proto::ControlPayload;
+
+        let mut s = Script::with_image(options(), signed_image());
+        // A stock gadget: features 0x13, device_attributes 0.
+        s.handshake("0");
+        s.transfer_all();
+        let (_, payload) = s.expect_request(StreamId::Control, true);
+        let Some(ControlPayload::ApplyFirmware(apply)) = decode_control(&payload).unwrap().payload
+        else {
+            panic!("not ApplyFirmware");
+        };
+        let text = &apply.firmware_information.as_ref().unwrap().components[0].signature;
+        assert_eq!(text.len(), 44, "fits a stock gadget's 64-character field");
+        assert_eq!(
+            ComponentSignature::parse(text),
+            Ok(ComponentSignature {
+                sha256: sha256(&s.image),
+                ecdsa: None
+            })
+        );
     }
 
     #[test]

@@ -416,11 +416,22 @@ impl DeviceFeatures {
     pub const AGT: u64 = 1 << 0;
     /// Bit 1: the gadget supports OTA updates.
     pub const OTA: u64 = 1 << 1;
+    /// Our extension, in `device_attributes` (which Amazon's samples send as 0): the gadget
+    /// takes the 128-character signed form of ApplyFirmware's component signature
+    /// ([`ComponentSignature`]). Without it a gadget only gets the 44-character digest form,
+    /// which the stock samples' 64-character field holds.
+    pub const SIGNED_APPLY: u64 = 1 << 48;
 
     /// Whether the [`DeviceFeatures::OTA`] bit is set.
     #[must_use]
     pub fn supports_ota(&self) -> bool {
         self.features & Self::OTA != 0
+    }
+
+    /// Whether the gadget announced [`DeviceFeatures::SIGNED_APPLY`].
+    #[must_use]
+    pub fn supports_signed_apply(&self) -> bool {
+        self.device_attributes & Self::SIGNED_APPLY != 0
     }
 }
 

@@ -127,7 +127,9 @@ function log(text) {
   const time = document.createElement("time");
   const now = new Date();
   time.dateTime = now.toISOString();
-  time.textContent = now.toLocaleTimeString([], { hour12: false }) + `.${String(now.getMilliseconds()).padStart(3, "0")}`;
+  // Local time to the millisecond, the same in every locale, so logs from anyone read alike.
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+  time.textContent = `${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.${pad(now.getMilliseconds(), 3)}`;
   li.append(time, ` ${text}`);
   ui.log.append(li);
   while (ui.log.children.length > LOG_LINES) ui.log.firstElementChild.remove();
@@ -295,7 +297,7 @@ function listen(updater) {
   });
   on("staged", ({ version }) => {
     endSteps("current");
-    log(`staged version ${version}`);
+    log(version === undefined ? "staged" : `staged version ${version}`);
   });
   on("done", ({ version }) => {
     endSteps("all");
@@ -324,7 +326,11 @@ function listen(updater) {
   });
   on("watch-result", ({ outcome, version, current }) => {
     const at = new Date().toLocaleTimeString();
-    log(`watch: ${outcome}${version ? ` version ${version}` : ""}${current ? ` (device runs ${current})` : ""}`);
+    log(
+      outcome === "staged" ? `watch: staged version ${version}`
+        : outcome === "done" ? `watch: installed version ${version}`
+          : `watch: up to date${current ? ` at version ${current}` : ""}`,
+    );
     if (outcome === "staged") {
       state.staged = true;
       ui.watchStatus.textContent = `Version ${version} is staged on the device (checked ${at}). Press “Apply staged image” to switch to it.`;

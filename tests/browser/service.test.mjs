@@ -190,6 +190,33 @@ test("the page's daemon mode: watch the manifest, the new version is staged, App
   await ui.getByTestId("watch-status").filter({ hasText: "Up to date at version 2" }).waitFor();
   await ui.getByTestId("watch-toggle").click();
   await ui.getByTestId("watch-status").filter({ hasText: "Stopped watching" }).waitFor();
+  const log = (await ui.getByTestId("update-log").locator("li").allTextContents()).map((l) => l.slice(13));
+  for (const line of ["watch: checking /fixtures/manifest.json", "watch: staged version 2", "done: the device runs version 2", "watch: up to date at version 2"]) {
+    assert.ok(log.includes(line), `the event log has ${JSON.stringify(line)}: ${JSON.stringify(log)}`);
+  }
+  await ui.close();
+});
+
+test("the page's daemon mode refuses a bad signature, says what to do, and logs it", async () => {
+  const ui = await browser.context.newPage();
+  ui.setDefaultTimeout(TIMEOUT);
+  ui.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  await ui.goto(server.url);
+  await ui.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
+  await ui.getByTestId("device-demo").check();
+  await ui.getByTestId("connect").click();
+  await ui.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
+  await ui.locator("#watch summary").click();
+  await ui.getByTestId("watch-url").fill("/fixtures/manifest-bad-signature.json?token=not-for-the-log");
+  await ui.getByTestId("watch-toggle").click();
+  const status = ui.getByTestId("watch-status").filter({ hasText: "(signature-invalid)" });
+  await status.waitFor();
+  assert.match(await status.textContent(), /Do not install this image/);
+  const log = await ui.getByTestId("update-log").textContent();
+  assert.match(log, /watch: checking \/fixtures\/manifest-bad-signature\.json/);
+  assert.match(log, /watch error signature-invalid: /);
+  assert.ok(!log.includes("not-for-the-log"), "the query string stays out of the log");
+  await ui.getByTestId("watch-toggle").click();
   await ui.close();
 });
 

@@ -196,6 +196,14 @@ test("a slow link: the bar mid-transfer, then Cancel says what happened and what
     assert.deepEqual(failed.map((s) => [s.step, s.text]), [["transfer", "✗Transfer: failed"]]);
     const log = await slow.getByTestId("update-log").locator("li").allTextContents();
     assert.match(log.at(-1), / cancelled$/);
+    // Without clipboard access Copy log selects the lines for the keyboard instead.
+    await slow.evaluate(() => {
+      navigator.clipboard.writeText = () => Promise.reject(new DOMException("denied", "NotAllowedError"));
+    });
+    await slow.getByTestId("copy-log").click();
+    await slow.getByTestId("copy-status").filter({ hasText: "Selected: press Ctrl+C" }).waitFor();
+    const selected = await slow.evaluate(() => window.getSelection().toString());
+    assert.ok(selected.includes("stage: transfer") && selected.includes("cancelled"), selected);
   } finally {
     await slow.close();
   }

@@ -182,6 +182,20 @@ test("manifest-bad-signature.json: app-v2.bin is refused as signature-invalid", 
   await page.locator('[data-testid="verdict"][data-state="pass"]').waitFor();
 });
 
+test("every error code gets a next step: named ones their own, dfu-bundle-* one, others a generic one", async () => {
+  const hints = await page.evaluate(async () => {
+    const { hintFor } = await import("/status.js");
+    const codes = ["md5-mismatch", "signature-invalid", "signature-missing", "no-trusted-key", "insecure-url",
+      "policy-invalid", "dfu-bundle-bad-checksum", "dfu-bundle-truncated", "no-such-code"];
+    return Object.fromEntries(codes.map((c) => [c, hintFor({}, c)]));
+  });
+  for (const [code, hint] of Object.entries(hints)) assert.ok(hint.length > 20, `${code}: ${hint}`);
+  assert.equal(hints["dfu-bundle-bad-checksum"], hints["dfu-bundle-truncated"]);
+  assert.match(hints["dfu-bundle-truncated"], /damaged or not a DFU bundle/);
+  assert.match(hints["no-such-code"], /copy the event log/);
+  assert.equal(new Set(Object.values(hints)).size, Object.keys(hints).length - 1, "the named codes have their own hints");
+});
+
 test("fits a phone screen without sideways scrolling", async () => {
   const size = page.viewportSize();
   await page.setViewportSize({ width: 360, height: 740 });

@@ -91,7 +91,7 @@ const HINTS = {
   "NOT_STAGED": "No image is staged on the device. Tick “Stage only” and press Update first, or press Update to install at once.",
 };
 
-const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {}, watch: null, logged: -1 };
+const state = { image: null, dfu: null, updater: null, running: false, staged: false, demos: {}, watch: null, logged: -1, dropped: false };
 
 /** "demo-gadget", "demo-dfu", "ble-gadget" or "ble-dfu". */
 const deviceKind = () => ui.devices.find((r) => r.checked).value;
@@ -293,7 +293,9 @@ function listen(updater) {
   on("connected", () => {
     log("connected");
     ui.pickAgain.hidden = true;
-    if (state.running) setStatus("Reconnected; resuming…");
+    // An update also reopens the link when it starts: only a return after a drop resumes.
+    if (state.running && state.dropped) setStatus("Reconnected; resuming…");
+    state.dropped = false;
   });
   on("staged", ({ version }) => {
     endSteps("current");
@@ -347,6 +349,7 @@ function listen(updater) {
   });
   on("disconnected", () => {
     log("disconnected");
+    state.dropped = state.running;
     if (!state.running) {
       setStatus("The device disconnected.");
     }

@@ -43,7 +43,7 @@ demo: setup pkg
 	@echo "     -> v2 found in the manifest, verified, staged; 'Apply staged image' switches to it"
 	@echo "  6c. /examples/portal.html: the <ota-updater> element on a themed portal page, one click"
 	@echo "  7. EnOS OTA over MQTT: open a device's prefilled page link printed below, Connect the"
-	@echo "     demo device in section 4, then 'Connect to EnOS' in section 5; run the printed"
+	@echo "     demo device in section 4, paste its secret and 'Connect to EnOS' in section 5; run the printed"
 	@echo "     'enos-sim task' command -> the panel offers the upgrade -> 'Install it' -> the file"
 	@echo "     is fetched, checked (size + sign) and installed; EnOS sees 0 .. 100 and the new version"
 	@echo

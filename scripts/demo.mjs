@@ -63,7 +63,7 @@ async function main() {
       `    product ${p.productKey.padEnd(pw)}  device ${d.deviceKey.padEnd(dw)}  secret ${d.deviceSecret.padEnd(sw)}  firmware ${versions}`,
     );
   }
-  lines.push("  the page with its EnOS panel (section 5) filled in for a device: connect the demo device in section 4, then 'Connect to EnOS':");
+  lines.push("  the page with its EnOS panel (section 5) filled in for a device (paste its secret from above; a URL never carries it): connect the demo device in section 4, then 'Connect to EnOS':");
   for (const { p, d } of devices) {
     const sifli = p.productKey.endsWith("sifli");
     const query = new URLSearchParams({
@@ -71,7 +71,6 @@ async function main() {
       enos: broker.wsUrl,
       pk: p.productKey,
       dk: d.deviceKey,
-      secret: d.deviceSecret,
       // The demo devices' factory firmware: the gadget runs 0, the SiFli device 1.0.0.
       version: sifli ? "1.0.0" : "0",
     });

@@ -2,7 +2,7 @@
 // (signed CONNECT, inform / upgrade / progress / getversion, the download and its checks,
 // the failure steps) runs in wasm (`EnosAgent`); this file wires the form to it and shows
 // what the cloud was told. Fields may be prefilled from the page's query string (`enos`,
-// `pk`, `dk`, `secret`, `version`, `files`), which `make demo` prints.
+// `pk`, `dk`, `version`, `files`; never the secret), which `make demo` prints.
 import init, { EnosAgent } from "/pkg/otaweb.js";
 import { statusLine } from "/status.js";
 
@@ -211,7 +211,8 @@ function act(f) {
 
 await init();
 const query = new URLSearchParams(location.search);
-for (const [key, field] of [["enos", ui.url], ["pk", ui.pk], ["dk", ui.dk], ["secret", ui.secret], ["version", ui.version], ["files", ui.files]]) {
+// Never the secret: a URL ends up in history, logs and referrers.
+for (const [key, field] of [["enos", ui.url], ["pk", ui.pk], ["dk", ui.dk], ["version", ui.version], ["files", ui.files]]) {
   if (query.has(key)) field.value = query.get(key);
 }
 document.addEventListener("device-connected", (e) => {

@@ -84,6 +84,7 @@ step setup           none  -- scripts/setup.sh
 step fmt             none  -- cargo fmt --all --check
 step clippy          none  -- cargo clippy --workspace --all-targets -- -D warnings
 step clippy-wasm     none  -- cargo clippy -p otaweb -p otaweb-demo-device --all-targets --target wasm32-unknown-unknown -- -D warnings
+step doc             none  -- env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step cargo-test      cargo -- cargo test --workspace
 step firmware-thumb  none  -- cargo build -p otaweb-firmware --target thumbv7em-none-eabihf
 step wasm-build      none  -- scripts/build-wasm.sh

@@ -30,10 +30,10 @@
 //! * **Transfer files** ([`build_transfer`], [`Record`], [`TransferFile`]): records
 //!   `SHA-256(plain block)[32] | offset u32 | block`, blocks `blk_size` bytes except the
 //!   last, covering the *payload* in order; a block is stored AES-256-CTR-encrypted with the
-//!   session key at its own byte offset iff the image has [`ImageFlags::ENC.0`]. The device checks
+//!   session key at its own byte offset iff the image has [`ImageFlags::ENC`]. The device checks
 //!   each packet with [`Record::verify`]: decrypt if ENC, SHA-256 of the plain block, first
 //!   8 bytes compared (SEC `dfu_dec_verify` again).
-//! * **Payload**: the image (compressed first if [`ImageFlags::COMPRESS.0`]) padded with **zero
+//! * **Payload**: the image (compressed first if [`ImageFlags::COMPRESS`]) padded with **zero
 //!   bytes** to a multiple of 16, as GEN37 pads (`data.append(0)`), so our packages match the
 //!   vendor tool's byte for byte wherever the compressor's output does. The ctrl entry's
 //!   `length` is the payload's length (record headers excluded) and its `sig` is RSA over the
@@ -747,9 +747,9 @@ pub struct ImageEntry {
     pub sig: [u8; SIG_LEN],
     /// Payload length in bytes (16-byte padded, after compression; record headers excluded).
     pub length: u32,
-    /// Image flags ([`ImageFlags::ENC.0`], [`ImageFlags::COMPRESS.0`], …).
+    /// Image flags ([`ImageFlags::ENC`], [`ImageFlags::COMPRESS`], …).
     pub flags: u16,
-    /// Image id ([`ImageId::HCPU.0`], …).
+    /// Image id ([`ImageId::HCPU`], …).
     pub img_id: u8,
 }
 
@@ -776,7 +776,7 @@ impl ImageEntry {
 /// The content of a `ctrl_packet.bin`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CtrlPacket {
-    /// dfu_ID ([`DfuId::CODE.0`], …).
+    /// dfu_ID ([`DfuId::CODE`], …).
     pub dfu_id: u8,
     /// HW_version (the device never checks it; the docs say 51).
     pub hw_version: u32,
@@ -1849,9 +1849,9 @@ fn transfer_and_stored(
 /// One image to package: its id, flags and plain bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackageImage<'a> {
-    /// Image id ([`ImageId::HCPU.0`], …).
+    /// Image id ([`ImageId::HCPU`], …).
     pub img_id: u8,
-    /// Image flags ([`ImageFlags::ENC.0`], [`ImageFlags::COMPRESS.0`], …).
+    /// Image flags ([`ImageFlags::ENC`], [`ImageFlags::COMPRESS`], …).
     pub flags: u16,
     /// The plain image.
     pub image: &'a [u8],
@@ -1860,7 +1860,7 @@ pub struct PackageImage<'a> {
 /// The ctrl-packet fields and packing sizes of a package.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PackageParams {
-    /// dfu_ID ([`DfuId::CODE_MIX.0`] for code plus resources, …).
+    /// dfu_ID ([`DfuId::CODE_MIX`] for code plus resources, …).
     pub dfu_id: u8,
     /// HW_version (the docs say 51).
     pub hw_version: u32,

@@ -35,8 +35,8 @@
 use std::collections::HashMap;
 
 use otaweb::wire::enos::{
-    get_version_reply, reply, upgrade_command, DeviceId, DeviceRequest, Firmware, MessageId,
-    OtaTopic, Progress, ReplyCode, SecretCredentials, SignMethod, TopicRef,
+    get_version_reply, percent_encode, reply, upgrade_command, DeviceId, DeviceRequest, Firmware,
+    MessageId, OtaTopic, Progress, ReplyCode, SecretCredentials, SignMethod, TopicRef,
     DEFAULT_HTTP_LIFETIME_MS,
 };
 use serde::Serialize;
@@ -786,21 +786,6 @@ fn enos_uri(fw: &LoadedFirmware) -> String {
         percent_encode(&fw.product_key),
         percent_encode(&fw.version)
     )
-}
-
-/// Percent-encodes everything but unreserved URL characters, so versions like `2.0 beta`
-/// make valid paths.
-#[must_use]
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Decodes `%XX` escapes (and `+` as a space in queries); `None` for a bad escape or

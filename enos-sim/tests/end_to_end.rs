@@ -412,7 +412,7 @@ fn offline_push_request_policy_and_enos_file_service() {
     let login = login.json().unwrap();
     assert_eq!(login["code"], 200);
     let session = login["data"]["sessionId"].as_str().unwrap().to_string();
-    let uri = enos_sim::registry::percent_encode(&fw.file_url);
+    let uri = otaweb::wire::enos::percent_encode(&fw.file_url);
     let download = format!(
         "/multipart/sys/pkSim/dk1/file/download?sessionId={session}&fileUri={uri}&category=ota"
     );

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use enos_sim::client;
 use enos_sim::config::{Config, Policy, TaskRequest};
-use enos_sim::registry::{percent_encode, Registry};
+use enos_sim::registry::Registry;
 use enos_sim::Sim;
+use otaweb::wire::enos::percent_encode;
 use otaweb::wire::enos::{
     get_version_request, inform_request, DeviceId, MessageId, OtaTopic, SecretCredentials,
     UpgradeCommand, VersionsReply,

@@ -58,7 +58,8 @@ use crate::web::updater::Updater;
 use crate::web::ws::check_url;
 use crate::web::{flow_error, misuse_error, set, Payload, VerifiedImage};
 use crate::wire::enos::{
-    DeviceId, Firmware, MqttCredentials, SecretCredentials, SignMethod, DEFAULT_HTTP_LIFETIME_MS,
+    file_session_id, DeviceId, Firmware, MqttCredentials, SecretCredentials, SignMethod,
+    DEFAULT_HTTP_LIFETIME_MS,
 };
 
 /// How often a broken-off download is resumed before it fails with step −2.
@@ -780,7 +781,7 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
     if lower.starts_with("http://") || lower.starts_with("https://") {
         return Ok(file_url.to_string());
     }
-    let (base, session, secret) = {
+    let (base, session, secret, device) = {
         let shared = weak
             .upgrade()
             .ok_or(Error::LinkLost(LinkLost::Disconnected))?;
@@ -789,6 +790,7 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
             a.file_service.clone(),
             a.file_session.clone(),
             a.secret.clone(),
+            a.flow.device().clone(),
         )
     };
     let base = base.ok_or(Error::Misuse(Misuse::InvalidArgument(
@@ -799,29 +801,24 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
         let session = session.ok_or(Error::Misuse(Misuse::InvalidArgument(
             "the EnOS file service needs a login: give deviceSecret or fileSessionId",
         )))?;
-        return Ok(download_url(base, &session, file_url, weak));
+        return Ok(format!(
+            "{base}{}",
+            device.file_download_path(&session, file_url)
+        ));
     };
-    let device = secret.device().clone();
-    let body = format!(
-        "{{\"signMethod\":\"sha256\",\"lifetime\":{DEFAULT_HTTP_LIFETIME_MS},\"sign\":\"{}\"}}",
-        secret.http_auth_sign(DEFAULT_HTTP_LIFETIME_MS)
-    );
+    let (path, body) = secret.file_login(DEFAULT_HTTP_LIFETIME_MS);
     let init = RequestInit::new();
     init.set_method("POST");
-    init.set_body(&JsValue::from_str(&body));
+    init.set_body(&Uint8Array::from(&body[..]));
     let headers = Headers::new().map_err(|_| Error::LinkLost(LinkLost::Disconnected))?;
     let _ = headers.set("Content-Type", "application/json");
     init.set_headers(&headers);
-    let login = format!(
-        "{base}/auth/{}/{}",
-        device.product_key(),
-        device.device_key()
-    );
-    let request = Request::new_with_str_and_init(&login, &init).map_err(|_| {
-        Error::Misuse(Misuse::InvalidArgument(
-            "fileService is not a URL the browser can fetch",
-        ))
-    })?;
+    let request =
+        Request::new_with_str_and_init(&format!("{base}{path}"), &init).map_err(|_| {
+            Error::Misuse(Misuse::InvalidArgument(
+                "fileService is not a URL the browser can fetch",
+            ))
+        })?;
     let lost = |_| Error::LinkLost(LinkLost::Disconnected);
     let response: Response = JsFuture::from(fetch(&request))
         .await
@@ -830,30 +827,13 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
     if !response.ok() {
         return Err(Error::PeerRefused(http_refusal(response.status())));
     }
-    let json = JsFuture::from(response.json().map_err(lost)?)
+    let answer = JsFuture::from(response.array_buffer().map_err(lost)?)
         .await
         .map_err(lost)?;
-    let session = Reflect::get(&json, &"data".into())
-        .and_then(|d| Reflect::get(&d, &"sessionId".into()))
-        .ok()
-        .and_then(|s| s.as_string())
-        .ok_or(Error::PeerRefused(http_refusal(401)))?;
-    Ok(download_url(base, &session, file_url, weak))
-}
-
-fn download_url(base: &str, session: &str, file_uri: &str, weak: &Weak<RefCell<Agent>>) -> String {
-    let (pk, dk) = weak
-        .upgrade()
-        .map(|s| {
-            let a = s.borrow();
-            let d = a.flow.device();
-            (d.product_key().to_string(), d.device_key().to_string())
-        })
-        .unwrap_or_default();
-    let enc = |s: &str| String::from(js_sys::encode_uri_component(s));
-    format!(
-        "{base}/multipart/sys/{pk}/{dk}/file/download?sessionId={}&fileUri={}&category=ota",
-        enc(session),
-        enc(file_uri)
-    )
+    let session = file_session_id(&Uint8Array::new(&answer).to_vec())
+        .map_err(|_| Error::PeerRefused(http_refusal(401)))?;
+    Ok(format!(
+        "{base}{}",
+        device.file_download_path(&session, file_url)
+    ))
 }

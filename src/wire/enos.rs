@@ -78,6 +78,7 @@ const VERSIONS_WHAT: &str = "EnOS getversion reply";
 const FIRMWARE_WHAT: &str = "EnOS firmware";
 const REQUEST_WHAT: &str = "EnOS device request";
 const CREDENTIALS_WHAT: &str = "EnOS MQTT credentials";
+const LOGIN_WHAT: &str = "EnOS file-service login reply";
 
 // ---------------------------------------------------------------------------------------
 // Device identity and the CONNECT sign (A2)
@@ -146,6 +147,19 @@ impl DeviceId {
         let mut t = self.topic(topic);
         t.push_str(REPLY_SUFFIX);
         t
+    }
+
+    /// The file-service download of `file_uri` (a task's `fileUrl`) with login `session`
+    /// (A8): the path and query to GET below the HTTP broker's base URL, category `ota`.
+    #[must_use]
+    pub fn file_download_path(&self, session: &str, file_uri: &str) -> String {
+        format!(
+            "/multipart/sys/{}/{}/file/download?sessionId={}&fileUri={}&category=ota",
+            percent_encode(&self.product_key),
+            percent_encode(&self.device_key),
+            percent_encode(session),
+            percent_encode(file_uri)
+        )
     }
 }
 
@@ -365,6 +379,48 @@ impl SecretCredentials {
         );
         to_hex(&Sha256::digest(content.as_bytes()))
     }
+
+    /// The file-service login (A8): the path to POST (below the HTTP broker's base URL) and
+    /// its JSON body, signed for `lifetime_ms`. [`file_session_id`] reads the answer.
+    #[must_use]
+    pub fn file_login(&self, lifetime_ms: u64) -> (String, Vec<u8>) {
+        let path = format!(
+            "/auth/{}/{}",
+            percent_encode(&self.device.product_key),
+            percent_encode(&self.device.device_key)
+        );
+        let body = serde_json::json!({
+            "signMethod": SignMethod::Sha256.label(),
+            "lifetime": lifetime_ms,
+            "sign": self.http_auth_sign(lifetime_ms),
+        });
+        (path, serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// The `sessionId` of a file-service login answer, `{"code":200,"data":{"sessionId":…}}`.
+pub fn file_session_id(json: &[u8]) -> Result<String, BodyError> {
+    let obj = parse_object(json, LOGIN_WHAT)?;
+    match present(&obj, "data") {
+        Some(Value::Object(data)) => required_string(data, "sessionId", LOGIN_WHAT),
+        Some(_) => Err(body_error(LOGIN_WHAT, BodyErrorKind::WrongType("data"))),
+        None => Err(body_error(LOGIN_WHAT, BodyErrorKind::MissingField("data"))),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment or
+/// a query value.
+#[must_use]
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The three CONNECT strings, signed here by [`SecretCredentials::sign`] or presigned by a
@@ -2197,6 +2253,44 @@ mod tests {
             if let Ok(text) = core::str::from_utf8(&bytes) {
                 let _ = TopicRef::parse(text);
             }
+        }
+    }
+
+    #[test]
+    fn file_service_login_and_download_paths_are_the_documented_ones() {
+        let device = DeviceId::new("pK11111", "dK987654").unwrap();
+        let secret = SecretCredentials::new(device.clone(), "secret123");
+        let (path, body) = secret.file_login(300_000);
+        assert_eq!(path, "/auth/pK11111/dK987654");
+        assert_eq!(
+            body,
+            br#"{"lifetime":300000,"sign":"66b7551579fa4cc6fcd86f39c62b9fea04770ec3e6f38d91103b5b660bf6a529","signMethod":"sha256"}"#
+        );
+        assert_eq!(
+            device.file_download_path("s 1", "enos-connect://ota/pK11111/2.0"),
+            "/multipart/sys/pK11111/dK987654/file/download?sessionId=s%201\
+             &fileUri=enos-connect%3A%2F%2Fota%2FpK11111%2F2.0&category=ota"
+        );
+        assert_eq!(percent_encode("2.0 beta/ä&x"), "2.0%20beta%2F%C3%A4%26x");
+    }
+
+    #[test]
+    fn file_session_id_reads_the_login_answer_and_names_what_is_missing() {
+        assert_eq!(
+            file_session_id(br#"{"code":200,"data":{"sessionId":"abc"}}"#).unwrap(),
+            "abc"
+        );
+        for bad in [
+            &b"{}"[..],
+            br#"{"data":"x"}"#,
+            br#"{"data":{}}"#,
+            b"not json",
+        ] {
+            assert!(
+                file_session_id(bad).is_err(),
+                "{:?}",
+                core::str::from_utf8(bad)
+            );
         }
     }
 }

@@ -90,6 +90,9 @@ step firmware-thumb  none  -- cargo build -p otaweb-firmware --target thumbv7em-
 step wasm-build      none  -- scripts/build-wasm.sh
 step wasm-imports    size  -- node scripts/check-wasm-imports.mjs pkg/otaweb_bg.wasm
 step demo-imports    size  -- node scripts/check-wasm-imports.mjs pkg/demo/otaweb_demo_device_bg.wasm
+# The generated pkg/otaweb.d.ts with its hand-written types (src/web/api.d.ts), the
+# element's www/ota-updater.d.ts and the TypeScript embed example, under tsc --strict.
+step types           none  -- node_modules/.bin/tsc -p tests/types/tsconfig.json
 step wasm-test-node  wasm  -- wasm-pack test --node
 # The same suites as under node, forced into the browser: the runner otherwise skips suites
 # not marked run_in_browser, and marking them would stop them running under node.

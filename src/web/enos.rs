@@ -116,7 +116,12 @@ impl EnosAgent {
     /// `fileService` (the EnOS HTTP broker's base URL, for `enos-connect://` files) and
     /// `fileSessionId` (a presigned file session); `progressPercent`,
     /// `progressIntervalMs` (report pacing).
-    pub fn connect(url: String, updater: &Updater, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<EnosAgent>")]
+    pub fn connect(
+        url: String,
+        updater: &Updater,
+        #[wasm_bindgen(unchecked_param_type = "EnosAgentOptions")] options: JsValue,
+    ) -> Promise {
         let started = start(url, updater.handle(), &options);
         wasm_bindgen_futures::future_to_promise(async move {
             let (shared, promise) = started?;
@@ -203,14 +208,14 @@ impl EnosAgent {
     }
 
     /// Adds a listener for one of the event types in the module docs.
-    #[wasm_bindgen(js_name = addEventListener)]
+    #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
     pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
         let events = self.shared.borrow().events.clone();
         events.add_event_listener_with_callback(kind, listener)
     }
 
     /// Removes a listener added with `addEventListener`.
-    #[wasm_bindgen(js_name = removeEventListener)]
+    #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
     pub fn remove_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
         let events = self.shared.borrow().events.clone();
         events.remove_event_listener_with_callback(kind, listener)

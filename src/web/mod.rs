@@ -43,6 +43,10 @@ use crate::image::sifli::DEFAULT_BLK_SIZE;
 use crate::image::signature::PublicKey;
 use crate::image::verify::{verify_image, Image, Verified, VerifyPolicy};
 
+// The option, result, event and error types the generated declarations refer to.
+#[wasm_bindgen(typescript_custom_section)]
+const API_TYPES: &str = include_str!("api.d.ts");
+
 /// The otaweb version.
 #[wasm_bindgen]
 pub fn version() -> String {
@@ -51,7 +55,10 @@ pub fn version() -> String {
 
 /// Lowercase hex digest of `bytes`; `alg` is `"sha256"` or `"md5"`.
 #[wasm_bindgen]
-pub fn digest(bytes: &[u8], alg: &str) -> Result<String, JsValue> {
+pub fn digest(
+    bytes: &[u8],
+    #[wasm_bindgen(unchecked_param_type = "\"sha256\" | \"md5\"")] alg: &str,
+) -> Result<String, JsValue> {
     let alg: DigestAlg = alg
         .parse()
         .map_err(|_| misuse("invalid-argument", "alg must be \"sha256\" or \"md5\""))?;
@@ -77,7 +84,7 @@ pub fn inflate(
 }
 
 /// Parses an otaweb manifest and returns its image entries as plain objects.
-#[wasm_bindgen(js_name = parseManifest)]
+#[wasm_bindgen(js_name = parseManifest, unchecked_return_type = "ManifestEntry[]")]
 pub fn parse_manifest(text: &str) -> Result<Array, JsValue> {
     let manifest = Manifest::parse(text).map_err(|e| {
         throwable(
@@ -98,10 +105,10 @@ pub fn parse_manifest(text: &str) -> Result<Array, JsValue> {
 ///
 /// `publicKeyPem` is the trusted ECDSA P-256 key; without it, a signed entry is refused
 /// unless `dangerAcceptUnsigned` is set (development only).
-#[wasm_bindgen(js_name = verifyImage)]
+#[wasm_bindgen(js_name = verifyImage, unchecked_return_type = "ImageDescription")]
 pub fn verify_image_js(
     bytes: &[u8],
-    entry: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "ManifestEntry | string")] entry: JsValue,
     #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
     #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
 ) -> Result<Object, JsValue> {
@@ -131,7 +138,7 @@ impl VerifiedImage {
     /// Verifies `bytes` as `verifyImage` does and keeps them, or throws an `OtawebError`.
     pub fn verify(
         bytes: &[u8],
-        entry: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ManifestEntry | string")] entry: JsValue,
         #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
         #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
     ) -> Result<VerifiedImage, JsValue> {
@@ -144,7 +151,7 @@ impl VerifiedImage {
     #[wasm_bindgen(js_name = dfuPackage)]
     pub fn dfu_package(
         #[wasm_bindgen(js_name = ctrlPacket)] ctrl_packet: &[u8],
-        images: Array,
+        #[wasm_bindgen(unchecked_param_type = "DfuFile[]")] images: Array,
         #[wasm_bindgen(js_name = blkSize)] blk_size: Option<u16>,
     ) -> Result<VerifiedImage, JsValue> {
         let bad = |what: &'static str| misuse("invalid-argument", what);
@@ -179,6 +186,7 @@ impl VerifiedImage {
 
     /// `{name, flow, version, size, sha256, signed}` for an image; `{flow: "dfu", size,
     /// images}` for a package.
+    #[wasm_bindgen(unchecked_return_type = "ImageDescription | DfuPackageDescription")]
     pub fn describe(&self) -> Result<Object, JsValue> {
         let image = match &self.payload {
             Payload::Image(verified) => verified.get(),

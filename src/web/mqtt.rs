@@ -52,7 +52,10 @@ impl MqttClient {
     /// Connects to `url` (`wss://…`, or `ws://` to this computer) and resolves once the
     /// broker accepts. `options`: `clientId` (required), `username`, `password`,
     /// `keepAlive` (seconds, default 60).
-    pub async fn connect(url: String, options: JsValue) -> Result<MqttClient, JsValue> {
+    pub async fn connect(
+        url: String,
+        #[wasm_bindgen(unchecked_param_type = "MqttOptions")] options: JsValue,
+    ) -> Result<MqttClient, JsValue> {
         check_url(&url).map_err(|why| misuse_error("invalid-url", Misuse::InvalidArgument(why)))?;
         let text = |key: &str| {
             js_sys::Reflect::get(&options, &key.into())
@@ -92,6 +95,7 @@ impl MqttClient {
     }
 
     /// Subscribes to `filter` at QoS `qos` (0 or 1); resolves with the granted QoS.
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
     pub fn subscribe(&self, filter: String, qos: u8) -> Promise {
         let result = qos_of(qos).and_then(|qos| {
             let mut d = self.shared.borrow_mut();
@@ -107,7 +111,13 @@ impl MqttClient {
 
     /// Publishes `payload` (bytes or text) on `topic` at QoS 0 or 1; resolves when sent
     /// (QoS 0) or acknowledged by the broker (QoS 1).
-    pub fn publish(&self, topic: String, payload: JsValue, qos: u8) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn publish(
+        &self,
+        topic: String,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array | string")] payload: JsValue,
+        qos: u8,
+    ) -> Promise {
         let bytes = match payload.as_string() {
             Some(text) => text.into_bytes(),
             None => Uint8Array::new(&payload).to_vec(),
@@ -135,7 +145,7 @@ impl MqttClient {
     }
 
     /// Adds a listener for one of the event types in the module docs.
-    #[wasm_bindgen(js_name = addEventListener)]
+    #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
     pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
         let events = self.shared.borrow().events.clone();
         events.add_event_listener_with_callback(kind, listener)

@@ -96,7 +96,12 @@ impl Updater {
     /// Checks `source` (a manifest URL), fetches and verifies the newest image for this
     /// device and installs it (`autoApply`, default true) or stages it; resolves with the
     /// updater's result (`{outcome: "done" | "staged" | "up-to-date", ...}`).
-    pub fn run(&self, source: String, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
+    pub fn run(
+        &self,
+        source: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "RunOptions")] options: JsValue,
+    ) -> Promise {
         let updater = self.handle();
         future_to_promise(async move {
             let options = parse_options(&options, true)?;
@@ -106,7 +111,10 @@ impl Updater {
 
     /// Daemon mode: `run` every `everyMinutes` (staging by default), backing off after
     /// failures, until `stop()`. See the module docs for the options and events.
-    pub fn watch(&self, options: JsValue) -> Result<Watch, JsValue> {
+    pub fn watch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "WatchOptions")] options: JsValue,
+    ) -> Result<Watch, JsValue> {
         let parsed = parse_options(&options, false)?;
         let source = Reflect::get(&options, &"source".into())
             .ok()
@@ -295,7 +303,10 @@ fn result(outcome: &str, version: Option<&str>) -> Result<JsValue, JsValue> {
     let out = Object::new();
     set(&out, "outcome", &outcome.into())?;
     if let Some(v) = version {
-        set(&out, "current", &v.into())?;
+        // Only an up-to-date device runs `v`; a staged one holds it beside what it runs.
+        if outcome == "up-to-date" {
+            set(&out, "current", &v.into())?;
+        }
         set(&out, "version", &v.into())?;
     }
     Ok(out.into())

@@ -29,7 +29,7 @@
 //! dropped link: the flow then resumes at the first unconfirmed segment.
 
 use alloc::rc::{Rc, Weak};
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::time::Duration;
@@ -121,14 +121,18 @@ impl Updater {
     /// `options.bluetooth` replaces `navigator.bluetooth` (e.g. the demo device's stand-in);
     /// `options.namePrefix` narrows the chooser.
     #[wasm_bindgen(js_name = connectGadget)]
-    pub async fn connect_gadget(options: JsValue) -> Result<Updater, JsValue> {
+    pub async fn connect_gadget(
+        #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
+    ) -> Result<Updater, JsValue> {
         Updater::connect(options, Kind::Gadget, GADGET_PROFILE).await
     }
 
     /// Asks the user to pick a SiFli device (serial-transport service, or an OTA manager
     /// advertising as `SIFLI_APP-…`) and connects to it. Options as for `connectGadget`.
     #[wasm_bindgen(js_name = connectDfu)]
-    pub async fn connect_dfu(options: JsValue) -> Result<Updater, JsValue> {
+    pub async fn connect_dfu(
+        #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
+    ) -> Result<Updater, JsValue> {
         Updater::connect(options, Kind::Dfu, DFU_PROFILE).await
     }
 
@@ -163,7 +167,12 @@ impl Updater {
     /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer. DFU:
     /// `options.restart` starts an interrupted update over instead of resuming it;
     /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
-    pub fn update(&self, image: &VerifiedImage, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
+    pub fn update(
+        &self,
+        image: &VerifiedImage,
+        #[wasm_bindgen(unchecked_optional_param_type = "UpdateOptions")] options: JsValue,
+    ) -> Promise {
         let shared = self.shared.clone();
         let started = (|| {
             let kind = shared.borrow().kind;
@@ -224,7 +233,12 @@ impl Updater {
     /// `apply()` (this page) or `update(image, {applyStaged: true})` (any page, also after a
     /// restart: the device's image database remembers it). Same as `update(image,
     /// {...options, stageOnly: true})`.
-    pub fn stage(&self, image: &VerifiedImage, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
+    pub fn stage(
+        &self,
+        image: &VerifiedImage,
+        #[wasm_bindgen(unchecked_optional_param_type = "UpdateOptions")] options: JsValue,
+    ) -> Promise {
         let merged = Object::new();
         if options.is_object() {
             let _ = Object::assign(&merged, &options.unchecked_into());
@@ -235,6 +249,7 @@ impl Updater {
 
     /// Installs a staged image (after `stage(image)` in this page); resolves with
     /// `{outcome: "done", version}` once the device runs it.
+    #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
     pub fn apply(&self) -> Promise {
         let shared = self.shared.clone();
         let result = {
@@ -287,7 +302,7 @@ impl Updater {
     /// Asks the person to pick the device again (call it from a click, after a
     /// `device-lost` event) and goes on with the update on the device picked; resolves once
     /// connected.
-    #[wasm_bindgen(js_name = pickDevice)]
+    #[wasm_bindgen(js_name = pickDevice, unchecked_return_type = "Promise<void>")]
     pub fn pick_device(&self) -> Promise {
         let shared = self.shared.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -311,15 +326,16 @@ impl Updater {
         })
     }
 
-    /// Adds a listener for one of the event types in the module docs.
-    #[wasm_bindgen(js_name = addEventListener)]
+    /// Adds a listener for one of the event types in the module docs (typed in
+    /// `UpdaterEventMap`).
+    #[wasm_bindgen(js_name = addEventListener, skip_typescript)]
     pub fn add_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
         let events = self.shared.borrow().events.clone();
         events.add_event_listener_with_callback(kind, listener)
     }
 
     /// Removes a listener added with `addEventListener`.
-    #[wasm_bindgen(js_name = removeEventListener)]
+    #[wasm_bindgen(js_name = removeEventListener, skip_typescript)]
     pub fn remove_event_listener(&self, kind: &str, listener: &Function) -> Result<(), JsValue> {
         let events = self.shared.borrow().events.clone();
         events.remove_event_listener_with_callback(kind, listener)
@@ -629,8 +645,8 @@ fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, o
             out.push(Out::Event("stage", detail));
         }
         Note::Version { current, offered } => {
-            put("current", current.into());
-            put("offered", offered.into());
+            put("current", current.to_string().into());
+            put("offered", offered.to_string().into());
             out.push(Out::Event("version", detail));
         }
         Note::Progress { confirmed, total } => {
@@ -668,14 +684,14 @@ fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, o
             out.push(Out::Event("resuming", detail));
         }
         Note::UpToDate { current, offered } => {
-            put("current", current.into());
-            put("offered", offered.into());
+            put("current", current.to_string().into());
+            put("offered", offered.to_string().into());
             outcome(out, waiter, "up-to-date", &detail);
             out.push(Out::Event("up-to-date", detail));
         }
         Note::UpdateAvailable { current, offered } => {
-            put("current", current.into());
-            put("offered", offered.into());
+            put("current", current.to_string().into());
+            put("offered", offered.to_string().into());
             outcome(out, waiter, "update-available", &detail);
             out.push(Out::Event("update-available", detail));
         }
@@ -686,7 +702,7 @@ fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, o
         }
         Note::Done { version } => {
             if let Some(v) = version {
-                put("version", v.into());
+                put("version", v.to_string().into());
             }
             outcome(out, waiter, "done", &detail);
             out.push(Out::Event("done", detail));

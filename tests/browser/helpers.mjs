@@ -4,6 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { observeApiEvents } from "./observe.mjs";
 
 export const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const fixtures = join(root, "firmware-fixtures", "files");
@@ -54,7 +55,8 @@ export async function startServer() {
   return { url, stop };
 }
 
-/** Launches headless Chromium with a fresh profile; resolves to { context, close }. */
+/** Launches headless Chromium with a fresh profile; resolves to { context, close }. The
+ * suite fails when the API's events did not match pkg/otaweb.d.ts (see observe.mjs). */
 export async function launchBrowser() {
   const { chromium } = await import("playwright-core");
   const profile = await mkdtemp(join(tmpdir(), "otaweb-browser-"));
@@ -64,9 +66,19 @@ export async function launchBrowser() {
     args: CHROMIUM_ARGS,
     viewport: { width: 900, height: 1000 },
   });
+  // Every suite also checks that what the API dispatched matches its declared types. A
+  // mismatch fails the test file through its exit code rather than a throw, so the
+  // suite's own cleanup after close() (servers, brokers) still runs.
+  const observed = await observeApiEvents(context, root);
   const close = async () => {
     await context.close().catch(() => {});
     await rm(profile, { recursive: true, force: true });
+    try {
+      await observed.check();
+    } catch (e) {
+      console.error(e.message);
+      process.exitCode = 1;
+    }
   };
   return { context, close };
 }

@@ -83,7 +83,7 @@ test("daemon mode finds v2 in the manifest, stages it in the background, applies
   assert.equal((await events()).filter((e) => e.type === "progress").length, progressBefore, "nothing re-sent while staged");
   const applied = await page.evaluate(() => window.svc.updater.apply());
   assert.equal(applied.outcome, "done");
-  assert.equal(applied.version, 2);
+  assert.equal(applied.version, "2");
   // The watch learned the new version from the apply: the next check is up to date.
   const mark = (await events()).length;
   await page.waitForFunction(
@@ -141,7 +141,7 @@ test("run(): one call checks, fetches, verifies and installs", async () => {
   await connectGadget();
   const result = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] } }), PEM);
   assert.equal(result.outcome, "done");
-  assert.equal(result.version, 2);
+  assert.equal(result.version, "2");
   const again = await page.evaluate((pem) => window.svc.updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] }, currentVersion: "2" }), PEM);
   assert.equal(again.outcome, "up-to-date");
 });
@@ -167,7 +167,7 @@ test("stage(image) now; a new updater (a reopened page) switches to the device's
   }, PEM);
   assert.equal(outcome.staged, "staged");
   assert.equal(outcome.applied.outcome, "done");
-  assert.equal(outcome.applied.version, 2);
+  assert.equal(outcome.applied.version, "2");
   assert.ok(!outcome.steps.includes("transfer"), `no transfer step: ${outcome.steps}`);
   assert.equal(outcome.sent, 0, "no byte of the image sent again");
 });

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: image benchmarks natively (otaweb vs Node's OpenSSL/zlib) and in headless
-# Chromium (otaweb wasm vs WebCrypto and DecompressionStream) on the same buffers, written to
-# benches/RESULTS.md. Numbers are measurements, never asserted anywhere.
+# Chromium (otaweb wasm vs WebCrypto and DecompressionStream) on the same buffers, what the
+# browser downloads (scripts/sizes.mjs), and click → first image byte of a 1 MiB update of the
+# demo gadget (benches/web/first-byte.mjs), written to benches/RESULTS.md. Numbers are
+# measurements, never asserted anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -10,6 +12,8 @@ scripts/build-wasm.sh >/dev/null
 native=$(cargo bench -q -p otaweb --bench image 2>/dev/null)
 node_rows=$(node benches/web/node.mjs)
 browser=$(node benches/web/run.mjs)
+sizes=$(node scripts/sizes.mjs)
+first_byte=$(node benches/web/first-byte.mjs)
 # The native table's rows, without its header, so Node's rows join the same table.
 native_rows=$(printf '%s\n' "$native" | grep '^| otaweb')
 ratio=$(printf '%s\n' "$native" | grep 'compression ratio')
@@ -31,5 +35,17 @@ ratio=$(printf '%s\n' "$native" | grep 'compression ratio')
   echo "## Browser: otaweb wasm against the browser's own implementations, same page, same buffers"
   echo
   printf '%s\n' "$browser"
+  echo
+  echo "## Shipped sizes"
+  echo
+  echo "What a browser downloads (\`node scripts/sizes.mjs\`, release build)."
+  echo
+  printf '%s\n' "$sizes"
+  echo
+  echo "## Click to first byte (1 MiB image, demo gadget)"
+  echo
+  echo "\`node benches/web/first-byte.mjs\`: median and best of 5 runs, in milliseconds."
+  echo
+  printf '%s\n' "$first_byte"
 } > benches/RESULTS.md
 cat benches/RESULTS.md

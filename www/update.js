@@ -223,7 +223,11 @@ function renderButtons() {
   for (const field of [ui.watchUrl, ui.watchEvery, ui.watchAuto]) field.disabled = state.watch !== null;
 }
 
-/** The demo radio's pace: `?demoIntervalMs=30&demoPacketsPerEvent=1` makes a slower link. */
+/**
+ * The demo radio: `?demoIntervalMs=30&demoPacketsPerEvent=1` makes a slower link, and
+ * `?demoDropLinkAfter=150,400` drops it after those writes, to watch the updater reconnect
+ * and resume where the device left off.
+ */
 function demoLink() {
   const query = new URLSearchParams(location.search);
   const out = {};
@@ -231,6 +235,9 @@ function demoLink() {
     const value = Number(query.get(`demo${key[0].toUpperCase()}${key.slice(1)}`));
     if (Number.isInteger(value) && value > 0) out[key] = value;
   }
+  const drops = (query.get("demoDropLinkAfter") ?? "").split(",").map(Number);
+  const writes = drops.filter((n) => Number.isInteger(n) && n > 0);
+  if (writes.length > 0) out.disconnectAfterWrites = writes;
   return out;
 }
 

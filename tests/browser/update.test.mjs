@@ -209,6 +209,67 @@ test("a slow link: the bar mid-transfer, then Cancel says what happened and what
   }
 });
 
+/** Progress percentages in log order. */
+const percents = (events) => events.filter((e) => e.startsWith("progress: ")).map((e) => Number(e.match(/(\d+) %/)[1]));
+
+/** A fresh page whose demo radio drops the link after the given writes. */
+async function droppingPage(query) {
+  const other = await browser.context.newPage();
+  other.setDefaultTimeout(TIMEOUT);
+  other.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  await other.goto(`${server.url}?${query}`);
+  await other.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
+  return other;
+}
+
+const logOf = async (on) =>
+  (await on.getByTestId("update-log").locator("li").allTextContents()).map((l) => l.replace(/^\S+ /, ""));
+
+test("the link drops twice mid-transfer: the updater reconnects and resumes, the gadget ends on version 2", async () => {
+  const other = await droppingPage("device=demo-gadget&demoDropLinkAfter=150,300");
+  await other.getByTestId("demo-image").click();
+  await other.locator('[data-testid="verdict"][data-state="pass"]').waitFor();
+  await other.getByTestId("connect").click();
+  await other.getByTestId("update-status").filter({ hasText: "version 2 is ready to install" }).waitFor();
+  await other.getByTestId("update").click();
+  await other.getByTestId("update-status").filter({ hasText: "now runs version 2" }).waitFor();
+  const events = await logOf(other);
+  const transfer = events.indexOf("stage: transfer");
+  const apply = events.indexOf("stage: apply");
+  const midTransfer = events.slice(transfer, apply);
+  assert.equal(midTransfer.filter((e) => e === "disconnected").length, 2, JSON.stringify(events));
+  assert.ok(midTransfer.some((e) => e.startsWith("reconnecting")), JSON.stringify(events));
+  // Resumed, not restarted: what the device confirmed never goes back.
+  const seen = percents(midTransfer.concat(events.slice(apply)));
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `progress went back: ${seen}`);
+  assert.equal(seen.at(-1), 100);
+  assertAllTicked(await steps(other), ["handshake", "discover", "transfer", "apply", "restart", "confirm"]);
+  assert.match(await other.getByTestId("device-version").textContent(), /version 2/);
+  await other.close();
+});
+
+test("SiFli demo device: the link drops mid-transfer, the update resumes where the device left off", async () => {
+  const other = await droppingPage("device=demo-dfu&demoDropLinkAfter=120");
+  await other.getByTestId("demo-dfu").click();
+  await other.getByTestId("dfu-summary").filter({ hasText: "Package ready" }).waitFor();
+  await other.getByTestId("connect").click();
+  await other.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
+  await other.getByTestId("update").click();
+  await other.getByTestId("update-status").filter({ hasText: "installed the package" }).waitFor();
+  const events = await logOf(other);
+  const transfer = events.indexOf("stage: transfer");
+  assert.ok(transfer >= 0, JSON.stringify(events));
+  const during = events.slice(transfer, events.indexOf("stage: install"));
+  assert.ok(during.includes("disconnected"), `a drop during the transfer: ${JSON.stringify(events)}`);
+  assert.ok(during.some((e) => e.startsWith("resuming")), `resumed, not restarted: ${JSON.stringify(events)}`);
+  const seen = percents(events.slice(transfer));
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `progress went back: ${seen}`);
+  const [value, max] = await other.getByTestId("progress").evaluate((p) => [p.value, p.max]);
+  assert.equal(value, max);
+  assertAllTicked(await steps(other), ["init", "reboot", "transfer", "install"]);
+  await other.close();
+});
+
 test("no console errors, page errors or failed requests", () => {
   assert.deepEqual(problems, []);
 });

@@ -66,7 +66,10 @@ export interface OtaUpdaterAttributes {
   flow?: "gadget" | "dfu";
   /** EnOS broker WebSocket URL; reserved, only reported in `state.brokerUrl`. */
   "broker-url"?: string;
-  /** Present: install at once. Absent: stage, then offer Apply. */
+  /**
+   * Present: install at once. Absent: stage, then offer Apply (a SiFli DFU device cannot hold
+   * a staged image: it always installs).
+   */
   auto?: boolean | "";
   /** PEM text of the trusted ECDSA P-256 public key. */
   "trusted-key"?: string;
@@ -76,7 +79,10 @@ export interface OtaUpdaterAttributes {
   demo?: boolean | "";
   /** Present: manifests and images over plain http:// too (development only). */
   "danger-allow-http"?: boolean | "";
-  /** What the device runs, for devices that cannot say (SiFli DFU). */
+  /**
+   * What the device runs, for devices that cannot say (SiFli DFU); once the element installed
+   * an image on that device (or found it up to date), it goes by that version instead.
+   */
   "current-version"?: string;
 }
 
@@ -97,7 +103,10 @@ export class OtaUpdater extends HTMLElement {
    * rejects. While a call runs, returns that call's promise.
    */
   run(): Promise<OtaUpdaterState>;
-  /** As `run()`, but always stages: the device keeps its firmware until `apply()`. */
+  /**
+   * As `run()`, but always stages: the device keeps its firmware until `apply()`. A SiFli DFU
+   * device cannot stage, so there it installs as `run()` does.
+   */
   stage(): Promise<OtaUpdaterState>;
   /** Switches the device to the staged image. */
   apply(): Promise<OtaUpdaterState>;

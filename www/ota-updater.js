@@ -14,6 +14,7 @@
 //   manifest            URL of the otaweb manifest listing the images
 //   flow                "gadget" (Alexa Gadgets OTA, the default) or "dfu" (SiFli DFU)
 //   auto                present: install at once; absent: stage the image, then offer Apply
+//                       (a SiFli DFU device cannot hold a staged image: it always installs)
 //   trusted-key         PEM text of the trusted ECDSA P-256 public key
 //   trusted-key-url     or where to fetch it; same origin as the page only, because the key
 //                       decides what may be installed and must be no easier to swap than
@@ -22,7 +23,9 @@
 //                       firmware in wasm) instead of a real one over navigator.bluetooth
 //   danger-allow-http   manifests and images over plain http:// too (development only)
 //   current-version     what the device runs, for devices that cannot say (SiFli DFU): an
-//                       image not newer than it is not installed
+//                       image not newer than it is not installed; once the element has
+//                       installed an image on that device (or found it up to date), it goes
+//                       by that version instead
 //   broker-url          the EnOS broker WebSocket URL; reserved: only reported in `state`
 //                       (the EnOS panel is the page's, www/enos.js)
 //
@@ -338,8 +341,9 @@ export class OtaUpdater extends HTMLElement {
     const policy = { trustedKeys: await this.#trustedKeys() };
     if (this.hasAttribute("danger-allow-http")) policy.dangerAllowHttp = true;
     const options = { policy, autoApply };
-    // A DFU device cannot report its version: without this every run installs the newest.
-    const current = this.getAttribute("current-version");
+    // A DFU device cannot report its version: without one every run installs the newest.
+    // What this element installed on it (or found it runs) outdates what the page said.
+    const current = (device.flow === "dfu" && this.#state.version) || this.getAttribute("current-version");
     if (current) options.currentVersion = current;
     return updater.run(manifest, options);
   }

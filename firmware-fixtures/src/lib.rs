@@ -1,5 +1,6 @@
 //! Reproducible generator of otaweb's test fixtures: firmware images, zlib packages, broken
-//! variants, a public test signing key, signatures, manifests and `SHA256SUMS`.
+//! variants, a SiFli DFU package and its bundle, public test keys, signatures, manifests and
+//! `SHA256SUMS`.
 //!
 //! Contract: [`generate`] is a pure function of this crate's source. It reads no clock, no
 //! environment, no network and no OS randomness; the only pseudo-randomness is SplitMix64 with
@@ -112,9 +113,38 @@ pub fn generate() -> Vec<(String, Vec<u8>)> {
     );
     files.add(
         "manifest-bad-signature.json",
-        manifest(&entries, Signatures::V2HasV1s(&sig_v1)),
+        manifest(
+            &entries,
+            Signatures::Wrong {
+                url: "app-v2.bin",
+                signature: &sig_v1,
+            },
+        ),
     );
     files.add("microchip-ota.json", microchip_manifest(&v2, &sig_v2));
+
+    // A DFU device is a product of its own, so its installable entry (the bundle) has a
+    // manifest of its own; manifest.json's "dfu" entry stays the compressed-entry fixture.
+    let dfu = dfu_package(&mut files);
+    let sig_dfu = key.sign_b64(&dfu.bundle);
+    let dfu_entries = [Entry::plain(
+        "dfu",
+        &dfu.version,
+        "dfu/package.tar",
+        &dfu.bundle,
+        &sig_dfu,
+    )];
+    files.add("manifest-dfu.json", manifest(&dfu_entries, Signatures::Own));
+    files.add(
+        "manifest-dfu-bad-signature.json",
+        manifest(
+            &dfu_entries,
+            Signatures::Wrong {
+                url: "dfu/package.tar",
+                signature: &sig_v1,
+            },
+        ),
+    );
     files.add("app-v2.bin.sig", format!("{sig_v2}\n").into_bytes());
 
     files.add("keys/README.txt", KEYS_README.as_bytes().to_vec());
@@ -136,8 +166,6 @@ pub fn generate() -> Vec<(String, Vec<u8>)> {
     files.add("app-v2.corrupt.zlib", zlib_corrupt);
     files.add("app-v2.truncated.zlib", zlib_truncated);
     files.add("bomb.zlib", bomb);
-
-    dfu_package(&mut files);
 
     files.finish()
 }
@@ -165,13 +193,21 @@ dfu-test-uid.bin              16-byte device UID (efuse UID)
 dfu-other-key.pub.pem         an unrelated RSA-2048 public key
 ";
 
+/// What a manifest entry needs of the DFU package: its bundle and its firmware version.
+struct DfuBundle {
+    /// `dfu/package.tar`.
+    bundle: Vec<u8>,
+    /// FW_version as a manifest version: 1001001 is `"1.1.1"`.
+    version: String,
+}
+
 /// The SiFli DFU package (`dfu/`), its keys (`keys/dfu-*`) and broken variants.
 ///
 /// Images: HCPU firmware (id 0, COMPRESS|ENC = 17), resources (id 3, ENC), fonts (id 4,
 /// plain), sizes chosen so two of them need padding to 16. Versions follow the SDK docs'
 /// example (`--hw_ver=51`, fw 1001001); SDK_version 2003000 reads as 2.3.0 in the
 /// `x·10⁶+y·10³+z` encoding.
-fn dfu_package(files: &mut Files) {
+fn dfu_package(files: &mut Files) -> DfuBundle {
     let key = sifli::SigningKey::from_pem(DFU_SIGNING_KEY_PEM).expect("committed DFU key parses");
     let public = key.public_key();
     let root_key = sha256(DFU_ROOT_KEY_LABEL.as_bytes());
@@ -275,7 +311,8 @@ fn dfu_package(files: &mut Files) {
         }
         ustar(&members)
     };
-    files.add("dfu/package.tar", bundle(hcpu_transfer.bytes()));
+    let package_tar = bundle(hcpu_transfer.bytes());
+    files.add("dfu/package.tar", package_tar.clone());
     files.add("dfu/package-tampered.tar", bundle(&hcpu_tampered));
 
     files.add("dfu/package.json", description);
@@ -303,6 +340,12 @@ fn dfu_package(files: &mut Files) {
         "keys/dfu-other-key.pub.pem",
         DFU_OTHER_KEY_PEM.as_bytes().to_vec(),
     );
+
+    let fw = params.fw_version;
+    DfuBundle {
+        bundle: package_tar,
+        version: format!("{}.{}.{}", fw / 1_000_000, fw / 1000 % 1000, fw % 1000),
+    }
 }
 
 /// A POSIX ustar archive of `(name, bytes)` regular files, byte for byte what Python's
@@ -613,7 +656,7 @@ impl Key {
 /// One `images[]` entry of our manifest; `size`/digests/signature describe the inflated image.
 struct Entry<'a> {
     flow: &'static str,
-    version: &'static str,
+    version: &'a str,
     url: &'static str,
     compression: Option<&'static str>,
     image: &'a [u8],
@@ -623,7 +666,7 @@ struct Entry<'a> {
 impl<'a> Entry<'a> {
     fn plain(
         flow: &'static str,
-        version: &'static str,
+        version: &'a str,
         url: &'static str,
         image: &'a [u8],
         signature: &'a str,
@@ -646,8 +689,12 @@ enum Signatures<'a> {
     Own,
     /// No `signature` fields at all.
     None,
-    /// The `app-v2.bin` entry carries this (app-v1's) signature instead of its own.
-    V2HasV1s(&'a str),
+    /// The entry for `url` carries `signature` (the trusted key's, over other bytes)
+    /// instead of its own.
+    Wrong {
+        url: &'static str,
+        signature: &'a str,
+    },
 }
 
 /// Our manifest format; field order is part of the fixture (the parser must not depend on it,
@@ -672,10 +719,10 @@ fn manifest(entries: &[Entry<'_>], signatures: Signatures<'_>) -> Vec<u8> {
             ]);
             match signatures {
                 Signatures::None => {}
-                Signatures::V2HasV1s(wrong) if e.url == "app-v2.bin" => {
-                    fields.push(("signature", Json::str(wrong)));
+                Signatures::Wrong { url, signature } if e.url == url => {
+                    fields.push(("signature", Json::str(signature)));
                 }
-                Signatures::Own | Signatures::V2HasV1s(_) => {
+                Signatures::Own | Signatures::Wrong { .. } => {
                     fields.push(("signature", Json::str(e.signature)));
                 }
             }

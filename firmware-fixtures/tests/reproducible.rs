@@ -229,6 +229,42 @@ fn manifests_describe_the_images() {
         }
     }
 
+    // The DFU product's manifest: the bundle, its version the package's FW_version.
+    let dfu = images("manifest-dfu.json");
+    let dfu_bad = images("manifest-dfu-bad-signature.json");
+    assert_eq!(dfu.len(), 1);
+    let entry = &dfu[0];
+    let bundle = &f["dfu/package.tar"];
+    assert_eq!(entry["flow"], "dfu");
+    assert_eq!(entry["url"], "dfu/package.tar");
+    let package: serde_json::Value =
+        serde_json::from_slice(&f["dfu/package.json"]).expect("package.json is JSON");
+    let fw = package["fw_version"].as_u64().expect("fw_version");
+    assert_eq!(
+        entry["version"],
+        format!("{}.{}.{}", fw / 1_000_000, fw / 1000 % 1000, fw % 1000)
+    );
+    assert_eq!(entry["size"], bundle.len());
+    assert_eq!(entry["sha256"], to_hex(&sha256(bundle)));
+    assert!(
+        entry.get("compression").is_none(),
+        "the .tar is sent as it is"
+    );
+    good.verify(
+        bundle,
+        &signature(entry["signature"].as_str().expect("signature")),
+    )
+    .expect("the bundle's signature verifies");
+    assert_eq!(
+        dfu_bad[0]["signature"], signed[0]["signature"],
+        "carries app-v1's"
+    );
+    let wrong = signature(dfu_bad[0]["signature"].as_str().expect("signature"));
+    assert!(good.verify(bundle, &wrong).is_err());
+    let mut rest = dfu_bad[0].clone();
+    rest["signature"] = entry["signature"].clone();
+    assert_eq!(rest, *entry, "only the signature differs");
+
     let chip: serde_json::Value = serde_json::from_slice(&f["microchip-ota.json"]).expect("JSON");
     let ota = &chip["ota"][0];
     assert_eq!(ota["Version"], 2);

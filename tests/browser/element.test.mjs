@@ -1,11 +1,13 @@
-// <ota-updater> on a foreign page: www/examples/portal.html embeds it with one script tag
-// and a theme, and knows nothing else of otaweb. In Debian's headless Chromium against the
-// demo gadget (the companion firmware in wasm behind the Web Bluetooth stand-in).
+// <ota-updater> on a foreign page: www/examples/portal.html (and portal-dfu.html) embed it
+// with one script tag and a theme, and know nothing else of otaweb. In Debian's headless
+// Chromium against the demo gadget and the demo SiFli DFU device (the companion firmware in
+// wasm behind the Web Bluetooth stand-in).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, root, startServer, screenshotColours } from "./helpers.mjs";
+import { fixtures, launchBrowser, root, startServer, screenshotColours } from "./helpers.mjs";
 
 const ARTIFACTS = join(root, "tests", "artifacts");
 const TIMEOUT = 60_000;
@@ -47,10 +49,11 @@ after(async () => {
   await server?.stop();
 });
 
-/** A fresh portal page (a fresh demo gadget at version 0), all its loading done. */
-async function openPortal(p = page) {
+/** A fresh portal page (a fresh demo device: the gadget at version 0, or the SiFli device
+ * with its factory firmware), all its loading done. */
+async function openPortal(p = page, name = "portal.html") {
   requests = [];
-  await p.goto(`${server.url}examples/portal.html`, { waitUntil: "networkidle" });
+  await p.goto(`${server.url}examples/${name}`, { waitUntil: "networkidle" });
   await p.evaluate(() => customElements.whenDefined("ota-updater"));
 }
 
@@ -156,6 +159,118 @@ test("a wrongly signed image: a plain-language error with a hint and the code, a
   assert.match(await updater().locator('[part="status"]').textContent(), /^The update stopped: .*signature/i);
   assert.equal(await activate().isVisible(), true, "the person can try again");
   await screenshot("element-error.png");
+});
+
+/** SHA-256 (hex) of what the device holds for each image of the fixture package once it is
+ * installed: the plain image, zero-padded to 16 bytes. */
+const INSTALLED = Object.fromEntries(
+  [[0, "hcpu"], [3, "res"], [4, "font"]].map(([id, name]) => {
+    const image = readFileSync(join(fixtures, "dfu", `${name}.bin`));
+    const padded = Buffer.concat([image, Buffer.alloc((16 - (image.length % 16)) % 16)]);
+    return [id, createHash("sha256").update(padded).digest("hex")];
+  }),
+);
+/** Bytes the updater sends for the package: its three transfer files. */
+const DFU_TOTAL = ["hcpu", "res", "font"].reduce((n, name) => n + readFileSync(join(fixtures, "dfu", `${name}.transfer.bin`)).length, 0);
+
+/** Opens portal-dfu.html and lets the test see the demo SiFli device the element makes: the
+ * element keeps it to itself, but the firmware class is one module per page, so wrapping
+ * its methods records the instance (`window.sifli`), what its partitions held at the first
+ * connection (`factory`) and how many values the central wrote to it (`writes`). */
+async function openDfuPortal() {
+  await openPortal(page, "portal-dfu.html");
+  await page.evaluate(async () => {
+    const { DemoDfuDevice } = await import("/pkg/demo/otaweb_demo_device.js");
+    const { connect, write } = DemoDfuDevice.prototype;
+    window.sifli = { device: null, factory: null, writes: 0 };
+    DemoDfuDevice.prototype.connect = function () {
+      window.sifli.device = this;
+      window.sifli.factory ??= Object.fromEntries([0, 3, 4].map((id) => [id, this.partitionSha256(id)]));
+      return connect.call(this);
+    };
+    DemoDfuDevice.prototype.write = function (bytes) {
+      window.sifli.writes += 1;
+      return write.call(this, bytes);
+    };
+  });
+}
+
+/** What the demo SiFli device holds and does now. */
+const sifli = () =>
+  page.evaluate(() => {
+    const { device, factory, writes } = window.sifli;
+    const partitions = device && Object.fromEntries([0, 3, 4].map((id) => [id, device.partitionSha256(id)]));
+    return { connected: device !== null, factory, partitions, writes, mode: device?.mode, restarts: device?.restarts };
+  });
+
+test('flow="dfu" demo: one click installs the signed DFU bundle on the demo SiFli device, through its OTA manager', async () => {
+  await openDfuPortal();
+  await activate().click();
+  const done = await until("done");
+  assert.equal(done.version, "1.1.1");
+  assert.equal(done.device, "otaweb demo SiFli");
+  assert.equal(done.error, null);
+  assert.deepEqual([done.progress.confirmed, done.progress.total], [DFU_TOTAL, DFU_TOTAL]);
+  const order = await phases();
+  const at = (p) => order.indexOf(p);
+  assert.ok(
+    at("connecting") === 0 && at("connecting") < at("checking") && at("checking") < at("transferring") && at("transferring") < at("applying") && at("applying") < at("done"),
+    order.join(" → "),
+  );
+  assert.ok(!order.includes("error"), order.join(" → "));
+  const bundles = requests.filter((u) => new URL(u).pathname === "/fixtures/dfu/package.tar");
+  assert.equal(bundles.length, 1, "the bundle the manifest names, fetched once");
+
+  // The device: every partition now holds the package's image, and it rebooted into its
+  // OTA manager and back into the new user bin.
+  const device = await sifli();
+  assert.deepEqual(device.partitions, INSTALLED);
+  for (const id of [0, 3, 4]) assert.notEqual(device.factory[id], INSTALLED[id], `partition ${id} changed`);
+  assert.equal(device.mode, "user-bin");
+  assert.ok(device.restarts >= 2, `${device.restarts} restarts`);
+  assert.ok(device.writes > DFU_TOTAL / 548, `${device.writes} values written`);
+  await updater().getByText("Done: the device now runs version 1.1.1.").waitFor();
+  assert.match(await updater().locator('[part="progress-text"]').textContent(), /^100 % · /);
+  await screenshot("element-dfu-done.png");
+
+  // It cannot say what it runs, but the element remembers what it installed: the next click
+  // finds nothing newer and sends nothing (the page's current-version is still 1.1.0).
+  await activate().click();
+  const again = await until("up-to-date");
+  assert.equal(again.version, "1.1.1");
+  assert.equal((await sifli()).writes, device.writes, "nothing written the second time");
+  await updater().getByText("The device already runs the newest version (1.1.1).").waitFor();
+});
+
+test('flow="dfu": current-version at the newest: up to date, and the bundle is not even fetched', async () => {
+  await openDfuPortal();
+  await page.evaluate(() => document.querySelector("ota-updater").setAttribute("current-version", "1.1.1"));
+  await activate().click();
+  const state = await until("up-to-date");
+  assert.equal(state.version, "1.1.1");
+  assert.equal((await sifli()).writes, 0);
+  assert.ok(!requests.some((u) => new URL(u).pathname.startsWith("/fixtures/dfu/")), requests.join("\n"));
+});
+
+test('flow="dfu": a DFU bundle whose entry is not signed for it is refused with its message, and the device hears nothing', async () => {
+  await openDfuPortal();
+  await page.evaluate(() => document.querySelector("ota-updater").setAttribute("manifest", "/fixtures/manifest-dfu-bad-signature.json"));
+  await activate().click();
+  const failed = await until("error");
+  assert.equal(failed.error.code, "signature-invalid");
+  assert.match(failed.error.message, /signature/i);
+  assert.match(failed.error.hint, /not signed by the device's maker, so it was not sent/);
+  assert.equal(failed.progress, null);
+  const order = await phases();
+  assert.ok(!order.includes("transferring") && !order.includes("applying"), order.join(" → "));
+  await updater().getByText(failed.error.hint).waitFor();
+  await updater().getByText("Error code: signature-invalid").waitFor();
+  assert.match(await updater().locator('[part="status"]').textContent(), /^The update stopped: .*signature/i);
+  const device = await sifli();
+  assert.ok(device.connected, "the element did connect to the device");
+  assert.equal(device.writes, 0, "not one value written to it");
+  assert.deepEqual(device.partitions, device.factory, "its partitions are as they came");
+  assert.equal(device.restarts, 0);
 });
 
 test("no Web Bluetooth and no demo: the unsupported slot is shown instead of a button, and no wasm loads", async () => {

@@ -12,18 +12,70 @@
 //! | `allow_downgrade` | `false` | an image not newer than the device's version is never offered |
 //! | `danger_allow_http` | `false` | `https://` (or `wss://`) only; plain `http://` only to this computer |
 //!
-//! [`pick`] chooses the newest manifest entry for the device's flow under the policy, and
+//! [`Source::parse`] reads what a manifest URL serves: an otaweb manifest, or a Microchip
+//! OTA service manifest (its one image, for the device's flow, sized by the download: the
+//! SHA-256 and signature bind the bytes, so nothing else is trusted less). [`pick`] chooses
+//! the newest manifest entry for the device's flow under the policy, and
 //! [`Schedule`] times a watcher's checks: every `every` after a check that worked, and after
 //! failures a back-off from `retry_first` doubling up to `retry_max` (never past `every`).
 
 use alloc::vec::Vec;
 
 use crate::error::Misuse;
-use crate::image::manifest::{FlowKind, Manifest, ManifestEntry};
+use crate::image::manifest::{FlowKind, Manifest, ManifestEntry, ManifestError, MicrochipEntry};
 use crate::image::signature::PublicKey;
 use crate::image::verify::VerifyPolicy;
 use crate::image::version::Version;
 use crate::time::{Millis, Span};
+
+/// What a manifest URL served, as the service reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The images on offer.
+    pub manifest: Manifest,
+    /// A Microchip manifest states no sizes: its entry's size is only known once the image
+    /// is downloaded, and [`Source::sized`] sets it then.
+    pub sized_by_download: bool,
+}
+
+impl Source {
+    /// Reads `text` as an otaweb manifest or, when it is not one, as a Microchip OTA service
+    /// manifest whose image is for `flow`. A Microchip entry that asks the device to erase a
+    /// version (`EraseVer`) offers nothing. Errors are the otaweb parser's unless the text
+    /// is recognisably Microchip's (it has no `otaweb` key), then the Microchip parser's.
+    pub fn parse(text: &str, flow: FlowKind) -> Result<Source, ManifestError> {
+        match Manifest::parse(text) {
+            Ok(manifest) => Ok(Source {
+                manifest,
+                sized_by_download: false,
+            }),
+            Err(ManifestError::NotOtaweb) => {
+                let entry = MicrochipEntry::parse_manifest(text)?;
+                Ok(Source {
+                    manifest: Manifest {
+                        images: entry
+                            .to_manifest_entry("image", flow, 0)
+                            .into_iter()
+                            .collect(),
+                    },
+                    sized_by_download: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `entry` ready for verification of `downloaded` bytes: as is for an otaweb manifest,
+    /// with the download's length for a Microchip one.
+    #[must_use]
+    pub fn sized(&self, entry: &ManifestEntry, downloaded: usize) -> ManifestEntry {
+        let mut entry = entry.clone();
+        if self.sized_by_download {
+            entry.size = downloaded as u64;
+        }
+        entry
+    }
+}
 
 /// The secure-OTA rules of an update (see the module docs for the defaults).
 #[derive(Clone, Debug)]
@@ -230,6 +282,75 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest::parse(include_str!("../../firmware-fixtures/files/manifest.json")).unwrap()
+    }
+
+    #[test]
+    fn a_source_is_an_otaweb_manifest_or_a_microchip_one_sized_by_its_download() {
+        let otaweb = include_str!("../../firmware-fixtures/files/manifest.json");
+        let source = Source::parse(otaweb, FlowKind::Gadget).unwrap();
+        assert_eq!(source.manifest, manifest());
+        let entry = &source.manifest.images[1];
+        assert_eq!(
+            source.sized(entry, 5).size,
+            98_304,
+            "an otaweb size is kept"
+        );
+
+        let microchip = include_str!("../../firmware-fixtures/files/microchip-ota.json");
+        let source = Source::parse(microchip, FlowKind::Gadget).unwrap();
+        assert!(source.sized_by_download);
+        let [entry] = source.manifest.images.as_slice() else {
+            panic!("one image: {source:?}")
+        };
+        assert_eq!(
+            (entry.flow, entry.version.as_str()),
+            (FlowKind::Gadget, "2")
+        );
+        assert_eq!(entry.url, "http://127.0.0.1:8000/app-v2.bin");
+        assert_eq!(entry.sha256, manifest().images[1].sha256);
+        assert_eq!(entry.signature, manifest().images[1].signature);
+        assert_eq!(source.sized(entry, 98_304).size, 98_304);
+        let policy = UpdatePolicy::default();
+        assert_eq!(
+            pick(&source.manifest, FlowKind::Gadget, Some("1"), &policy),
+            Pick::Install(entry)
+        );
+        assert_eq!(
+            pick(&source.manifest, FlowKind::Gadget, Some("2"), &policy),
+            Pick::UpToDate
+        );
+    }
+
+    #[test]
+    fn a_microchip_erase_offers_nothing_and_bad_sources_say_why() {
+        let erase = br#"{"ota": [{"Version": 3, "URL": "https://x.example/a.bin", "Digest": "f54ee1e8539dece67299def1c0ffc811a100f70b468dad0b3483abdcbf1be7ba", "EraseVer": true}]}"#;
+        let source = Source::parse(core::str::from_utf8(erase).unwrap(), FlowKind::Gadget).unwrap();
+        assert!(source.manifest.images.is_empty());
+        assert_eq!(
+            pick(
+                &source.manifest,
+                FlowKind::Gadget,
+                Some("1"),
+                &UpdatePolicy::default()
+            ),
+            Pick::NothingForFlow
+        );
+        // An otaweb manifest's own error stays its own, not Microchip's.
+        assert_eq!(
+            Source::parse(r#"{"otaweb": 2, "images": []}"#, FlowKind::Gadget),
+            Err(ManifestError::UnsupportedFormat { found: 2 })
+        );
+        assert_eq!(
+            Source::parse(r#"{"ota": []}"#, FlowKind::Gadget),
+            Err(ManifestError::NoImages)
+        );
+        assert_eq!(
+            Source::parse(r#"{"firmware": 1}"#, FlowKind::Gadget),
+            Err(ManifestError::MissingField {
+                at: crate::image::manifest::Location::Top,
+                field: "ota"
+            })
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! fetched, which signatures are needed, which entry to take, when to check again. This
 //! edge fetches the manifest and the image, verifies the image in wasm, and only then hands
 //! it to the updater, so nothing unverified is ever sent: a bad signature, digest or size
-//! ends the call before the device hears a byte. A DFU device's manifest entry names a DFU
-//! bundle (a `.tar` of the package).
+//! ends the call before the device hears a byte. The source is an otaweb manifest or a
+//! Microchip OTA service manifest (`{"ota": [{Version, URL, Digest, Signature}]}`, its last
+//! image for this device). A DFU device's entry names a DFU bundle (a `.tar` of the package).
 //!
 //! `options`: `policy` `{requireSignature (true), trustedKeys ([PEM]), allowDowngrade
 //! (false), dangerAllowHttp (false)}`, `autoApply` (`run`: true, `watch`: false — stage and
@@ -32,8 +33,8 @@ use web_sys::Url;
 
 use crate::error::{Error, Misuse};
 use crate::flow::dfu::DfuPackage;
-use crate::flow::service::{pick, Pick, Schedule, UpdatePolicy};
-use crate::image::manifest::{FlowKind, Manifest};
+use crate::flow::service::{pick, Pick, Schedule, Source, UpdatePolicy};
+use crate::image::manifest::FlowKind;
 use crate::image::signature::PublicKey;
 use crate::image::verify::verify_image;
 use crate::time::Span;
@@ -232,13 +233,13 @@ async fn run_once(
     let manifest_url = resolve(source, None, policy)?;
     let text = get(&manifest_url, "manifest", MAX_MANIFEST).await?;
     let text = String::from_utf8(text).map_err(|_| manifest_error("it is not UTF-8 text"))?;
-    let manifest = Manifest::parse(&text).map_err(|e| manifest_error(&e.to_string()))?;
     let flow = if updater.is_dfu() {
         FlowKind::Dfu
     } else {
         FlowKind::Gadget
     };
-    let entry = match pick(&manifest, flow, options.current.as_deref(), policy) {
+    let source = Source::parse(&text, flow).map_err(|e| manifest_error(&e.to_string()))?;
+    let entry = match pick(&source.manifest, flow, options.current.as_deref(), policy) {
         Pick::Install(entry) => entry,
         Pick::UpToDate => return result("up-to-date", options.current.as_deref()),
         Pick::NothingForFlow => {
@@ -258,8 +259,8 @@ async fn run_once(
     }
     let image_url = resolve(&entry.url, Some(&manifest_url), policy)?;
     let bytes = get(&image_url, "image", MAX_IMAGE).await?;
-    let verified =
-        verify_image(&bytes, entry, &verify).map_err(|e| flow_error(&Error::Verification(e)))?;
+    let verified = verify_image(&bytes, &source.sized(entry, bytes.len()), &verify)
+        .map_err(|e| flow_error(&Error::Verification(e)))?;
     let payload = match flow {
         FlowKind::Dfu => Payload::Dfu(
             DfuPackage::from_bundle(&verified.get().bytes).map_err(|e| flow_error(&e))?,

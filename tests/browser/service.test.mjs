@@ -146,6 +146,27 @@ test("run(): one call checks, fetches, verifies and installs", async () => {
   assert.equal(again.outcome, "up-to-date");
 });
 
+test("run() reads a Microchip OTA service manifest: its last image, sized by the download, signature and digest checked", async () => {
+  const microchip = JSON.parse(readFileSync(join(fixtures, "microchip-ota.json"), "utf8"));
+  const image = { ...microchip.ota.at(-1), URL: `${server.url}fixtures/app-v2.bin` };
+  const serve = (entry) => (route) => route.fulfill({ contentType: "application/json", body: JSON.stringify({ ota: [{ ...image, Version: 1 }, entry] }) });
+  await page.route("**/test/microchip.json", serve(image));
+  await page.route("**/test/microchip-tampered.json", serve({ ...image, Digest: "00".repeat(32) }));
+  await connectGadget();
+  const run = (url) =>
+    page.evaluate(
+      ([url, pem]) => window.svc.updater.run(url, { policy: { trustedKeys: [pem] } }).catch((e) => ({ code: e.code, message: e.message })),
+      [url, PEM],
+    );
+  const tampered = await run("/test/microchip-tampered.json");
+  assert.equal(tampered.code, "digest-mismatch", JSON.stringify(tampered));
+  assert.equal((await events()).filter((e) => e.type === "progress").length, 0, "nothing sent for a tampered entry");
+  const done = await run("/test/microchip.json");
+  assert.deepEqual([done.outcome, done.version], ["done", "2"], JSON.stringify(done));
+  const again = await run("/test/microchip.json");
+  assert.equal(again.outcome, "up-to-date", JSON.stringify(again));
+});
+
 test("stage(image) now; a new updater (a reopened page) switches to the device's staged copy without sending it again", async () => {
   await connectGadget();
   const outcome = await page.evaluate(async (pem) => {

@@ -28,11 +28,10 @@
 import { createHash, sign } from "node:crypto";
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const fixtures = join(root, "firmware-fixtures", "files");
@@ -264,14 +263,7 @@ async function pageVerify({ manifestUrl, keyUrl }) {
 const entry = writeBenchFiles();
 const server = await startServer();
 const origin = `http://127.0.0.1:${server.address().port}`;
-const profile = await mkdtemp(join(tmpdir(), "otaweb-first-byte-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-    "--disable-sync"],
-});
+const { context, close } = await launchChromium("first-byte");
 
 const runs = [];
 const verifies = [];
@@ -307,8 +299,7 @@ try {
     );
   }
 } finally {
-  await context.close();
-  await rm(profile, { recursive: true, force: true });
+  await close();
   server.close();
 }
 

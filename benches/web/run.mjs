@@ -1,23 +1,14 @@
 // Loads benches/web/bench.js in Debian's headless Chromium and prints a markdown table.
 // Requests are answered from the repository by Playwright's router, so no server runs.
 import { readFile } from "node:fs/promises";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join, extname, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const origin = "http://127.0.0.1:9";
 const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html" };
 
-const dir = await mkdtemp(join(tmpdir(), "otaweb-bench-"));
-const context = await chromium.launchPersistentContext(dir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run",
-    "--disable-sync"],
-});
+const { context, close } = await launchChromium("bench");
 try {
   await context.route(`${origin}/**`, async (route) => {
     const path = new URL(route.request().url()).pathname;
@@ -37,6 +28,5 @@ try {
   console.log("|---|---|---|---|");
   for (const [op, size, impl, rate] of result.rows) console.log(`| ${op} | ${size} | ${impl} | ${rate} |`);
 } finally {
-  await context.close();
-  await rm(dir, { recursive: true, force: true });
+  await close();
 }

@@ -1,10 +1,25 @@
-// The checker page: picks a firmware file (and optionally a manifest), shows its digests and
-// the manifest verdict. All checking happens in the wasm module; this file only moves bytes
-// and renders text.
+// The checker page: picks a firmware file (and optionally a manifest), from this computer or
+// from a URL, shows its digests and the manifest verdict. All checking happens in the wasm
+// module; this file only moves bytes and renders text.
 import init, { version, digest, parseManifest, verifyImage } from "/pkg/otaweb.js";
 import { hintFor } from "/status.js";
 
 const DEMO_KEY_URL = "/fixtures/keys/test-signing-key.pub.pem";
+// The update service's limits (src/web/service.rs): no real manifest or gadget image comes
+// near them, so a larger body is the wrong address, and reading on would only fill memory.
+const MAX_MANIFEST = 1024 * 1024;
+const MAX_IMAGE = 100 * 1024 * 1024;
+
+// What to do next when a URL did not give a usable file; other codes get status.js's hints.
+const URL_HINTS = {
+  "invalid-url": "Type the whole address, starting with https://, or a path on this site such as /fixtures/app-v2.bin.",
+  "insecure-url": "Use the https:// address. If the server has none, download the file and choose it with the file picker instead.",
+  "download-failed": "Check the address and the network, then try again. A server that does not let other sites read its files (CORS) never works from here: download the file and choose it with the file picker instead.",
+  "not-found": "Check the address for typing mistakes, or ask the vendor for the current link.",
+  "http-error": "Try again later. If the server wants a login, download the file in another tab and choose it with the file picker instead.",
+  "too-large": "Check the address: it must point at the firmware image or the manifest itself.",
+  "manifest-invalid": "Check the address: it must point at the otaweb manifest (JSON) itself, not at a web page about it.",
+};
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -23,9 +38,19 @@ const ui = {
   verdict: $("verdict"),
   version: $("otaweb-version"),
   demoImage: $("demo-image"),
+  imageUrlForm: $("image-url-form"),
+  manifestUrlForm: $("manifest-url-form"),
+  manifestPick: $("manifest-pick"),
 };
 
-const state = { file: null, bytes: null, sha256: null, run: 0 };
+// The two URL fields. Each runs one download at a time (`controller`), and shows what to do
+// after a failure in its own hint, next to the field.
+const sources = {
+  image: { input: $("image-url"), stopButton: $("image-url-stop"), hint: $("image-url-hint"), controller: null },
+  manifest: { input: $("manifest-url"), stopButton: $("manifest-url-stop"), hint: $("manifest-url-hint"), controller: null },
+};
+
+const state = { name: null, bytes: null, sha256: null, run: 0 };
 let demoKey = null;
 
 function errorParts(e) {
@@ -33,6 +58,17 @@ function errorParts(e) {
     return { code: String(e.code), message: String(e.message ?? e.code) };
   }
   return { code: "internal", message: e instanceof Error ? e.message : String(e) };
+}
+
+/** An error with an otaweb-style code, shown like the wasm module's own. */
+function failure(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+
+/** Section 3's status line; `kind` "fail" marks an error. */
+function say(text, kind = "") {
+  ui.statusLine.textContent = text;
+  ui.statusLine.dataset.state = kind;
 }
 
 function formatSize(n) {
@@ -128,16 +164,17 @@ function announce(detail) {
 async function refresh() {
   const run = ++state.run;
   announce(null);
+  clearUrlErrors();
   const current = () => run === state.run;
-  const { file, bytes, sha256 } = state;
-  if (!file) {
-    ui.statusLine.textContent = "Ready. Choose a firmware file.";
+  const { name, bytes, sha256 } = state;
+  if (!name) {
+    say("Ready. Choose a firmware file.");
     return;
   }
   const text = ui.manifestText.value.trim();
   if (!text) {
     setVerdict("none", "No manifest given.");
-    ui.statusLine.textContent = `Computed the digests of ${file.name}.`;
+    say(`Computed the digests of ${name}.`);
     return;
   }
 
@@ -146,14 +183,14 @@ async function refresh() {
     entries = manifestEntries(text);
   } catch (e) {
     failVerdict(e);
-    ui.statusLine.textContent = `The manifest could not be read.`;
+    say(`The manifest could not be read.`);
     return;
   }
-  const picked = pickEntry(entries, file.name, sha256);
+  const picked = pickEntry(entries, name, sha256);
   if (!picked) {
-    setVerdict("fail", `✗ No manifest entry matches ${file.name} (by file name, SHA-256 or name).`,
+    setVerdict("fail", `✗ No manifest entry matches ${name} (by file name, SHA-256 or name).`,
       "Pick the manifest that lists this file.");
-    ui.statusLine.textContent = `${file.name} is not in the manifest.`;
+    say(`${name} is not in the manifest.`);
     return;
   }
   const { entry, why } = picked;
@@ -165,43 +202,285 @@ async function refresh() {
     const checked = ok.signed ? "size, SHA-256 and signature verified" : "size and SHA-256 verified (not signed)";
     setVerdict("pass", `✓ Matches manifest entry ${ok.name} v${ok.version}: ${checked}`,
       `Entry chosen by ${why}; flow ${ok.flow}.`);
-    ui.statusLine.textContent = `${file.name} matches the manifest.`;
-    announce({ bytes, entry, key, fileName: file.name });
+    say(`${name} matches the manifest.`);
+    announce({ bytes, entry, key, fileName: name });
   } catch (e) {
     if (!current()) return;
     failVerdict(e);
-    ui.statusLine.textContent = `${file.name} does not pass the manifest check.`;
+    say(`${name} does not pass the manifest check.`);
   }
 }
 
 async function chooseFile(file) {
   if (!file) return;
+  stop(sources.image); // the chosen file replaces an image still downloading
   const run = ++state.run;
-  ui.statusLine.textContent = `Reading ${file.name}…`;
+  say(`Reading ${file.name}…`);
   let bytes;
   try {
     bytes = new Uint8Array(await file.arrayBuffer());
   } catch (e) {
-    ui.statusLine.textContent = `Could not read ${file.name}: ${errorParts(e).message}`;
+    say(`Could not read ${file.name}: ${errorParts(e).message}`);
     return;
   }
   if (run !== state.run) return;
+  await useImage(file.name, bytes);
+}
+
+/** Shows an image's digests and checks it, whether it was chosen, dropped or downloaded. */
+async function useImage(name, bytes) {
   let sha256, md5;
   try {
     sha256 = digest(bytes, "sha256");
     md5 = digest(bytes, "md5");
   } catch (e) {
-    ui.statusLine.textContent = `Could not compute the digests: ${errorParts(e).message}`;
+    say(`Could not compute the digests: ${errorParts(e).message}`);
     return;
   }
-  Object.assign(state, { file, bytes, sha256 });
-  ui.fileName.textContent = file.name;
+  Object.assign(state, { name, bytes, sha256 });
+  ui.fileName.textContent = name;
   ui.fileSize.textContent = formatSize(bytes.length);
   ui.fileSize.dataset.bytes = String(bytes.length);
   ui.sha256.textContent = sha256;
   ui.md5.textContent = md5;
   ui.results.hidden = false;
   await refresh();
+}
+
+/** Loopback as check_transport has it: `localhost`, 127.0.0.0/8 and [::1]. The URL parser has
+ * already normalised the host (lower case, IPv4 in dotted decimal, IPv6 compressed). */
+function isThisComputer(host) {
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * `text` as an absolute URL (relative ones against `base`) this page may download a `what`
+ * from, or throws. The update service's rule (src/flow/service.rs, check_transport):
+ * https://, or plain http:// only to this computer, where nobody on the way can swap the
+ * bytes; and the page's own origin, which the page itself already came from. `redirectedFrom`
+ * is the address the browser was sent on from, for the message.
+ */
+function checkedUrl(text, what, base = location.href, redirectedFrom = null) {
+  const typed = text.trim();
+  if (!typed) throw failure("invalid-url", `type the address of the ${what} first`);
+  let url;
+  try {
+    url = new URL(typed, base);
+  } catch {
+    throw failure("invalid-url", `“${typed}” is not a web address`);
+  }
+  const refused = redirectedFrom
+    ? `refused ${redirectedFrom.href}, which sent this page on to ${url.href}`
+    : `refused ${url.href}`;
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw failure("insecure-url", `${refused}: a ${what} must come from an https:// address`);
+  }
+  if (url.protocol === "http:" && url.origin !== location.origin && !isThisComputer(url.hostname)) {
+    throw failure("insecure-url", `${refused}: plain http:// to another computer lets anyone on the way change the ${what}`);
+  }
+  return url;
+}
+
+/** The name a downloaded image goes by: its URL's last path segment, decoded, as a saved copy
+ * would be called (pickEntry matches manifest entries by it). An address ending in "/" names
+ * no file, so its host stands in. */
+function fileNameOf(url) {
+  const segment = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
+  try {
+    return decodeURIComponent(segment) || url.hostname;
+  } catch {
+    return segment; // a stray "%" that is not an escape: the name as written
+  }
+}
+
+/**
+ * The body at `url`, at most `max` bytes, or throws a coded error naming the `what`. Sends
+ * no cookies or logins, so only public files download.
+ */
+async function download(url, what, max, signal) {
+  const broken = (e) =>
+    signal.aborted ? e : failure("download-failed", `could not download the ${what} from ${url.host}: the server cannot be reached, or it does not let other sites read its files`);
+  let res;
+  try {
+    res = await fetch(url, { signal, credentials: "omit" });
+  } catch (e) {
+    throw broken(e);
+  }
+  // The browser follows redirects itself: where it ended up must pass the same rule.
+  if (res.redirected) checkedUrl(res.url, what, location.href, url);
+  if (res.status === 404 || res.status === 410) {
+    throw failure("not-found", `there is no ${what} at ${url.href} (the server answered HTTP ${res.status})`);
+  }
+  if (!res.ok) {
+    const status = res.statusText ? `${res.status} ${res.statusText}` : res.status; // HTTP/2 has no reason phrase
+    throw failure("http-error", `the server answered HTTP ${status} instead of sending the ${what} at ${url.href}`);
+  }
+  const tooLarge = () =>
+    failure("too-large", `the ${what} at ${url.href} is larger than ${max / (1024 * 1024)} MiB, more than any ${what} this page reads`);
+  // Refused before reading when the server says its size; checked again after, for one that
+  // does not. (Reading the body as a stream would stop sooner, but Chromium then reports
+  // every such download as aborted in DevTools, which misleads whoever debugs it.)
+  if (Number(res.headers.get("content-length")) > max) {
+    res.body?.cancel();
+    throw tooLarge();
+  }
+  let body;
+  try {
+    body = await res.arrayBuffer();
+  } catch (e) {
+    throw broken(e);
+  }
+  if (body.byteLength > max) throw tooLarge();
+  return new Uint8Array(body);
+}
+
+/** Starts a download for a URL field, stopping the one it was running. */
+function begin(source) {
+  source.controller?.abort();
+  source.controller = new AbortController();
+  source.stopButton.hidden = false;
+  clearUrlErrors();
+  return source.controller.signal;
+}
+
+/** The field's download with `signal` is over; a newer one keeps the field busy. */
+function settle(source, signal) {
+  if (source.controller?.signal !== signal) return;
+  source.controller = null;
+  // Stop disappears: keep the keyboard in the field rather than dropping focus on the page.
+  if (document.activeElement === source.stopButton) source.input.focus();
+  source.stopButton.hidden = true;
+}
+
+/** Stops the field's download, if it runs one; says whether it did. */
+function stop(source) {
+  if (!source.controller) return false;
+  const { signal } = source.controller;
+  source.controller.abort();
+  settle(source, signal);
+  return true;
+}
+
+/** A URL field's failure: the message and code in the status line, and at the field (on a
+ * phone the status line is screens away) the message again with what to do next. */
+function report(source, e) {
+  const { code, message } = errorParts(e);
+  say(`✗ ${message} (${code})`, "fail");
+  source.hint.textContent = `${message[0].toUpperCase()}${message.slice(1)}. ${hintFor(URL_HINTS, code)}`;
+  source.hint.hidden = false;
+  source.input.setAttribute("aria-invalid", "true");
+}
+
+function clearUrlErrors() {
+  for (const { input, hint } of Object.values(sources)) {
+    input.removeAttribute("aria-invalid");
+    hint.hidden = true;
+    hint.textContent = "";
+  }
+}
+
+/** Downloads an image and uses it as if it had been chosen; on any failure the image shown
+ * before stays. `intro` leads the status line while it downloads. */
+async function fetchImage(text, intro = "") {
+  const source = sources.image;
+  const signal = begin(source);
+  let url, bytes;
+  try {
+    url = checkedUrl(text, "firmware file");
+    say(`${intro}Downloading ${fileNameOf(url)} from ${url.host}…`);
+    bytes = await download(url, "firmware file", MAX_IMAGE, signal);
+  } catch (e) {
+    if (!signal.aborted) report(source, e);
+    return;
+  } finally {
+    settle(source, signal);
+  }
+  await useImage(fileNameOf(url), bytes);
+}
+
+/**
+ * The manifest's newest gadget image, and how many it lists. parseManifest has checked that
+ * gadget versions are decimal u32s (the gadget's own version style), so as numbers they order
+ * as the update service's `pick` orders them; among equal versions the first listed wins, as
+ * there.
+ */
+function newestGadget(entries) {
+  const gadget = entries.filter((e) => e.flow === "gadget");
+  const entry = gadget.reduce((best, e) => (best && Number(e.version) <= Number(best.version) ? best : e), null);
+  return entry && { entry, of: gadget.length };
+}
+
+/** The manifest text at `url` and its entries, or throws manifest-invalid saying why. */
+function readManifest(bytes, url) {
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return { text, entries: manifestEntries(text) };
+  } catch (e) {
+    throw failure("manifest-invalid", `${url.href} is not a manifest this page can use: ${errorParts(e).message}`);
+  }
+}
+
+/**
+ * Downloads a manifest and uses it as if its file had been chosen; on any failure the
+ * manifest shown before stays. Without an image, chosen or on its way, goes on to fetch the
+ * manifest's newest gadget image, resolving its URL against the manifest's.
+ */
+async function loadManifest(text) {
+  const source = sources.manifest;
+  const signal = begin(source);
+  let url, manifest;
+  try {
+    url = checkedUrl(text, "manifest");
+    say(`Downloading the manifest from ${url.host}…`);
+    manifest = readManifest(await download(url, "manifest", MAX_MANIFEST, signal), url);
+  } catch (e) {
+    if (!signal.aborted) report(source, e);
+    return;
+  } finally {
+    settle(source, signal);
+  }
+  ui.manifestText.value = manifest.text;
+  ui.manifestInput.value = ""; // the file picker no longer names the manifest in use
+  const newest = newestGadget(manifest.entries);
+  showPick(newest);
+  if (state.bytes) {
+    await refresh(); // check the image already chosen against this manifest
+    return;
+  }
+  if (sources.image.controller) {
+    // The person's own download goes on; it is checked against this manifest when it ends.
+    say(`Loaded the manifest from ${url.host}; the firmware file is still downloading.`);
+    return;
+  }
+  if (!newest) {
+    say(`Loaded the manifest from ${url.host}. It lists no gadget image, so none was fetched: choose the firmware file above.`);
+    return;
+  }
+  const { entry } = newest;
+  let imageUrl;
+  try {
+    imageUrl = checkedUrl(entry.url, "firmware file", url);
+  } catch (e) {
+    report(sources.image, e);
+    return;
+  }
+  sources.image.input.value = imageUrl.href;
+  await fetchImage(imageUrl.href, `Picked ${entry.name} version ${entry.version}, the manifest's newest gadget image. `);
+}
+
+/** Says in section 2 which gadget image the manifest from a URL offers, or nothing. */
+function showPick(newest) {
+  ui.manifestPick.hidden = !newest;
+  if (!newest) return;
+  const { entry, of } = newest;
+  const which = of === 1 ? "The manifest's only gadget image" : `The newest of the manifest's ${of} gadget images`;
+  ui.manifestPick.textContent = `${which}: ${entry.name} version ${entry.version} (${entry.url}).`;
+}
+
+/** Another manifest source replaces one still downloading, and the URL's pick with it. */
+function manifestReplaced() {
+  stop(sources.manifest);
+  showPick(null);
 }
 
 /** Loads the demo image and its manifest from the fixtures, as if the user had picked them. */
@@ -213,6 +492,7 @@ async function useDemoImage() {
       return res;
     }),
   );
+  manifestReplaced();
   ui.manifestText.value = await manifest.text();
   ui.useDemoKey.checked = true;
   await chooseFile(new File([await image.arrayBuffer()], "app-v2.bin"));
@@ -221,7 +501,7 @@ async function useDemoImage() {
 function wire() {
   ui.demoImage.addEventListener("click", () =>
     useDemoImage().catch((e) => {
-      ui.statusLine.textContent = `Could not load the demo image: ${errorParts(e).message}`;
+      say(`Could not load the demo image: ${errorParts(e).message}`);
     }),
   );
   ui.dropZone.addEventListener("click", () => ui.fileInput.click());
@@ -241,6 +521,7 @@ function wire() {
   ui.manifestInput.addEventListener("change", async () => {
     const f = ui.manifestInput.files[0];
     if (!f) return;
+    manifestReplaced();
     ui.manifestText.value = await f.text();
     refresh();
   });
@@ -249,19 +530,41 @@ function wire() {
     clearTimeout(timer);
     timer = setTimeout(refresh, 250);
   };
-  ui.manifestText.addEventListener("input", later);
+  ui.manifestText.addEventListener("input", () => {
+    manifestReplaced();
+    later();
+  });
   ui.keyText.addEventListener("input", later);
   ui.useDemoKey.addEventListener("change", refresh);
+
+  // Enter in a field submits its form.
+  ui.imageUrlForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    fetchImage(sources.image.input.value);
+  });
+  ui.manifestUrlForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadManifest(sources.manifest.input.value);
+  });
+  for (const source of Object.values(sources)) {
+    const halt = () => {
+      if (stop(source)) say(`Stopped the download; the ${source === sources.image ? "firmware file" : "manifest"} shown before stays.`);
+    };
+    source.stopButton.addEventListener("click", halt);
+    source.input.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") halt();
+    });
+  }
 }
 
 try {
   await init();
   ui.version.textContent = version();
   wire();
-  ui.statusLine.textContent = "Ready. Choose a firmware file.";
+  say("Ready. Choose a firmware file.");
   document.documentElement.dataset.ready = "true";
 } catch (e) {
-  ui.statusLine.textContent = `The checker could not start: ${errorParts(e).message}. Run \`make pkg\` and reload.`;
+  say(`The checker could not start: ${errorParts(e).message}. Run \`make pkg\` and reload.`);
   document.documentElement.dataset.ready = "error";
   throw e;
 }

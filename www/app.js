@@ -1,7 +1,7 @@
 // The checker page: picks a firmware file (and optionally a manifest), from this computer or
 // from a URL, shows its digests and the manifest verdict. All checking happens in the wasm
 // module; this file only moves bytes and renders text.
-import init, { version, digest, parseManifest, verifyImage } from "/pkg/otaweb.js";
+import init, { version, checkUrl, digest, newestImage, parseManifest, verifyImage } from "/pkg/otaweb.js";
 import { hintFor } from "/status.js";
 
 const DEMO_KEY_URL = "/fixtures/keys/test-signing-key.pub.pem";
@@ -247,18 +247,11 @@ async function useImage(name, bytes) {
   await refresh();
 }
 
-/** Loopback as check_transport has it: `localhost`, 127.0.0.0/8 and [::1]. The URL parser has
- * already normalised the host (lower case, IPv4 in dotted decimal, IPv6 compressed). */
-function isThisComputer(host) {
-  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
 /**
  * `text` as an absolute URL (relative ones against `base`) this page may download a `what`
- * from, or throws. The update service's rule (src/flow/service.rs, check_transport):
- * https://, or plain http:// only to this computer, where nobody on the way can swap the
- * bytes; and the page's own origin, which the page itself already came from. `redirectedFrom`
- * is the address the browser was sent on from, for the message.
+ * from, or throws. The rule is the update service's own (`checkUrl` from the wasm): https://,
+ * or plain http:// only to this computer, where nobody on the way can swap the bytes.
+ * `redirectedFrom` is the address the browser was sent on from, for the message.
  */
 function checkedUrl(text, what, base = location.href, redirectedFrom = null) {
   const typed = text.trim();
@@ -269,14 +262,13 @@ function checkedUrl(text, what, base = location.href, redirectedFrom = null) {
   } catch {
     throw failure("invalid-url", `“${typed}” is not a web address`);
   }
-  const refused = redirectedFrom
-    ? `refused ${redirectedFrom.href}, which sent this page on to ${url.href}`
-    : `refused ${url.href}`;
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    throw failure("insecure-url", `${refused}: a ${what} must come from an https:// address`);
-  }
-  if (url.protocol === "http:" && url.origin !== location.origin && !isThisComputer(url.hostname)) {
-    throw failure("insecure-url", `${refused}: plain http:// to another computer lets anyone on the way change the ${what}`);
+  try {
+    checkUrl(url.href);
+  } catch (e) {
+    const refused = redirectedFrom
+      ? `refused ${redirectedFrom.href}, which sent this page on to ${url.href}`
+      : `refused ${url.href}`;
+    throw failure("insecure-url", `${refused} for the ${what}: ${errorParts(e).message}`);
   }
   return url;
 }
@@ -399,15 +391,13 @@ async function fetchImage(text, intro = "") {
 }
 
 /**
- * The manifest's newest gadget image, and how many it lists. parseManifest has checked that
- * gadget versions are decimal u32s (the gadget's own version style), so as numbers they order
- * as the update service's `pick` orders them; among equal versions the first listed wins, as
- * there.
+ * The manifest's newest gadget image, as the update service picks it, and how many it lists.
+ * One entry (also one pasted on its own, which is no manifest to pick from) is its own newest.
  */
-function newestGadget(entries) {
+function newestGadget({ text, entries }) {
   const gadget = entries.filter((e) => e.flow === "gadget");
-  const entry = gadget.reduce((best, e) => (best && Number(e.version) <= Number(best.version) ? best : e), null);
-  return entry && { entry, of: gadget.length };
+  const entry = entries.length === 1 ? gadget[0] : newestImage(text, "gadget");
+  return entry ? { entry, of: gadget.length } : null;
 }
 
 /** The manifest text at `url` and its entries, or throws manifest-invalid saying why. */
@@ -441,7 +431,7 @@ async function loadManifest(text) {
   }
   ui.manifestText.value = manifest.text;
   ui.manifestInput.value = ""; // the file picker no longer names the manifest in use
-  const newest = newestGadget(manifest.entries);
+  const newest = newestGadget(manifest);
   showPick(newest);
   if (state.bytes) {
     await refresh(); // check the image already chosen against this manifest

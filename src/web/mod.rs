@@ -94,10 +94,23 @@ pub fn parse_manifest(text: &str) -> Result<Array, JsValue> {
             false,
         )
     })?;
-    // The manifest's own serializer defines the entry shape, so JavaScript sees exactly the
-    // schema it would read from the file, normalised (hex lowercase, defaults filled).
+    manifest_images(&manifest)
+}
+
+/// The manifest's entries as JavaScript objects. Its own serializer defines the entry shape,
+/// so JavaScript sees exactly the schema it would read from the file, normalised (hex
+/// lowercase, defaults filled).
+fn manifest_images(manifest: &Manifest) -> Result<Array, JsValue> {
     let parsed = JSON::parse(&manifest.to_json())?;
     Ok(Reflect::get(&parsed, &"images".into())?.unchecked_into())
+}
+
+/// One manifest entry as the JavaScript object `parseManifest` would give for it.
+pub(crate) fn entry_js(entry: &ManifestEntry) -> Result<JsValue, JsValue> {
+    let single = Manifest {
+        images: alloc::vec![entry.clone()],
+    };
+    Ok(manifest_images(&single)?.get(0))
 }
 
 /// Verifies `bytes` against a manifest entry (an object or its JSON text) and describes

@@ -34,14 +34,14 @@ use web_sys::Url;
 use crate::error::{Error, Misuse};
 use crate::flow::dfu::DfuPackage;
 use crate::flow::service::{pick, Pick, Schedule, Source, UpdatePolicy};
-use crate::image::manifest::FlowKind;
+use crate::image::manifest::{FlowKind, Manifest};
 use crate::image::signature::PublicKey;
 use crate::image::verify::verify_image;
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::get;
 use crate::web::updater::Updater;
-use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
+use crate::web::{entry_js, flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
 
 /// The largest manifest read.
 const MAX_MANIFEST: usize = 1024 * 1024;
@@ -138,6 +138,45 @@ impl Updater {
             watch.flag(),
         ));
         Ok(watch)
+    }
+}
+
+/// Throws an `insecure-url` `OtawebError` unless `run` and `watch` may fetch `url` (absolute):
+/// `https://`, or plain `http://` only to this computer unless `dangerAllowHttp`.
+#[wasm_bindgen(js_name = checkUrl)]
+pub fn check_url_js(
+    url: &str,
+    #[wasm_bindgen(js_name = dangerAllowHttp)] danger_allow_http: Option<bool>,
+) -> Result<(), JsValue> {
+    let policy = UpdatePolicy {
+        danger_allow_http: danger_allow_http.unwrap_or(false),
+        ..UpdatePolicy::default()
+    };
+    policy
+        .check_url(url)
+        .map_err(|m| misuse_error("insecure-url", m))
+}
+
+/// The entry of otaweb manifest `text` that `run` would take for a device of `flow`
+/// (`"gadget"` or `"dfu"`) running `currentVersion` (absent: the highest version), or
+/// `undefined` when the device is up to date or nothing is for its flow.
+#[wasm_bindgen(js_name = newestImage, unchecked_return_type = "ManifestEntry | undefined")]
+pub fn newest_image(
+    text: &str,
+    #[wasm_bindgen(unchecked_param_type = "FlowName")] flow: &str,
+    #[wasm_bindgen(js_name = currentVersion)] current: Option<String>,
+) -> Result<JsValue, JsValue> {
+    let flow =
+        FlowKind::from_name(flow).ok_or_else(|| invalid("flow must be \"gadget\" or \"dfu\""))?;
+    let manifest = Manifest::parse(text).map_err(|e| manifest_error(&e.to_string()))?;
+    match pick(
+        &manifest,
+        flow,
+        current.as_deref(),
+        &UpdatePolicy::default(),
+    ) {
+        Pick::Install(entry) => entry_js(entry),
+        Pick::UpToDate | Pick::NothingForFlow => Ok(JsValue::UNDEFINED),
     }
 }
 

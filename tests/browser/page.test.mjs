@@ -406,12 +406,14 @@ test("plain http:// to another computer is refused before any request leaves; ht
     const manifest = JSON.parse(readFileSync(MANIFEST, "utf8"));
     manifest.images[1].url = "http://example.com/app-v2.bin";
     await p.route("**/url-test/insecure-manifest.json", (r) => r.fulfill({ json: manifest }));
+    // The wording after the colon is the update service's own (checkUrl in the wasm).
+    const plain = "invalid argument: plain http:// is only allowed to this computer";
     const refusals = [
-      [fetchImage, "image", "http://example.com/x.bin", "refused http://example.com/x.bin: plain http:// to another computer"],
-      [fetchImage, "image", "http://192.168.1.20/x.bin", "refused http://192.168.1.20/x.bin: plain http:// to another computer"],
-      [fetchImage, "image", "ftp://example.com/x.bin", "refused ftp://example.com/x.bin: a firmware file must come from an https:// address"],
-      [loadManifest, "manifest", "http://example.com/manifest.json", "refused http://example.com/manifest.json: plain http:// to another computer"],
-      [loadManifest, "image", "/url-test/insecure-manifest.json", "refused http://example.com/app-v2.bin: plain http:// to another computer"],
+      [fetchImage, "image", "http://example.com/x.bin", `refused http://example.com/x.bin for the firmware file: ${plain}`],
+      [fetchImage, "image", "http://192.168.1.20/x.bin", `refused http://192.168.1.20/x.bin for the firmware file: ${plain}`],
+      [fetchImage, "image", "ftp://example.com/x.bin", "refused ftp://example.com/x.bin for the firmware file: invalid argument: a manifest or image URL must start with https://"],
+      [loadManifest, "manifest", "http://example.com/manifest.json", `refused http://example.com/manifest.json for the manifest: ${plain}`],
+      [loadManifest, "image", "/url-test/insecure-manifest.json", `refused http://example.com/app-v2.bin for the firmware file: ${plain}`],
     ];
     for (const [act, field, url, said] of refusals) {
       await act(p, url);

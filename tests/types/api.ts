@@ -6,7 +6,9 @@ import init, {
   MqttClient,
   Updater,
   VerifiedImage,
+  checkUrl,
   digest,
+  newestImage,
   parseManifest,
   verifyImage,
   type ManifestEntry,
@@ -22,7 +24,10 @@ function isOtawebError(e: unknown): e is OtawebError {
 export async function portal(bytes: Uint8Array, manifestText: string, pem: string): Promise<string> {
   await init();
   const entries: ManifestEntry[] = parseManifest(manifestText);
-  const entry = entries.find((e) => e.flow === "gadget");
+  checkUrl("https://updates.example.com/manifest.json");
+  const entry: ManifestEntry | undefined = newestImage(manifestText, "gadget", "1") ?? entries[0];
+  // @ts-expect-error: not a flow
+  newestImage(manifestText, "usb");
   if (!entry) return "no gadget image";
   const described = verifyImage(bytes, entry, pem);
   const sha: string = described.sha256;

@@ -130,7 +130,7 @@ async function main() {
       "  1. Demo gadget: 'Use the demo image', then section 4: Connect (demo device) -> Update: version 0 -> 2",
       "  2. Stage, then apply: reload, 'Use the demo image', Connect, tick 'Stage only', Update, then 'Apply staged image'",
       "  3. SiFli DFU: section 4 'Demo SiFli device', 'Use the demo DFU package', Connect -> Update",
-      "  4. Portal: /examples/portal.html, the <ota-updater> element on a portal page: one click",
+      "  4. Portal: /examples/portal.html (gadget) or /examples/portal-dfu.html (SiFli), the <ota-updater> element: one click",
       `  5. EnOS push: open the EnOS panel link below, Connect (section 4), paste the secret ${gadget.d.deviceSecret},`,
       "     'Connect to EnOS' (section 5); then paste the enos-sim command in a terminal and press 'Install it':",
       `       ${panelLink(gadget)}`,

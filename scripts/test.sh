@@ -91,7 +91,7 @@ step wasm-build      none  -- scripts/build-wasm.sh
 step wasm-imports    size  -- node scripts/check-wasm-imports.mjs pkg/otaweb_bg.wasm
 step demo-imports    size  -- node scripts/check-wasm-imports.mjs pkg/demo/otaweb_demo_device_bg.wasm
 # The generated pkg/otaweb.d.ts with its hand-written types (src/web/api.d.ts), the
-# element's www/ota-updater.d.ts and the TypeScript embed example, under tsc --strict.
+# element's www/ota-updater.d.ts, under tsc --strict (embed.test.mjs checks the Vite example).
 step types           none  -- node_modules/.bin/tsc -p tests/types/tsconfig.json
 step wasm-test-node  wasm  -- wasm-pack test --node
 # The same suites as under node, forced into the browser: the runner otherwise skips suites

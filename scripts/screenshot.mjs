@@ -7,10 +7,8 @@
 //
 //   node scripts/screenshot.mjs [--out FILE]
 import { mkdirSync, statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { root, startPageServer, stopAll } from "./services.mjs";
 
 const i = process.argv.indexOf("--out");
@@ -20,23 +18,16 @@ const MARGIN = 24;
 const TIMEOUT = 60_000;
 
 const page = await startPageServer({ port: 0 });
-const profile = await mkdtemp(join(tmpdir(), "otaweb-screenshot-"));
-let context;
+// navigator.bluetooth is present (CHROMIUM_ARGS), so the support line reads as in Chrome.
+let browser;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-      "--disable-background-networking", "--disable-component-update", "--no-first-run",
-      "--disable-sync",
-      // navigator.bluetooth present, so the page's support line reads as it does in Chrome.
-      "--enable-experimental-web-platform-features", "--enable-features=WebBluetooth"],
+  browser = await launchChromium("screenshot", {
     // Tall enough that the crop below lies inside the viewport.
     viewport: { width: WIDTH, height: 2600 },
     deviceScaleFactor: 1,
     colorScheme: "light",
   });
-  const tab = context.pages()[0] ?? (await context.newPage());
+  const tab = browser.context.pages()[0] ?? (await browser.context.newPage());
   tab.setDefaultTimeout(TIMEOUT);
   const problems = [];
   tab.on("pageerror", (e) => problems.push(e.message));
@@ -66,7 +57,6 @@ try {
   await tab.screenshot({ path: out, clip });
   console.log(`${relative(process.cwd(), out) || out}: ${clip.width}×${clip.height} px, ${statSync(out).size} bytes`);
 } finally {
-  await context?.close();
-  await rm(profile, { recursive: true, force: true });
+  await browser?.close();
   await stopAll();
 }

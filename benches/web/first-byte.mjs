@@ -31,7 +31,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import { launchChromium } from "./chromium.mjs";
+import { launchChromium } from "../../scripts/chromium.mjs";
 
 const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const fixtures = join(root, "firmware-fixtures", "files");

@@ -2,7 +2,7 @@
 // Requests are answered from the repository by Playwright's router, so no server runs.
 import { readFile } from "node:fs/promises";
 import { join, extname, resolve } from "node:path";
-import { launchChromium } from "./chromium.mjs";
+import { launchChromium } from "../../scripts/chromium.mjs";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const origin = "http://127.0.0.1:9";

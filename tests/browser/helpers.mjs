@@ -1,27 +1,12 @@
 // Shared by the browser tests: the static server and Debian's headless Chromium.
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { launchChromium } from "../../scripts/chromium.mjs";
 import { observeApiEvents } from "./observe.mjs";
 
 export const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const fixtures = join(root, "firmware-fixtures", "files");
-
-// TOOLCHAIN.md: as root Chromium needs --no-sandbox; the background-networking flags stop it
-// from trying hosts it cannot reach; the experimental flag exposes navigator.bluetooth.
-export const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--no-first-run",
-  "--disable-sync",
-  "--enable-experimental-web-platform-features",
-  "--enable-features=WebBluetooth",
-];
 
 /** Starts scripts/serve.mjs on a free port; resolves to { url, stop }. */
 export async function startServer() {
@@ -58,21 +43,13 @@ export async function startServer() {
 /** Launches headless Chromium with a fresh profile; resolves to { context, close }. The
  * suite fails when the API's events did not match pkg/otaweb.d.ts (see observe.mjs). */
 export async function launchBrowser() {
-  const { chromium } = await import("playwright-core");
-  const profile = await mkdtemp(join(tmpdir(), "otaweb-browser-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 900, height: 1000 },
-  });
+  const { context, close: closeChromium } = await launchChromium("browser", { viewport: { width: 900, height: 1000 } });
   // Every suite also checks that what the API dispatched matches its declared types. A
   // mismatch fails the test file through its exit code rather than a throw, so the
   // suite's own cleanup after close() (servers, brokers) still runs.
   const observed = await observeApiEvents(context, root);
   const close = async () => {
-    await context.close().catch(() => {});
-    await rm(profile, { recursive: true, force: true });
+    await closeChromium();
     try {
       await observed.check();
     } catch (e) {

@@ -7,7 +7,9 @@
 //
 // Binds 127.0.0.1 only. `--port N` (default 8080; 0 picks a free port). The first line on
 // stdout is the URL, e.g. `http://127.0.0.1:8080/`, so scripts and tests can read it.
-// No directory listings, no path traversal, `Cache-Control: no-store` on every answer.
+// No directory listings, no path traversal, `Cache-Control: no-store` on every answer, and
+// a Content Security Policy on every page (see `policyFor`).
+import { createHash } from "node:crypto";
 import { createServer } from "node:http";
 import { open } from "node:fs/promises";
 import { extname, join, resolve, sep } from "node:path";
@@ -69,6 +71,33 @@ function resolvePath(urlPath) {
   return null;
 }
 
+/**
+ * The Content Security Policy of an HTML page: scripts only from this server (plus the page's
+ * own inline scripts, each allowed by its SHA-256, so an injected one is not) and wasm
+ * compilation; no plugins, no framing, no <base> rewrites. Fetches and WebSockets may go to
+ * http(s) and ws(s) anywhere: which of those the updater accepts is its own rule (https, or
+ * plain http only to this computer), checked in the wasm before any request. `data:` is for
+ * the page's icon. Inline styles stay allowed: the element's shadow DOM carries its own.
+ */
+function policyFor(html) {
+  // Comments first: one may quote a <script> tag (plain.html's does).
+  const markup = html.replace(/<!--[\s\S]*?-->/g, "");
+  const inline = [...markup.matchAll(/<script(?![^>]*\ssrc=)[^>]*>([\s\S]*?)<\/script>/g)].map(
+    ([, body]) => `'sha256-${createHash("sha256").update(body).digest("base64")}'`,
+  );
+  return [
+    "default-src 'self'",
+    ["script-src 'self' 'wasm-unsafe-eval'", ...inline].join(" "),
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "connect-src 'self' https: http: wss: ws: data:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}
+
 async function handle(req, res) {
   const headers = {
     "Cache-Control": "no-store",
@@ -90,13 +119,15 @@ async function handle(req, res) {
     fh = await open(file, "r");
     const st = await fh.stat();
     if (!st.isFile()) return fail(404, "not found"); // directories: no listing
+    const body = await fh.readFile();
+    const type = types[extname(file).toLowerCase()] ?? "application/octet-stream";
     res.writeHead(200, {
       ...headers,
-      "Content-Type": types[extname(file).toLowerCase()] ?? "application/octet-stream",
-      "Content-Length": st.size,
+      ...(type.startsWith("text/html") ? { "Content-Security-Policy": policyFor(body.toString("utf8")) } : {}),
+      "Content-Type": type,
+      "Content-Length": body.length,
     });
-    if (req.method === "HEAD") return res.end();
-    res.end(await fh.readFile());
+    res.end(req.method === "HEAD" ? undefined : body);
   } catch {
     if (!res.headersSent) fail(404, "not found");
     else res.destroy();

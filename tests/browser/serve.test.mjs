@@ -65,3 +65,46 @@ test("refuses traversal, dotfiles and directory listings", async () => {
     assert.ok(!res.body.toString().includes("[package]"), path);
   }
 });
+
+test("every page carries a Content Security Policy that allows its own inline scripts by hash only", async () => {
+  const { createHash } = await import("node:crypto");
+  const index = await get("/");
+  const policy = index.headers["content-security-policy"];
+  for (const rule of ["default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"]) {
+    assert.ok(policy.split("; ").some((r) => r === rule || r.startsWith(`${rule} `)), `${rule} in ${policy}`);
+  }
+  assert.ok(!/script-src[^;]*'unsafe-inline'/.test(policy), policy);
+  // The plain embed example has one inline module script: exactly its hash is allowed.
+  const plain = await get("/examples/plain.html");
+  const markup = plain.body.toString("utf8").replace(/<!--[\s\S]*?-->/g, "");
+  const [, script] = markup.match(/<script type="module">([\s\S]*?)<\/script>/);
+  assert.match(script, /Updater\.connectGadget/, "the example's script, not a quoted tag");
+  const hash = createHash("sha256").update(script).digest("base64");
+  assert.match(plain.headers["content-security-policy"], new RegExp(`script-src [^;]*'sha256-${hash.replace(/[+/=]/g, "\\$&")}'`));
+  assert.equal((await get("/app.js")).headers["content-security-policy"], undefined, "only pages carry it");
+});
+
+test("in Chromium the policy blocks an injected inline script while the page itself runs", async () => {
+  const { launchBrowser } = await import("./helpers.mjs");
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const violations = [];
+    page.on("console", (m) => {
+      if (/Content Security Policy/.test(m.text())) violations.push(m.text());
+    });
+    await page.goto(server.url);
+    await page.waitForFunction(() => document.documentElement.dataset.ready === "true" && document.documentElement.dataset.updateReady === "true");
+    assert.deepEqual(violations, [], "the page's own scripts and wasm run under the policy");
+    const ran = await page.evaluate(async () => {
+      const blocked = new Promise((resolve) => document.addEventListener("securitypolicyviolation", (e) => resolve(e.violatedDirective), { once: true }));
+      const s = document.createElement("script");
+      s.textContent = "window.injected = true";
+      document.body.append(s);
+      return { directive: await blocked, injected: window.injected === true };
+    });
+    assert.deepEqual(ran, { directive: "script-src-elem", injected: false });
+  } finally {
+    await browser.close();
+  }
+});

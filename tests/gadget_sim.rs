@@ -401,8 +401,9 @@ fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn verified(bytes: &[u8], version: u32) -> Verified<Image> {
-    let entry = ManifestEntry {
+/// The manifest entry of gadget image "app" at `version` for `bytes`.
+fn entry(bytes: &[u8], version: u32, signature: Option<ImageSignature>) -> ManifestEntry {
+    ManifestEntry {
         name: "app".to_string(),
         flow: FlowKind::Gadget,
         version: version.to_string(),
@@ -410,9 +411,13 @@ fn verified(bytes: &[u8], version: u32) -> Verified<Image> {
         size: bytes.len() as u64,
         sha256: sha256(bytes),
         md5: None,
-        signature: None,
+        signature,
         compression: None,
-    };
+    }
+}
+
+fn verified(bytes: &[u8], version: u32) -> Verified<Image> {
+    let entry = entry(bytes, version, None);
     verify_image(bytes, &entry, &VerifyPolicy::danger_accept_unsigned()).unwrap()
 }
 
@@ -1076,17 +1081,7 @@ fn sign(bytes: &[u8]) -> ImageSignature {
 /// `bytes` as gadget image "app" at `version`, signed with the test key and verified as the
 /// page does: with a policy that trusts only that key.
 fn signed(bytes: &[u8], version: u32) -> Verified<Image> {
-    let entry = ManifestEntry {
-        name: "app".to_string(),
-        flow: FlowKind::Gadget,
-        version: version.to_string(),
-        url: "app.bin".to_string(),
-        size: bytes.len() as u64,
-        sha256: sha256(bytes),
-        md5: None,
-        signature: Some(sign(bytes)),
-        compression: None,
-    };
+    let entry = entry(bytes, version, Some(sign(bytes)));
     let policy = VerifyPolicy::trusting(vec![PublicKey::from_pem(SIGNING_KEY_PUB).unwrap()]);
     let image = verify_image(bytes, &entry, &policy).unwrap();
     assert!(image.get().signed);

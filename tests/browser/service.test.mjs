@@ -193,7 +193,8 @@ test("stage(image) now; a new updater (a reopened page) switches to the device's
   assert.equal(outcome.sent, 0, "no byte of the image sent again");
 });
 
-test("the page's daemon mode: watch the manifest, the new version is staged, Apply switches, then up to date", async () => {
+/** A fresh page with the demo gadget connected and the daemon-mode panel open. */
+async function pageWithWatchPanel() {
   const ui = await browser.context.newPage();
   ui.setDefaultTimeout(TIMEOUT);
   ui.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
@@ -203,6 +204,11 @@ test("the page's daemon mode: watch the manifest, the new version is staged, App
   await ui.getByTestId("connect").click();
   await ui.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
   await ui.locator("#watch summary").click();
+  return ui;
+}
+
+test("the page's daemon mode: watch the manifest, the new version is staged, Apply switches, then up to date", async () => {
+  const ui = await pageWithWatchPanel();
   await ui.getByTestId("watch-every").fill("0.01");
   await ui.getByTestId("watch-toggle").click();
   await ui.getByTestId("watch-status").filter({ hasText: "Version 2 is staged" }).waitFor();
@@ -219,15 +225,7 @@ test("the page's daemon mode: watch the manifest, the new version is staged, App
 });
 
 test("the page's daemon mode refuses a bad signature, says what to do, and logs it", async () => {
-  const ui = await browser.context.newPage();
-  ui.setDefaultTimeout(TIMEOUT);
-  ui.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
-  await ui.goto(server.url);
-  await ui.waitForFunction(() => document.documentElement.dataset.updateReady === "true");
-  await ui.getByTestId("device-demo").check();
-  await ui.getByTestId("connect").click();
-  await ui.getByTestId("update-status").filter({ hasText: "Connected" }).waitFor();
-  await ui.locator("#watch summary").click();
+  const ui = await pageWithWatchPanel();
   await ui.getByTestId("watch-url").fill("/fixtures/manifest-bad-signature.json?token=not-for-the-log");
   await ui.getByTestId("watch-toggle").click();
   const status = ui.getByTestId("watch-status").filter({ hasText: "(signature-invalid)" });

@@ -27,6 +27,9 @@ use std::collections::VecDeque;
 use otaweb::flow::{Flow, Transmit};
 use otaweb::time::{Millis, Span};
 
+pub mod dfu;
+pub mod gadget;
+
 /// The peripheral side of the simulation: what the companion firmware exposes to its radio.
 pub trait Peripheral {
     /// The central connected and enabled notifications.

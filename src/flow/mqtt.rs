@@ -95,8 +95,9 @@ const OUT_OF_PLACE_WHAT: &str = "MQTT packet a broker does not send here";
 /// What [`Malformed`] names when a SUBACK does not answer one filter.
 const SUBACK_WHAT: &str = "MQTT SUBACK packet";
 
-/// What goes into CONNECT.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What goes into CONNECT. `Debug` hides the password (it is the EnOS sign, or a broker
+/// login), so options in a log or a test failure leak nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// The client identifier (for EnOS, the decorated id of the sign).
     pub client_id: String,
@@ -108,6 +109,18 @@ pub struct ConnectOptions {
     pub keep_alive: u16,
     /// Ask the broker for a new session on every connect.
     pub clean_session: bool,
+}
+
+impl core::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .finish()
+    }
 }
 
 impl ConnectOptions {
@@ -306,8 +319,9 @@ struct Outgoing {
     ever_sent: bool,
 }
 
-/// One MQTT client session. See the module docs.
-#[derive(Clone, Debug)]
+/// One MQTT client session. See the module docs. `Debug` counts the queued packets rather
+/// than printing them: the first one is the CONNECT, which carries the password.
+#[derive(Clone)]
 pub struct MqttSession {
     connect: ConnectOptions,
     config: SessionConfig,
@@ -329,6 +343,24 @@ pub struct MqttSession {
     failures: u32,
     /// The last loss was not retryable.
     gave_up: bool,
+}
+
+impl core::fmt::Debug for MqttSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MqttSession")
+            .field("connect", &self.connect)
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("queued_packets", &self.out.len())
+            .field("events", &self.events)
+            .field("subs", &self.subs)
+            .field("unsubs", &self.unsubs)
+            .field("inflight", &self.inflight.len())
+            .field("offline", &self.offline.len())
+            .field("failures", &self.failures)
+            .field("gave_up", &self.gave_up)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MqttSession {

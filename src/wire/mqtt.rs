@@ -537,7 +537,9 @@ impl SubackCode {
 }
 
 /// A CONNECT packet without a will (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `Debug` shows whether a password is present, never its bytes: a CONNECT in a log or a
+/// test failure must not leak the login.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ConnectRepr<'a> {
     /// The client identifier; empty only with a clean session.
     pub client_id: &'a str,
@@ -549,6 +551,18 @@ pub struct ConnectRepr<'a> {
     pub username: Option<&'a str>,
     /// The password: binary data, allowed only with a user name.
     pub password: Option<&'a [u8]>,
+}
+
+impl fmt::Debug for ConnectRepr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectRepr")
+            .field("client_id", &self.client_id)
+            .field("clean_session", &self.clean_session)
+            .field("keep_alive", &self.keep_alive)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// A CONNACK packet.

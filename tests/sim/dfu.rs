@@ -101,6 +101,8 @@ pub struct Device {
     pub restart: bool,
     /// Restarts so far.
     pub boots: u32,
+    /// Power cuts the device came back from.
+    pub power_cuts: u32,
 }
 
 impl Device {
@@ -110,6 +112,7 @@ impl Device {
             dev: DfuDevice::new(flash, config(), Millis::ZERO).unwrap(),
             restart: false,
             boots: 0,
+            power_cuts: 0,
         }
     }
 
@@ -118,6 +121,16 @@ impl Device {
         while let Some(DfuDeviceEvent::RestartRequested) = self.dev.poll_event() {
             self.restart = true;
         }
+        if !self.dev.flash().sim().is_powered() {
+            // A power cut takes the whole device down: nothing it queued goes out, it resets.
+            let mut lost = Vec::new();
+            while self.dev.poll_notify(&mut lost).is_some() {}
+            self.restart = true;
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        !self.dev.flash().sim().is_powered()
     }
 
     /// The HCPU, RES and FONT partitions' images.
@@ -135,6 +148,9 @@ impl Peripheral for Device {
         self.take();
     }
     fn handle_write(&mut self, now: Millis, bytes: &[u8]) {
+        if self.is_down() {
+            return;
+        }
         self.dev.handle_write(now, bytes);
         self.take();
     }
@@ -142,9 +158,15 @@ impl Peripheral for Device {
         self.dev.poll_notify(buf)
     }
     fn poll_timeout(&self) -> Option<Millis> {
+        if self.is_down() {
+            return None;
+        }
         self.dev.poll_timeout()
     }
     fn handle_timeout(&mut self, now: Millis) {
+        if self.is_down() {
+            return;
+        }
         self.dev.handle_timeout(now);
         self.take();
     }
@@ -152,6 +174,10 @@ impl Peripheral for Device {
         std::mem::take(&mut self.restart)
     }
     fn restart(&mut self, now: Millis) {
+        if self.is_down() {
+            self.dev.flash_mut().sim_mut().restore_power();
+            self.power_cuts += 1;
+        }
         self.boots += 1;
         self.dev.restart(now);
     }

@@ -361,12 +361,16 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
         while self.now <= end {
             self.step();
             if self.central.finished() && self.idle() {
-                return true;
+                break;
             }
             match self.next_wakeup() {
                 Some(t) if t <= end => self.now = t.max(self.now),
-                _ => return self.central.finished(),
+                _ => break,
             }
+        }
+        // A disconnect late in the last step can leave events the step did not take.
+        while let Some(event) = self.central.poll_event() {
+            self.events.push(event);
         }
         self.central.finished()
     }

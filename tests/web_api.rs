@@ -74,6 +74,35 @@ fn verify_image_accepts_entry_json_text() {
     assert_eq!(field(&error, "code"), "no-trusted-key");
 }
 
+/// The app-v2 entry of fixture manifest `text`.
+fn app_v2_entry_of(text: &str) -> JsValue {
+    let images = web::parse_manifest(text).expect("parses");
+    images
+        .iter()
+        .find(|e| field(e, "url").as_string().as_deref() == Some("app-v2.bin"))
+        .expect("app-v2 entry")
+}
+
+#[wasm_bindgen_test]
+fn danger_accept_unsigned_never_weakens_a_given_key() {
+    let key = fixture_text!("keys/test-signing-key.pub.pem").to_string();
+    let forged = app_v2_entry_of(fixture_text!("manifest-bad-signature.json"));
+    // A key and the danger flag: the signed entry is still checked with the key.
+    let error = web::verify_image_js(
+        fixture!("app-v2.bin"),
+        forged,
+        Some(key.clone()),
+        Some(true),
+    )
+    .expect_err("a forged signature is refused even with dangerAcceptUnsigned");
+    assert_eq!(field(&error, "code"), "signature-invalid");
+    // ... and only an unsigned entry passes on its digest.
+    let unsigned = app_v2_entry_of(fixture_text!("manifest-unsigned.json"));
+    let result =
+        web::verify_image_js(fixture!("app-v2.bin"), unsigned, Some(key), Some(true)).expect("ok");
+    assert_eq!(field(&result, "signed"), false);
+}
+
 #[wasm_bindgen_test]
 fn inflate_caps_output() {
     let error = web::inflate(fixture!("bomb.zlib"), 1 << 20).expect_err("capped");

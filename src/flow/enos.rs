@@ -90,6 +90,7 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, LinkLost, Misuse, Refusal, Vendor};
 use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
+use crate::flow::service::{check_transport, Refused};
 use crate::flow::{Flow, Transmit};
 use crate::image::digest::{sha256, DigestValue};
 use crate::image::manifest::{FlowKind, ManifestEntry};
@@ -113,6 +114,38 @@ const WAIT_PROGRESS: &str = "EnOS progress reply";
 const WAIT_VERSIONS: &str = "EnOS getversion reply";
 const WAIT_DOWNLOAD: &str = "firmware download";
 const WAIT_INSTALL: &str = "firmware install";
+
+/// Whether the agent may download a task's file from `url`, an `http(s)://` `fileUrl`:
+/// `https://`, or plain `http://` only to this computer (where enos-sim and local file
+/// services listen). The file crosses the network in the clear otherwise; its sign arrives
+/// over the MQTT session, but the file service's login and session id would not.
+pub fn check_file_url(url: &str) -> Result<(), Misuse> {
+    check_transport(url, "https://", "http://", false).map_err(|why| {
+        Misuse::InvalidArgument(match why {
+            Refused::Plain => {
+                "the task's fileUrl is plain http:// to another computer; EnOS files are \
+                 downloaded over https:// only"
+            }
+            Refused::Scheme | Refused::NoHost => "the task's fileUrl is not an http(s) URL",
+        })
+    })
+}
+
+/// Whether the EnOS file service at `base` may be used: the same rule as
+/// [`check_file_url`], because the device's login sign and the session id (in the
+/// download's query) travel to it.
+pub fn check_file_service(base: &str) -> Result<(), Misuse> {
+    check_transport(base, "https://", "http://", false).map_err(|why| {
+        Misuse::InvalidArgument(match why {
+            Refused::Plain => {
+                "fileService must be an https:// URL (plain http:// only to this computer)"
+            }
+            Refused::Scheme | Refused::NoHost => {
+                "fileService must be an absolute https:// URL with a host"
+            }
+        })
+    })
+}
 
 /// An HTTP status of the file download as a refusal, for [`EnosFlow::download_failed`]:
 /// what it means for this task and whether asking again can help.
@@ -1838,6 +1871,31 @@ mod tests {
     }
 
     #[test]
+    fn another_devices_push_and_a_replayed_reply_change_nothing() {
+        let mut c = Cloud::new(AcceptPolicy::Auto);
+        c.connect();
+        // A push on another device's topic (a broker ACL that lets it through): not ours,
+        // so not answered, not offered, nothing downloaded.
+        let other = "/sys/pk1/other/ota/device/upgrade";
+        c.publish(
+            other,
+            &upgrade_command(&MessageId("9".into()), &firmware("2.0.0", &file())),
+        );
+        assert!(c.sent().is_empty());
+        assert!(c.events().is_empty());
+        assert!(!c.f.is_busy());
+        assert_eq!(c.f.state(), "idle");
+        // The inform's reply again (a replay): it matches no request and is dropped.
+        c.answer(INFORM, "1", 200);
+        assert!(c.sent().is_empty());
+        assert!(c.events().is_empty());
+        // A reply naming a request never sent, on our topic: dropped too.
+        c.answer(PROGRESS, "77", 200);
+        assert!(c.events().is_empty());
+        assert_eq!(c.f.current_version(), "1.0.0");
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut rng = Rng(0x5EED_E105);
         let topics = [
@@ -1908,6 +1966,24 @@ mod tests {
         assert!(EnosFlow::new(device(), &credentials(), "", options.clone()).is_err());
         let other = DeviceId::new("pk1", "dk2").unwrap();
         assert!(EnosFlow::new(other, &credentials(), "1.0", options).is_err());
+    }
+
+    #[test]
+    fn file_downloads_need_tls_except_to_this_computer() {
+        for ok in [
+            "https://files.example.com/app.bin",
+            "http://127.0.0.1:8081/files/app-v2.bin",
+            "http://localhost/f",
+        ] {
+            assert_eq!(check_file_url(ok), Ok(()), "{ok}");
+            assert_eq!(check_file_service(ok), Ok(()), "{ok}");
+        }
+        let refused = check_file_url("http://files.example.com/app.bin").unwrap_err();
+        assert!(refused.to_string().contains("https:// only"), "{refused}");
+        let refused = check_file_service("http://iot-http.example.com").unwrap_err();
+        assert!(refused.to_string().contains("fileService"), "{refused}");
+        assert!(check_file_service("/relative").is_err());
+        assert!(check_file_url("ftp://127.0.0.1/f").is_err());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! firmware to take, the size and sign check, the failure step. The agent does the two
 //! things the flow cannot:
 //!
-//! - **Download**: `fetch` of the task's `fileUrl` (an `http(s)://` URL as is; a path or an
-//!   `enos-connect://` URI through the EnOS file service at `fileService`, logged in with the
-//!   device secret or a presigned `fileSessionId`). A body that breaks off is resumed with
+//! - **Download**: `fetch` of the task's `fileUrl` (an `https://` URL as is, or `http://` to
+//!   this computer; a path or an `enos-connect://` URI through the EnOS file service at
+//!   `fileService`, under the same TLS rule, logged in with the device secret or a presigned
+//!   `fileSessionId`). A body that breaks off is resumed with
 //!   `Range: bytes=N-` up to [`MAX_RESUMES`] times with back-off; a server that ignores the
 //!   range starts the file over. No more than the announced size (plus one byte, so a longer
 //!   file is noticed) is kept.
@@ -42,7 +43,10 @@ use web_sys::{AbortController, EventTarget, Headers, Request, RequestInit, Respo
 
 use crate::error::{Error, LinkLost, Misuse};
 use crate::flow::dfu::DfuPackage;
-use crate::flow::enos::{http_refusal, AcceptPolicy, EnosEvent, EnosFlow, EnosOptions, PickPolicy};
+use crate::flow::enos::{
+    check_file_service, check_file_url, http_refusal, AcceptPolicy, EnosEvent, EnosFlow,
+    EnosOptions, PickPolicy,
+};
 use crate::flow::mqtt::MqttEvent;
 use crate::flow::Flow;
 use crate::image::manifest::FlowKind;
@@ -68,6 +72,8 @@ pub const MAX_RESUMES: u32 = 5;
 const RESUME_FIRST: Duration = Duration::from_millis(500);
 /// The largest file kept, whatever a task announces: EnOS allows 100 MB.
 const MAX_FILE: u64 = 128 * 1024 * 1024;
+/// The most reserved before the first byte arrives, whatever size a task announces.
+const PREALLOCATE: u64 = 8 * 1024 * 1024;
 
 struct Agent {
     socket: Socket,
@@ -639,7 +645,9 @@ async fn fetch_file(
     let url = file_url(weak, &firmware.file_url).await?;
     let size = firmware.file_size;
     let keep = size.saturating_add(1).min(MAX_FILE);
-    let mut bytes: Vec<u8> = Vec::with_capacity(size.min(MAX_FILE) as usize);
+    // The announced size is only the cloud's word: reserve no more than a typical image up
+    // front, and let a file that really is larger grow the buffer as it arrives.
+    let mut bytes: Vec<u8> = Vec::with_capacity(size.min(PREALLOCATE) as usize);
     let mut delay = RESUME_FIRST;
     let mut attempt = 0;
     loop {
@@ -784,6 +792,7 @@ fn emit(weak: &Weak<RefCell<Agent>>, kind: &str, value: JsValue) {
 async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String, Error> {
     let lower = file_url.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
+        check_file_url(file_url).map_err(Error::Misuse)?;
         return Ok(file_url.to_string());
     }
     let (base, session, secret, device) = {
@@ -802,6 +811,8 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
         "the task's file is in the EnOS file service: give the agent fileService",
     )))?;
     let base = base.trim_end_matches('/');
+    // The login's sign and the session id (in the download's query) travel to this host.
+    check_file_service(base).map_err(Error::Misuse)?;
     let Some(secret) = secret.as_ref().filter(|_| session.is_none()) else {
         let session = session.ok_or(Error::Misuse(Misuse::InvalidArgument(
             "the EnOS file service needs a login: give deviceSecret or fileSessionId",

@@ -28,8 +28,17 @@ pub(crate) fn fetch(request: &Request) -> Promise {
     }
 }
 
-/// The body of `url`, refusing more than `max` bytes; `what` names it in errors.
-pub(crate) async fn get(url: &str, what: &str, max: usize) -> Result<Vec<u8>, JsValue> {
+/// The body of `url`, refusing more than `max` bytes; `what` names it in errors. `allowed`
+/// judges where a redirect ended up, so a redirect cannot take a download past the URL rule
+/// its first address passed. The size cap holds before anything is buffered: a stated
+/// `Content-Length` above `max` is refused unread, and a body without one is read as a
+/// stream that stops at the first byte past `max`.
+pub(crate) async fn get(
+    url: &str,
+    what: &str,
+    max: usize,
+    allowed: impl Fn(&str) -> Result<(), JsValue>,
+) -> Result<Vec<u8>, JsValue> {
     let failed = |detail: String| {
         throwable(
             "download-failed",
@@ -38,11 +47,22 @@ pub(crate) async fn get(url: &str, what: &str, max: usize) -> Result<Vec<u8>, Js
             true,
         )
     };
+    let too_large = || {
+        throwable(
+            "too-large",
+            "verification-failed",
+            &format!("the {what} at {url} is larger than {max} bytes"),
+            false,
+        )
+    };
     let request = Request::new_with_str(url).map_err(|_| failed("not a URL".into()))?;
     let response: Response = JsFuture::from(fetch(&request))
         .await
         .map_err(|e| failed(message(&e)))?
         .unchecked_into();
+    if response.redirected() {
+        allowed(&response.url())?;
+    }
     if !response.ok() {
         return Err(throwable(
             "download-failed",
@@ -54,19 +74,40 @@ pub(crate) async fn get(url: &str, what: &str, max: usize) -> Result<Vec<u8>, Js
             response.status() >= 500,
         ));
     }
-    let body = JsFuture::from(response.array_buffer().map_err(|e| failed(message(&e)))?)
-        .await
-        .map_err(|e| failed(message(&e)))?;
-    let bytes = Uint8Array::new(&body);
-    if bytes.length() as usize > max {
-        return Err(throwable(
-            "too-large",
-            "verification-failed",
-            &format!("the {what} at {url} is larger than {max} bytes"),
-            false,
-        ));
+    let stated = response
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(body) = response.body() else {
+        return Ok(Vec::new());
+    };
+    if stated.is_some_and(|n| n > max as u64) {
+        let _ = body.cancel();
+        return Err(too_large());
     }
-    Ok(bytes.to_vec())
+    let capacity = stated.map_or(0, |n| n as usize);
+    let mut bytes = Vec::with_capacity(capacity);
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| failed(message(&e)))?;
+        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            return Ok(bytes);
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &"value".into())
+            .map_err(|e| failed(message(&e)))?
+            .unchecked_into();
+        if bytes.len() + value.length() as usize > max {
+            let _ = reader.cancel();
+            return Err(too_large());
+        }
+        let start = bytes.len();
+        bytes.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut bytes[start..]);
+    }
 }
 
 /// A thrown value's message.

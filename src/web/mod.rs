@@ -117,7 +117,8 @@ pub(crate) fn entry_js(entry: &ManifestEntry) -> Result<JsValue, JsValue> {
 /// the image: `{name, flow, version, size, sha256, signed}`.
 ///
 /// `publicKeyPem` is the trusted ECDSA P-256 key; without it, a signed entry is refused
-/// unless `dangerAcceptUnsigned` is set (development only).
+/// unless `dangerAcceptUnsigned` is set (development only). With both, a signed entry is
+/// still checked with the key and only an unsigned one passes on its digest.
 #[wasm_bindgen(js_name = verifyImage, unchecked_return_type = "ImageDescription")]
 pub fn verify_image_js(
     bytes: &[u8],
@@ -283,19 +284,24 @@ fn verify(
     danger_accept_unsigned: Option<bool>,
 ) -> Result<VerifiedImage, JsValue> {
     let entry = entry_from_js(entry)?;
-    let policy = match (public_key_pem, danger_accept_unsigned.unwrap_or(false)) {
-        (_, true) => VerifyPolicy::danger_accept_unsigned(),
-        (Some(pem), false) => {
-            let key = PublicKey::from_pem(&pem).map_err(|e| {
+    let key = public_key_pem
+        .map(|pem| {
+            PublicKey::from_pem(&pem).map_err(|e| {
                 throwable(
                     "key-invalid",
                     "misuse",
                     &alloc::format!("the public key is not usable: {e}"),
                     false,
                 )
-            })?;
-            VerifyPolicy::trusting(alloc::vec![key])
-        }
+            })
+        })
+        .transpose()?;
+    // dangerAcceptUnsigned lets unsigned images through; it never stops a given key from
+    // checking a signed one, so a page that names its key gets that check either way.
+    let policy = match (key, danger_accept_unsigned.unwrap_or(false)) {
+        (Some(key), true) => VerifyPolicy::new(alloc::vec![key], false),
+        (None, true) => VerifyPolicy::danger_accept_unsigned(),
+        (Some(key), false) => VerifyPolicy::trusting(alloc::vec![key]),
         (None, false) => VerifyPolicy::trusting(Vec::new()),
     };
     let verified = verify_image(bytes, &entry, &policy).map_err(|e| {

@@ -257,6 +257,13 @@ fn resolve(url: &str, base: Option<&str>, policy: &UpdatePolicy) -> Result<Strin
     Ok(absolute)
 }
 
+/// Whether a redirect may end at `url`: the rule the first address passed.
+fn allowed(url: &str, policy: &UpdatePolicy) -> Result<(), JsValue> {
+    policy
+        .check_url(url)
+        .map_err(|m| misuse_error("insecure-url", m))
+}
+
 /// One check: manifest, pick, image, verify, then the updater (staging unless
 /// `auto_apply`); `staged` is a version already staged by an earlier check, not sent again.
 async fn run_once(
@@ -270,7 +277,10 @@ async fn run_once(
         .verify_policy()
         .map_err(|m| misuse_error("policy-invalid", m))?;
     let manifest_url = resolve(source, None, policy)?;
-    let text = get(&manifest_url, "manifest", MAX_MANIFEST).await?;
+    let text = get(&manifest_url, "manifest", MAX_MANIFEST, |to| {
+        allowed(to, policy)
+    })
+    .await?;
     let text = String::from_utf8(text).map_err(|_| manifest_error("it is not UTF-8 text"))?;
     let flow = if updater.is_dfu() {
         FlowKind::Dfu
@@ -297,7 +307,7 @@ async fn run_once(
         return result("staged", Some(&entry.version));
     }
     let image_url = resolve(&entry.url, Some(&manifest_url), policy)?;
-    let bytes = get(&image_url, "image", MAX_IMAGE).await?;
+    let bytes = get(&image_url, "image", MAX_IMAGE, |to| allowed(to, policy)).await?;
     let verified = verify_image(&bytes, &source.sized(entry, bytes.len()), &verify)
         .map_err(|e| flow_error(&Error::Verification(e)))?;
     let payload = match flow {

@@ -5,6 +5,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { fixtures, launchBrowser, startServer } from "./helpers.mjs";
 
@@ -123,6 +125,53 @@ test("run(): an unsigned image is refused under the default policy; no trusted k
   );
   assert.equal(insecure, "insecure-url");
   assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), []);
+});
+
+/** This computer's first address that is not loopback, if it has one (a redirect's target). */
+const lanAddress = Object.values(networkInterfaces())
+  .flat()
+  .find((a) => a.family === "IPv4" && !a.internal)?.address;
+
+/** An HTTP server on `host` answering every request with `answer(res)`. */
+async function listen(host, answer) {
+  const server = createServer((_, res) => answer(res));
+  await new Promise((resolve) => server.listen(0, host, resolve));
+  return { server, url: `http://${host}:${server.address().port}` };
+}
+
+test("run(): a redirect to plain http:// elsewhere is insecure-url", { skip: !lanAddress && "no non-loopback address to redirect to" }, async () => {
+  await connectGadget();
+  const manifest = readFileSync(join(fixtures, "manifest.json"));
+  // An address on this computer passes the URL rule and redirects to another computer over
+  // plain http. Real servers: Chromium does not route the follow-up of a fulfilled redirect.
+  const cors = { "Access-Control-Allow-Origin": "*" };
+  const elsewhere = await listen(lanAddress, (res) => res.writeHead(200, { ...cors, "Content-Type": "application/json" }).end(manifest));
+  const here = await listen("127.0.0.1", (res) => res.writeHead(302, { ...cors, Location: `${elsewhere.url}/manifest.json` }).end());
+  try {
+    const error = await page.evaluate(
+      ([url, pem]) => window.svc.updater.run(url, { policy: { trustedKeys: [pem] } }).catch((e) => ({ code: e.code, message: e.message })),
+      [`${here.url}/manifest.json`, PEM],
+    );
+    assert.equal(error.code, "insecure-url", JSON.stringify(error));
+    assert.match(error.message, /plain http:\/\/ is only allowed to this computer/);
+  } finally {
+    here.server.close();
+    elsewhere.server.close();
+  }
+  assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), [], "the device heard nothing");
+});
+
+test("run(): a manifest past the 1 MiB cap is too-large, refused by its Content-Length before it is read", async () => {
+  await connectGadget();
+  await page.route("**/svc-test/huge.json", (r) => r.fulfill({ status: 200, contentType: "application/json", body: " ".repeat(1024 * 1024 + 1) }));
+  const huge = await page.evaluate(
+    (pem) => window.svc.updater.run("/svc-test/huge.json", { policy: { trustedKeys: [pem] } }).catch((e) => ({ code: e.code, kind: e.kind, message: e.message })),
+    PEM,
+  );
+  await page.unroute("**/svc-test/huge.json");
+  assert.deepEqual([huge.code, huge.kind], ["too-large", "verification-failed"], JSON.stringify(huge));
+  assert.match(huge.message, /larger than 1048576 bytes/);
+  assert.deepEqual((await events()).filter((e) => e.type === "stage" || e.type === "progress"), [], "the device heard nothing");
 });
 
 test("run(): an aborted signal ends the call as cancelled before the device hears a byte", async () => {

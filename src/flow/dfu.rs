@@ -967,7 +967,9 @@ impl Flow for DfuUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::DecodeError;
     use crate::image::sifli::build_transfer;
+    use alloc::string::ToString;
     use alloc::vec;
 
     const BLK: u16 = 64;
@@ -1493,6 +1495,48 @@ mod tests {
         ] {
             assert!(DfuUpdate::new(package(), bad).is_err());
         }
+    }
+
+    #[test]
+    fn lying_frame_and_message_lengths_fail_as_malformed_and_send_nothing() {
+        // A SiFli frame (cate 0x01, complete, length 16 LE) carrying only 2 bytes.
+        let mut s = Script::new(options());
+        s.init();
+        s.flow
+            .handle_input(s.now, (), &[0x01, 0x00, 0x10, 0x00, 0xAA, 0xBB]);
+        let e = s.failed();
+        assert!(
+            matches!(&e, Error::PeerMalformed(m) if m.what == "SiFli serial frame"),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("the device sent data that makes no sense"));
+        assert!(s.sent().is_empty());
+
+        // A well-framed DFU message (INIT_RESPONSE, id 0x0001) whose own length says 4
+        // while 1 byte follows.
+        let mut s = Script::new(options());
+        s.init();
+        s.flow.handle_input(
+            s.now,
+            (),
+            &[0x01, 0x00, 0x05, 0x00, 0x01, 0x00, 0x04, 0x00, 0x00],
+        );
+        let e = s.failed();
+        assert_eq!(
+            e,
+            Error::PeerMalformed(Malformed {
+                what: "DFU message",
+                reason: DecodeError::Truncated {
+                    needed: 8,
+                    available: 5
+                }
+            })
+        );
+        assert_eq!(e.code(), "peer-malformed");
+        assert!(!e.retryable());
+        assert!(s.sent().is_empty());
     }
 
     #[test]

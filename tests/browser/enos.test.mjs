@@ -216,8 +216,10 @@ test("the same through websockify in front of mosquitto's TCP listener, with a p
   await page.close();
 });
 
-test("an enos-connect:// file: the page logs in to the EnOS file service with the device secret and downloads it", async () => {
+test("an enos-connect:// file: the page logs in to the EnOS file service with the device secret and downloads it; the secret itself is in no request, URL or log", async () => {
   const page = await openDevice({ kind: "gadget", deviceKey: "g-files", version: "0", productKey: FILES, files: sim.httpUrl });
+  const requests = [];
+  page.on("request", (r) => requests.push(`${r.url()} ${r.postData() ?? ""}`));
   const task = await sim.createTask({ productKey: FILES, deviceKey: "g-files", version: "2", policy: "push" });
   await status(page, "the device runs version 2");
   const done = await assertSucceeded(task, FILES, "2");
@@ -226,6 +228,11 @@ test("an enos-connect:// file: the page logs in to the EnOS file service with th
     [["g-files", 200]],
     "downloaded once, through a login that names the device",
   );
+  // The secret only signs: it is in no request (URL or body), not in the page's address,
+  // not in its log panel.
+  assert.ok(requests.some((r) => r.includes("/file/download?sessionId=")), requests.join("\n"));
+  const log = await page.getByTestId("enos-log").textContent();
+  for (const text of [page.url(), log, ...requests]) assert.ok(!text.includes("g-files-secret"), text);
   await page.close();
 });
 

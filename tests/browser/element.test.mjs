@@ -298,6 +298,36 @@ test("no Web Bluetooth and no demo: the unsupported slot is shown instead of a b
   }
 });
 
+test("outside a secure context (plain http from another host): insecure-context, no button, and no wasm loads", async () => {
+  const other = await browser.context.newPage();
+  try {
+    await watch(other);
+    // The demo server's files under a name that is not this computer, over plain http.
+    await other.route("http://portal.example/**", async (r) => {
+      const path = new URL(r.request().url()).pathname.slice(1);
+      r.fulfill({ response: await r.fetch({ url: server.url + path }) });
+    });
+    requests = [];
+    await other.goto("http://portal.example/examples/portal.html", { waitUntil: "networkidle" });
+    await other.evaluate(() => customElements.whenDefined("ota-updater"));
+    assert.equal(await other.evaluate(() => window.isSecureContext), false);
+    await other.evaluate(() => {
+      const el = document.createElement("ota-updater");
+      el.setAttribute("manifest", "/fixtures/manifest.json");
+      document.body.append(el);
+    });
+    const bare = other.locator("ota-updater").nth(1);
+    await bare.evaluate((el) => new Promise((resolve) => (el.state.phase === "not-allowed" ? resolve() : el.addEventListener("state-changed", resolve, { once: true }))));
+    const state = await bare.evaluate((el) => el.state);
+    assert.deepEqual([state.phase, state.error.code], ["not-allowed", "insecure-context"]);
+    assert.match(state.error.message, /only on pages served over HTTPS/);
+    assert.equal(await bare.locator('[part="activate"]').isHidden(), true);
+    assert.deepEqual(fetchedWasm(), []);
+  } finally {
+    await other.close();
+  }
+});
+
 test("a cancelled device chooser: the not-allowed slot, the browser's reason, and the button to try again", async () => {
   const other = await browser.context.newPage();
   try {

@@ -191,8 +191,21 @@ pub enum Pick<'a> {
     NothingForFlow,
 }
 
+/// Refuses a `current` version (what the application says the device runs) that does not
+/// parse in `flow`'s style: [`pick`] would take it for "unknown" and offer the highest
+/// version, which may be older than what the device runs, though downgrades are off.
+pub fn check_current(flow: FlowKind, current: Option<&str>) -> Result<(), Misuse> {
+    match current.map(|c| Version::parse(flow.version_style(), c)) {
+        Some(Err(_)) => Err(Misuse::InvalidArgument(
+            "currentVersion is not a version of this device's flow, so the updater cannot \
+             tell an update from a downgrade; pass what the device reports, or leave it out",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The entry to install on a device of `flow` running `current` (`None` when the device
-/// cannot tell: the highest version then). With [`UpdatePolicy::allow_downgrade`], the
+/// cannot tell: the highest version then; check a given one with [`check_current`]). With [`UpdatePolicy::allow_downgrade`], the
 /// highest version is taken whatever the device runs.
 #[must_use]
 pub fn pick<'a>(
@@ -438,6 +451,31 @@ mod tests {
             pick(&gadget_only, FlowKind::Dfu, None, &policy),
             Pick::NothingForFlow
         );
+    }
+
+    #[test]
+    fn a_current_version_that_does_not_parse_is_refused_not_taken_for_unknown() {
+        assert_eq!(check_current(FlowKind::Gadget, Some("7")), Ok(()));
+        assert_eq!(check_current(FlowKind::Dfu, Some("1.1.1")), Ok(()));
+        assert_eq!(check_current(FlowKind::Dfu, None), Ok(()));
+        for (flow, bad) in [
+            (FlowKind::Gadget, "v2"),
+            (FlowKind::Gadget, ""),
+            (FlowKind::Dfu, ""),
+            (FlowKind::Dfu, "1\n2"),
+        ] {
+            let refused = check_current(flow, Some(bad)).unwrap_err();
+            assert!(
+                alloc::format!("{refused}").contains("downgrade"),
+                "{flow:?} {bad:?}"
+            );
+        }
+        // What pick would have done with it: the highest, though it is no update.
+        let m = manifest();
+        assert!(matches!(
+            pick(&m, FlowKind::Gadget, Some("v2"), &UpdatePolicy::default()),
+            Pick::Install(_)
+        ));
     }
 
     #[test]

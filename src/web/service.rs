@@ -33,7 +33,7 @@ use web_sys::Url;
 
 use crate::error::{Error, Misuse};
 use crate::flow::dfu::DfuPackage;
-use crate::flow::service::{pick, Pick, Schedule, Source, UpdatePolicy};
+use crate::flow::service::{check_current, pick, Pick, Schedule, Source, UpdatePolicy};
 use crate::image::manifest::{FlowKind, Manifest};
 use crate::image::signature::PublicKey;
 use crate::image::verify::verify_image;
@@ -168,6 +168,7 @@ pub fn newest_image(
 ) -> Result<JsValue, JsValue> {
     let flow =
         FlowKind::from_name(flow).ok_or_else(|| invalid("flow must be \"gadget\" or \"dfu\""))?;
+    check_current(flow, current.as_deref()).map_err(|m| misuse_error("invalid-argument", m))?;
     let manifest = Manifest::parse(text).map_err(|e| manifest_error(&e.to_string()))?;
     match pick(
         &manifest,
@@ -287,6 +288,8 @@ async fn run_once(
     } else {
         FlowKind::Gadget
     };
+    check_current(flow, options.current.as_deref())
+        .map_err(|m| misuse_error("invalid-argument", m))?;
     let source = Source::parse(&text, flow).map_err(|e| manifest_error(&e.to_string()))?;
     let entry = match pick(&source.manifest, flow, options.current.as_deref(), policy) {
         Pick::Install(entry) => entry,

@@ -32,7 +32,10 @@
 //! task (0) and the last (100, or a failure) always go. Every report is QoS 1 and awaits its
 //! `progress_reply`: 200 gives [`EnosEvent::Reported`], anything else (764 "task not found",
 //! 765 "task not started") or no reply gives [`EnosEvent::ProgressNotAcknowledged`] with the
-//! typed error, and the task goes on: the cloud's console is then stale, not the device.
+//! typed error, and the task goes on: the cloud's console is then stale, not the device. A
+//! failure report (a negative step) with no reply is sent again every reply timeout until
+//! the cloud answers or a new task begins, so the cloud's task cannot stay "in progress"
+//! after the device gave up on it.
 //!
 //! Failures end the task and are reported with the documented step and the error's text as
 //! `desc`, then [`EnosEvent::Failed`]: a download failure −2, a file whose size or sign does
@@ -54,9 +57,14 @@
 //!   simulator does not. It subscribes to the three `_reply` topics once, at construction;
 //!   the session renews them after every reconnect, before anything else goes out.
 //! - `inform` goes out after every accepted CONNACK, as the SDK samples do (A5); only devices
-//!   that reported a version can be targeted. A refused or unanswered `inform` stops the flow
+//!   that reported a version can be targeted. A refused `inform` stops the flow
 //!   ([`EnosEvent::Failed`], then [`EnosFlow::is_stopped`]): the cloud does not know the device,
-//!   so no task it sends can be acted on. Fix the credentials and build a new flow.
+//!   so no task it sends can be acted on. Fix the credentials and build a new flow. An
+//!   unanswered one (the broker took it, no reply within the reply timeout) goes again, every
+//!   timeout, for as long as it takes: a cloud that restarts or re-subscribes misses it, and
+//!   stopping would leave the device deaf until the page reloads (the fault campaign found
+//!   that). Until the reply, [`EnosEvent::Connected`] has not come, which is what the person
+//!   sees; the final `inform` of a task is sent again the same way.
 //! - A push is answered with `upgrade_reply` `{"id","code":200,"data":{}}` at QoS 0 as
 //!   documented (the Java sample sends none, A5): it acknowledges receipt, not acceptance. A
 //!   declined push is reported as step −5 ([`Step::DECLINED`], the SDKs' "device ignored"),
@@ -78,7 +86,11 @@
 //!   the only source of the [`Verified<Image>`]. EnOS carries no image signature: with a
 //!   [`VerifyPolicy`] that demands one, every EnOS file fails with −3.
 //! - [`EnosFlow::install_done`] reports what the device now runs, whatever the task offered:
-//!   the cloud decides success by comparing it (A6), so it should hear the truth.
+//!   the cloud decides success by comparing it (A6), so it should hear the truth. A version
+//!   other than the task's also fails the task (−4, [`VERSION_NOT_INSTALLED`]): the cloud
+//!   would otherwise show it in progress for ever, and the application must not hear
+//!   `Done` for an install that did not happen (a garbled Discover.Response can claim a
+//!   newer version; the fault campaign found that).
 //! - Messages on this device's topics that do not parse are reported as
 //!   [`EnosEvent::Malformed`] and otherwise ignored; a reply that matches no request (a late
 //!   or repeated one) is dropped. Messages on other topics pass through as
@@ -104,12 +116,22 @@ use crate::wire::enos::{
 };
 use crate::wire::mqtt::{PacketId, QoS};
 
+/// What a task fails with when the device, after the install, runs another version than
+/// the task's: step −4 as the cloud sees it.
+pub const VERSION_NOT_INSTALLED: Refusal = Refusal {
+    vendor: Vendor::Enos,
+    code: -4,
+    name: "VERSION_NOT_INSTALLED",
+    meaning: "after the install the device reports another version than the task's: it kept a \
+              newer one or refused the image; check the version the device reports",
+    retryable: false,
+};
+
 /// The last step of the download range: downloading is 0–10 %.
 pub const DOWNLOAD_END: u8 = 10;
 /// The last step of the install range: installing is 10–99 %, 100 once confirmed.
 pub const INSTALL_END: u8 = 99;
 
-const WAIT_INFORM: &str = "EnOS inform reply";
 const WAIT_PROGRESS: &str = "EnOS progress reply";
 const WAIT_VERSIONS: &str = "EnOS getversion reply";
 const WAIT_DOWNLOAD: &str = "firmware download";
@@ -400,8 +422,8 @@ struct Pending {
     packet_id: Option<PacketId>,
     /// Set at the PUBACK.
     deadline: Option<Millis>,
-    /// The step, for progress reports.
-    step: Option<Step>,
+    /// The report, for progress reports: a failure's is sent again until answered.
+    report: Option<Progress>,
 }
 
 /// The EnOS OTA flow for one device. See the module docs.
@@ -672,15 +694,28 @@ impl EnosFlow {
     }
 
     /// The device runs `new_version`: step 100, then `inform` with it; [`EnosEvent::Done`]
-    /// follows the cloud's acknowledgement.
+    /// follows the cloud's acknowledgement. A version other than the task's (the device
+    /// kept a newer one, or its answer was garbled) fails the task with −4 and
+    /// [`VERSION_NOT_INSTALLED`], and the `inform` still tells the cloud what runs.
     pub fn install_done(&mut self, now: Millis, new_version: &str) -> Result<(), Misuse> {
-        self.expect(
-            matches!(self.task, Task::Installing { .. }),
-            "finish the install",
-        )?;
-        EnosVersion::parse(new_version).map_err(|_| {
+        let Task::Installing { offer, .. } = &self.task else {
+            return Err(self.wrong_state("finish the install"));
+        };
+        let running = EnosVersion::parse(new_version).map_err(|_| {
             Misuse::InvalidArgument("the new version must be non-empty text of 64 bytes")
         })?;
+        let wanted = EnosVersion::parse(&offer.firmware.version);
+        if wanted.is_ok_and(|w| w != running) {
+            self.version = new_version.to_string();
+            self.fail(
+                now,
+                Step::BURNING_FAILED,
+                Error::PeerRefused(VERSION_NOT_INSTALLED),
+            );
+            self.inform(now);
+            self.pump(now);
+            return Ok(());
+        }
         self.report(now, Progress::new(step_of(100)));
         self.version = new_version.to_string();
         self.task = Task::Finishing;
@@ -738,7 +773,7 @@ impl EnosFlow {
         topic: OtaTopic,
         id: MessageId,
         body: &[u8],
-        step: Option<Step>,
+        report: Option<Progress>,
     ) -> Result<(), Misuse> {
         let packet_id = self.session.publish(
             now,
@@ -752,7 +787,7 @@ impl EnosFlow {
             id,
             packet_id,
             deadline: None,
-            step,
+            report,
         });
         Ok(())
     }
@@ -776,7 +811,7 @@ impl EnosFlow {
         }
         let id = self.take_id();
         let body = progress_request(&id, &progress);
-        if let Err(misuse) = self.request(now, OtaTopic::Progress, id, &body, Some(step)) {
+        if let Err(misuse) = self.request(now, OtaTopic::Progress, id, &body, Some(progress)) {
             self.events.push_back(EnosEvent::ProgressNotAcknowledged {
                 step,
                 error: misuse.into(),
@@ -1049,7 +1084,7 @@ impl EnosFlow {
         let Some(pending) = self.answered(topic, reply.id.as_ref()) else {
             return;
         };
-        match (topic, reply.result(), pending.step) {
+        match (topic, reply.result(), pending.report.map(|r| r.step)) {
             (OtaTopic::Inform, Ok(()), _) if matches!(self.task, Task::Finishing) => {
                 self.task = Task::Idle;
                 self.last_sent = None;
@@ -1085,7 +1120,9 @@ impl EnosFlow {
         });
         for p in expired {
             match p.topic {
-                OtaTopic::Inform => self.stop(timed_out(WAIT_INFORM)),
+                // Unanswered is not refused: the cloud may be restarting or re-subscribing
+                // (the broker took the inform), so it goes again, as after a reconnect.
+                OtaTopic::Inform => self.inform(now),
                 OtaTopic::GetVersion => {
                     if matches!(self.task, Task::Asking) {
                         self.task = Task::Idle;
@@ -1094,11 +1131,17 @@ impl EnosFlow {
                         .push_back(EnosEvent::Failed(timed_out(WAIT_VERSIONS)));
                 }
                 OtaTopic::Progress | OtaTopic::Upgrade => {
-                    if let Some(step) = p.step {
+                    if let Some(report) = p.report {
                         self.events.push_back(EnosEvent::ProgressNotAcknowledged {
-                            step,
+                            step: report.step,
                             error: timed_out(WAIT_PROGRESS),
                         });
+                        // A failure is the task's last word: without it the cloud shows the
+                        // task in progress for ever. It goes again until answered, unless a
+                        // new task began.
+                        if report.step.value() < 0 && matches!(self.task, Task::Idle) {
+                            self.report(now, report);
+                        }
                     }
                 }
             }
@@ -1535,6 +1578,28 @@ mod tests {
     }
 
     #[test]
+    fn an_install_that_ends_on_another_version_fails_the_task_and_informs_it() {
+        let mut c = downloading();
+        c.f.downloaded(c.now, &file()).unwrap();
+        assert!(matches!(&c.events()[..], [EnosEvent::Install(_)]));
+        c.sent();
+        c.f.install_done(c.now, "4.0.0").unwrap();
+        let sent = c.sent();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(
+            sent[0].0 == PROGRESS && step_in(&sent[0].1) == -4,
+            "{sent:?}"
+        );
+        assert!(sent[1].0 == INFORM && sent[1].1.contains(r#""params":{"version":"4.0.0"}"#));
+        assert!(matches!(
+            &c.events()[..],
+            [EnosEvent::Failed(Error::PeerRefused(r))] if r.name == "VERSION_NOT_INSTALLED"
+        ));
+        assert_eq!(c.f.current_version(), "4.0.0");
+        assert!(!c.f.is_busy());
+    }
+
+    #[test]
     fn a_wrong_md5_reports_minus_3_and_installs_nothing() {
         let mut c = downloading();
         let mut bad = file();
@@ -1721,29 +1786,77 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_or_refused_inform_stops_the_flow() {
+    fn an_unanswered_failure_report_goes_again_until_the_cloud_answers() {
+        let mut c = downloading();
+        c.sent();
+        let lost = Error::LinkLost(LinkLost::Disconnected);
+        c.f.download_failed(c.now, lost).unwrap();
+        let first = c.sent();
+        assert!(first
+            .iter()
+            .any(|(t, b)| t.ends_with("/progress") && b.contains(r#""step":"-2""#)));
+        c.events();
+        let mut id = String::new();
+        for _ in 0..2 {
+            c.at(c.now.0 + 10_000);
+            c.f.handle_timeout(c.now);
+            let events = c.events();
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    EnosEvent::ProgressNotAcknowledged { step, .. } if step.value() == -2
+                )),
+                "{events:?}"
+            );
+            let again = c.sent();
+            let (_, body) = again
+                .iter()
+                .find(|(t, b)| t.ends_with("/progress") && b.contains(r#""step":"-2""#))
+                .expect("sent again");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            id = v["id"].as_str().unwrap().to_string();
+        }
+        // An answered report is not sent again.
+        c.answer(PROGRESS, &id, 200);
+        c.events();
+        c.at(c.now.0 + 60_000);
+        c.f.handle_timeout(c.now);
+        assert!(c.sent().is_empty() && c.events().is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_inform_goes_again_and_a_late_answer_connects() {
         let mut c = Cloud::new(AcceptPolicy::Auto);
         c.f.handle_connected(c.now);
         c.recv(&[0x20, 0x02, 0x00, 0x00]);
         c.sent();
-        c.at(c.now.0 + 10_000);
-        c.f.handle_timeout(c.now);
-        assert!(matches!(
-            &c.events()[..],
-            [EnosEvent::Failed(Error::LinkLost(LinkLost::TimedOut {
-                waiting_for: "EnOS inform reply"
-            }))]
-        ));
-        assert!(c.f.is_stopped());
-        c.publish(
-            UPGRADE,
-            &upgrade_command(&MessageId("9".into()), &firmware("2", &file())),
-        );
-        assert!(
-            c.sent().is_empty() && c.events().is_empty(),
-            "a stopped flow acts on nothing"
-        );
+        for attempt in 2..=4 {
+            c.at(c.now.0 + 10_000);
+            c.f.handle_timeout(c.now);
+            assert!(c.events().is_empty(), "no failure, no stop");
+            assert!(!c.f.is_stopped());
+            let sent = c.sent();
+            let informs: Vec<&String> = sent
+                .iter()
+                .filter(|(topic, _)| topic.ends_with("/ota/device/inform"))
+                .map(|(_, body)| body)
+                .collect();
+            assert_eq!(informs.len(), 1, "attempt {attempt}: {sent:?}");
+            assert!(
+                informs[0].contains(&format!(r#""id":"{attempt}""#)),
+                "a new id each time: {}",
+                informs[0]
+            );
+        }
+        // The answer to the newest inform connects; one to an older id is dropped.
+        c.answer(INFORM, "1", 200);
+        assert!(c.events().is_empty());
+        c.answer(INFORM, "4", 200);
+        assert!(matches!(&c.events()[..], [EnosEvent::Connected { .. }]));
+    }
 
+    #[test]
+    fn a_refused_inform_stops_the_flow() {
         let mut c = Cloud::new(AcceptPolicy::Auto);
         c.f.handle_connected(c.now);
         c.recv(&[0x20, 0x02, 0x00, 0x00]);
@@ -1857,20 +1970,6 @@ mod tests {
     }
 
     #[test]
-    fn reconnecting_informs_again() {
-        let mut c = downloading();
-        c.sent();
-        c.f.handle_disconnected(c.now);
-        c.events();
-        c.f.handle_connected(c.now);
-        c.recv(&[0x20, 0x02, 0x00, 0x00]);
-        let informs: Vec<_> = c.sent().into_iter().filter(|(t, _)| t == INFORM).collect();
-        assert_eq!(informs.len(), 1);
-        assert!(informs[0].1.contains(r#""id":"3""#), "{}", informs[0].1);
-        assert!(c.f.is_busy(), "the download goes on");
-    }
-
-    #[test]
     fn another_devices_push_and_a_replayed_reply_change_nothing() {
         let mut c = Cloud::new(AcceptPolicy::Auto);
         c.connect();
@@ -1893,6 +1992,20 @@ mod tests {
         c.answer(PROGRESS, "77", 200);
         assert!(c.events().is_empty());
         assert_eq!(c.f.current_version(), "1.0.0");
+    }
+
+    #[test]
+    fn reconnecting_informs_again() {
+        let mut c = downloading();
+        c.sent();
+        c.f.handle_disconnected(c.now);
+        c.events();
+        c.f.handle_connected(c.now);
+        c.recv(&[0x20, 0x02, 0x00, 0x00]);
+        let informs: Vec<_> = c.sent().into_iter().filter(|(t, _)| t == INFORM).collect();
+        assert_eq!(informs.len(), 1);
+        assert!(informs[0].1.contains(r#""id":"3""#), "{}", informs[0].1);
+        assert!(c.f.is_busy(), "the download goes on");
     }
 
     #[test]

@@ -1380,6 +1380,87 @@ mod tests {
         assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
     }
 
+    /// otaweb's own gadget flow against `g` until it ends (or `rounds` exchanges pass): every
+    /// write delivered whole, every notification too. Returns the flow's events.
+    fn run_host(
+        g: &mut Gadget<Flash>,
+        host: &mut otaweb::flow::gadget::GadgetUpdate,
+        rounds: usize,
+    ) -> Vec<otaweb::flow::gadget::GadgetEvent> {
+        use otaweb::flow::Flow;
+        let mut events = Vec::new();
+        host.handle_connected(NOW);
+        g.handle_connected(NOW);
+        let mut buf = Vec::new();
+        for _ in 0..rounds {
+            let mut moved = false;
+            while let Some(t) = host.poll_transmit(&mut buf) {
+                g.handle_write(NOW, &buf[buf.len() - t.len..]);
+                host.handle_transmitted(NOW);
+                buf.clear();
+                moved = true;
+            }
+            while g.poll_notify(&mut buf).is_some() {
+                host.handle_input(NOW, (), &buf);
+                buf.clear();
+                moved = true;
+            }
+            events.extend(core::iter::from_fn(|| host.poll_event()));
+            if host.is_finished() || !moved {
+                break;
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn an_image_larger_than_the_slot_is_refused_by_the_gadget_which_keeps_its_old_image() {
+        use otaweb::flow::gadget::{GadgetEvent, GadgetOptions, GadgetUpdate};
+        use otaweb::image::manifest::{FlowKind, ManifestEntry};
+        use otaweb::image::verify::{verify_image, VerifyPolicy};
+        use otaweb::Error;
+        let mut g = gadget();
+        let before = g.flash().sim().stats().clone();
+        assert_eq!(g.active().version, 0);
+        // One byte more than a slot: verified (its manifest says so), but it cannot fit.
+        let big = image(LAYOUT.slot_size as usize + 1, 0x33);
+        let entry = ManifestEntry {
+            name: "app".into(),
+            flow: FlowKind::Gadget,
+            version: "1".into(),
+            url: "app.bin".into(),
+            size: big.len() as u64,
+            sha256: sha256(&big),
+            md5: None,
+            signature: None,
+            compression: None,
+        };
+        let verified = verify_image(&big, &entry, &VerifyPolicy::danger_accept_unsigned()).unwrap();
+        let mut host = GadgetUpdate::new(verified, GadgetOptions::default()).unwrap();
+        let events = run_host(&mut g, &mut host, 200);
+        let Some(GadgetEvent::Failed(error)) = events.last() else {
+            panic!("the update fails: {events:?}")
+        };
+        assert!(
+            matches!(error, Error::PeerRefused(r) if r.name == "NACK_UNSUPPORTED" && r.code == 3),
+            "{error:?}"
+        );
+        assert_eq!(error.code(), "peer-refused");
+        assert!(!error.retryable());
+        assert_eq!(
+            alloc::format!("{error}"),
+            "the device refused (NACK_UNSUPPORTED 3): the device does not support this request \
+             or one of its fields"
+        );
+        // The gadget staged what fits in its download slot and took nothing past it; it
+        // still runs version 0, and boots it again.
+        assert_eq!(g.staged(), Some(("app", LAYOUT.slot_size)));
+        assert_eq!(g.active().version, 0);
+        assert!(g.flash().sim().stats().writes > before.writes);
+        let g = restart(g.into_flash());
+        assert_eq!((g.active().version, g.active().size), (0, 3000));
+    }
+
     #[test]
     fn segments_the_gadget_cannot_take_are_nacked() {
         let mut g = gadget();

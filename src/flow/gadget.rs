@@ -82,7 +82,10 @@
 //!   success doubles it back towards [`GadgetOptions::segment_size`] (a whole segment is
 //!   lost with any one packet, so the segment size follows the link's loss rate). At the
 //!   smallest size, after [`GadgetOptions::max_attempts`] attempts the flow fails with
-//!   [`LinkLost::RetriesExhausted`]. Other error codes (UNSUPPORTED, NOT_FOUND,
+//!   [`LinkLost::RetriesExhausted`], or with the gadget's own refusal
+//!   ([`Error::PeerRefused`], e.g. `NACK_UNSUPPORTED`) when its NACK of the last announcement
+//!   was one: a segment refused every time (an image larger than the gadget's slot) is not
+//!   fixed by reconnecting. Other error codes (UNSUPPORTED, NOT_FOUND,
 //!   USER_CANCELLED, unknown) fail at once with [`Error::PeerRefused`].
 //! - Other requests (GetDeviceInformation, GetDeviceFeatures, Discover, ApplyFirmware): a NACK
 //!   with result 0x01 (a transport fault on the gadget's side) resends the request with a new
@@ -447,6 +450,11 @@ pub struct GadgetUpdate {
     resuming: bool,
     /// The once-only restart from offset 0 has happened.
     restarted_from_zero: bool,
+    /// The gadget's refusing NACK (not the transport fault 0x01) of the last announcement,
+    /// reported instead of [`LinkLost::RetriesExhausted`] when the attempts run out: a
+    /// segment it refuses every time (past the end of its slot) is its refusal, not a link
+    /// that reconnecting could fix.
+    segment_refused: Option<AckRepr>,
     reassembler: Reassembler,
     next_id: TransactionId,
     request: Option<Request>,
@@ -543,6 +551,7 @@ impl GadgetUpdate {
             confirmed: 0,
             resuming: false,
             restarted_from_zero: false,
+            segment_refused: None,
             reassembler: Reassembler::new(MAX_TRANSACTION_LEN as u16),
             next_id: TransactionId::ZERO,
             request: None,
@@ -942,6 +951,7 @@ impl GadgetUpdate {
 
     fn start_sending(&mut self, now: Millis, attempt: u32) {
         self.resuming = false;
+        self.segment_refused = None;
         self.request = None;
         self.tx = None;
         if let Some((ota, sent)) = self.ota_transaction(0) {
@@ -958,7 +968,10 @@ impl GadgetUpdate {
             self.tx = None;
             self.announce(now, attempt);
         } else if attempt >= self.options.max_attempts {
-            self.fail(LinkLost::RetriesExhausted { attempts: attempt }.into());
+            match self.segment_refused.take() {
+                Some(nack) => self.fail(transport_refusal(&nack).into()),
+                None => self.fail(LinkLost::RetriesExhausted { attempts: attempt }.into()),
+            }
         } else {
             self.tx = None;
             self.announce(now, attempt + 1);
@@ -1026,6 +1039,7 @@ impl GadgetUpdate {
                     });
                     self.announce(now, 1);
                 } else {
+                    self.segment_refused = (ack.result != ResultCode::Unknown).then_some(ack);
                     self.segment_failed(now, attempt);
                 }
             }

@@ -1,0 +1,7 @@
+//! cargo-fuzz target `enos`: the body is `harness::enos`, shared with tests/fuzz_corpus.rs.
+#![no_main]
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::enos(data));

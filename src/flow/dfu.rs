@@ -1540,6 +1540,42 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicated_acknowledgement_runs_one_window_ahead_and_the_update_still_completes() {
+        // IMAGE_SEND_PACKET_RESPONSE carries no packet number, so a repeated notification
+        // cannot be told from the next window's: the flow sends one window early, which is
+        // safe because the device checks every packet's index and the image at its end.
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.events();
+        s.expect_start(0, 3);
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 4..=6));
+        s.ack(); // the same notification again
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack(); // the device's real acknowledgement of 4..=6
+        s.expect_end(0, true);
+        s.ack(); // ... and of 7, late: ignored
+        assert!(!s.flow.is_finished());
+        assert_eq!(s.expect_start(3, 3), (500, 5));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(3, 1..=3));
+        s.ack();
+        assert_eq!(s.packets(), idx(3, 4..=5));
+        s.ack();
+        s.expect_end(3, false);
+        let m = s.expect_one();
+        assert_eq!(Message::decode(&m).unwrap(), Message::TransmissionEnd);
+        s.send(Message::EndInd { result: 0 });
+        let ev = s.events();
+        assert_eq!(ev.last(), Some(&DfuEvent::Done));
+        assert!(ev
+            .iter()
+            .all(|e| !matches!(e, DfuEvent::Progress { confirmed, total } if confirmed > total)));
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
         let mut next = move || rng.next();

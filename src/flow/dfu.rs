@@ -51,8 +51,17 @@
 //!   is well under a second on any link that works); RETRANSMISSION_RESPONSE 5 s; the link
 //!   drop after INIT_COMPLETED 15 s; the reconnection to the OTA manager 30 s, its own window,
 //!   after which it returns to the user bin; END_IND 60 s (installation inflates and writes
-//!   every image). Any other deadline that passes fails the flow with
-//!   [`LinkLost::TimedOut`]. Waiting to reconnect after a drop mid-transfer has no deadline.
+//!   every image). INIT, FORCE_INIT, RESUME and IMAGE_SEND_END go again every 5 s
+//!   ([`DfuTimeouts::resend`]) until their 60 s pass: the device answers a repeat as the
+//!   first (nothing is saved before the completion indication or the end's verdict), a second
+//!   answer finds nothing awaiting it and is ignored, and a lost request or answer no longer
+//!   fails the update (the iOS remote does not repeat; the fault campaign showed a lossy link
+//!   failing a third of its updates that way). IMAGE_SEND_START goes again the same way
+//!   until its 180 s: a repeat of the image being sent is a resume from the packet the device
+//!   holds (rounded down to an erase sector, which it erases again), so a repeat that comes
+//!   after the first packets costs a link-lose check, not the image. Any other deadline that
+//!   passes fails the flow with [`LinkLost::TimedOut`].
+//!   Waiting to reconnect after a drop mid-transfer has no deadline.
 //! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
 //!   the device's to decide and the protocol cannot ask for it afterwards.
 //! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
@@ -96,6 +105,9 @@ const WAIT_END_IND: &str = "END_IND (installation result)";
 pub struct DfuTimeouts {
     /// INIT/RESUME/FORCE_INIT and IMAGE_SEND_END answers (60 s).
     pub request: Span,
+    /// Such a request, or IMAGE_SEND_START, unanswered this long goes again until its own
+    /// limit has passed (5 s).
+    pub resend: Span,
     /// IMAGE_SEND_START_RESPONSE, which comes after the device erased the region (180 s).
     pub image_start: Span,
     /// A window's IMAGE_SEND_PACKET_RESPONSE (10 s).
@@ -116,6 +128,7 @@ impl Default for DfuTimeouts {
     fn default() -> Self {
         DfuTimeouts {
             request: Span::from_secs(60),
+            resend: Span::from_secs(5),
             image_start: Span::from_secs(180),
             packet_response: Span::from_secs(10),
             retransmission: Span::from_secs(5),
@@ -353,6 +366,8 @@ pub struct DfuUpdate {
     outbox: VecDeque<Vec<u8>>,
     tx: Option<Fragmenter<Vec<u8>>>,
     deadline: Option<(Millis, &'static str)>,
+    /// The request awaiting its answer, to send again, and when to stop doing so.
+    resend: Option<(Vec<u8>, Millis)>,
     events: VecDeque<DfuEvent>,
     /// The latest time any input reported; poll_transmit has none of its own.
     now: Millis,
@@ -398,6 +413,7 @@ impl DfuUpdate {
             outbox: VecDeque::new(),
             tx: None,
             deadline: None,
+            resend: None,
             events: VecDeque::new(),
             now: Millis::ZERO,
         })
@@ -460,12 +476,41 @@ impl DfuUpdate {
 
     fn arm(&mut self, now: Millis, wait: Span, what: &'static str) {
         self.deadline = Some((now + wait, what));
+        self.resend = None;
+    }
+
+    /// Sends a request the device answers the same however often it comes, and arms its
+    /// resends: a lost request or answer then costs [`DfuTimeouts::resend`], not the flow.
+    fn request(&mut self, now: Millis, message: &Message<'_>, limit: Span, what: &'static str) {
+        let bytes = match message.to_vec() {
+            Ok(bytes) => bytes,
+            Err(e) => return self.fail(Misuse::from(e).into()),
+        };
+        self.outbox.push_back(bytes.clone());
+        self.arm(now, self.options.timeouts.resend.min(limit), what);
+        self.resend = Some((bytes, now + limit));
+    }
+
+    /// The request's resend is due: it goes again, or the flow gives up past the limit.
+    fn resend_due(&mut self, now: Millis, what: &'static str) -> bool {
+        let Some((bytes, until)) = self.resend.take() else {
+            return false;
+        };
+        if now >= until {
+            return false;
+        }
+        self.outbox.push_back(bytes.clone());
+        let wait = self.options.timeouts.resend.min(Span(until.0 - now.0));
+        self.deadline = Some((now + wait, what));
+        self.resend = Some((bytes, until));
+        true
     }
 
     fn clear_link(&mut self) {
         self.reassembler.reset();
         self.outbox.clear();
         self.tx = None;
+        self.resend = None;
     }
 
     fn fail(&mut self, error: Error) {
@@ -500,22 +545,37 @@ impl DfuUpdate {
 
     fn send_init(&mut self, now: Millis, force: bool) {
         let ctrl = core::mem::take(&mut self.package.ctrl_packet);
+        let limit = self.options.timeouts.request;
+        self.state = State::ExpectInitResponse { force };
         if force {
-            self.send(&Message::ForceInitRequest { ctrl_packet: &ctrl });
+            self.request(
+                now,
+                &Message::ForceInitRequest { ctrl_packet: &ctrl },
+                limit,
+                WAIT_INIT,
+            );
         } else {
-            self.send(&Message::InitRequest { ctrl_packet: &ctrl });
+            self.request(
+                now,
+                &Message::InitRequest { ctrl_packet: &ctrl },
+                limit,
+                WAIT_INIT,
+            );
         }
         self.package.ctrl_packet = ctrl;
-        self.state = State::ExpectInitResponse { force };
-        self.arm(now, self.options.timeouts.request, WAIT_INIT);
     }
 
     fn send_resume(&mut self, now: Millis) {
         let ctrl = core::mem::take(&mut self.package.ctrl_packet);
-        self.send(&Message::ResumeRequest { ctrl_packet: &ctrl });
-        self.package.ctrl_packet = ctrl;
+        let limit = self.options.timeouts.request;
         self.state = State::ExpectResumeResponse;
-        self.arm(now, self.options.timeouts.request, WAIT_RESUME);
+        self.request(
+            now,
+            &Message::ResumeRequest { ctrl_packet: &ctrl },
+            limit,
+            WAIT_RESUME,
+        );
+        self.package.ctrl_packet = ctrl;
     }
 
     /// The device took INIT (or RESUME): reboot into the OTA manager, or go on here.
@@ -539,14 +599,14 @@ impl DfuUpdate {
             (file.img_length(), file.total_pkt_num(), file.img_id());
         self.set_stage(DfuStage::Transfer);
         let rsp = self.cursor.rsp;
-        self.send(&Message::ImageSendStart {
+        self.state = State::ExpectStartResponse;
+        let start = Message::ImageSendStart {
             img_length,
             total_pkt_num,
             num_of_rsp: rsp,
             img_id: ImageId(img_id),
-        });
-        self.state = State::ExpectStartResponse;
-        self.arm(now, self.options.timeouts.image_start, WAIT_START);
+        };
+        self.request(now, &start, self.options.timeouts.image_start, WAIT_START);
     }
 
     /// Sends from the device's count up to the next acknowledgement boundary.
@@ -571,12 +631,12 @@ impl DfuUpdate {
         let Some(img_id) = self.file().map(TransferFile::img_id) else {
             return self.finish_transfer(now);
         };
-        self.send(&Message::ImageSendEnd {
+        self.state = State::ExpectEndResponse;
+        let end = Message::ImageSendEnd {
             img_id: ImageId(img_id),
             is_more_image: more,
-        });
-        self.state = State::ExpectEndResponse;
-        self.arm(now, self.options.timeouts.request, WAIT_END);
+        };
+        self.request(now, &end, self.options.timeouts.request, WAIT_END);
     }
 
     fn next_image(&mut self, now: Millis) {
@@ -912,6 +972,14 @@ impl Flow for DfuUpdate {
                 self.request_retransmission(now);
             }
             State::Paused => self.next_window(now),
+            State::ExpectInitResponse { .. }
+            | State::ExpectResumeResponse
+            | State::ExpectStartResponse
+            | State::ExpectEndResponse => {
+                if !self.resend_due(now, what) {
+                    self.fail(LinkLost::TimedOut { waiting_for: what }.into());
+                }
+            }
             _ => self.fail(LinkLost::TimedOut { waiting_for: what }.into()),
         }
     }
@@ -1434,16 +1502,65 @@ mod tests {
             })
         );
 
+        // An unanswered INIT goes again every 5 s, the same bytes, until 60 s have passed.
         let mut s = Script::new(options());
-        s.init();
-        let at = s.flow.poll_timeout().unwrap();
-        s.flow.handle_timeout(at);
+        let first = s.init();
+        let start = s.now;
+        let mut resends = 0;
+        while let Some(at) = s.flow.poll_timeout() {
+            s.flow.handle_timeout(at);
+            if s.flow.is_finished() {
+                assert_eq!(at, start + Span::from_secs(60));
+                break;
+            }
+            assert_eq!(at, start + Span::from_secs(5 * (resends + 1)));
+            let m = s.expect_one();
+            let again = Message::decode(&m).unwrap();
+            assert_eq!(
+                again,
+                Message::InitRequest {
+                    ctrl_packet: &first
+                }
+            );
+            resends += 1;
+        }
+        assert_eq!(resends, 11);
         assert_eq!(
             s.failed(),
             Error::LinkLost(LinkLost::TimedOut {
                 waiting_for: WAIT_INIT
             })
         );
+    }
+
+    #[test]
+    fn a_lost_init_answer_costs_one_resend_and_the_repeat_answer_is_ignored() {
+        let mut s = Script::new(options());
+        let first = s.init();
+        let at = s.flow.poll_timeout().unwrap();
+        s.flow.handle_timeout(at);
+        let m = s.expect_one();
+        let again = Message::decode(&m).unwrap();
+        assert_eq!(
+            again,
+            Message::InitRequest {
+                ctrl_packet: &first
+            }
+        );
+        s.send(Message::InitResponse {
+            result: 0,
+            is_boot: true,
+        });
+        let completed = s.sent();
+        assert!(!completed.is_empty());
+        // The device answered both: the second answer changes nothing.
+        s.send(Message::InitResponse {
+            result: 0,
+            is_boot: true,
+        });
+        assert!(s.sent().is_empty());
+        assert!(!s.flow.is_finished());
+        assert!(s.events().contains(&DfuEvent::RebootingIntoUpdater));
     }
 
     #[test]
@@ -1498,6 +1615,42 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicated_acknowledgement_runs_one_window_ahead_and_the_update_still_completes() {
+        // IMAGE_SEND_PACKET_RESPONSE carries no packet number, so a repeated notification
+        // cannot be told from the next window's: the flow sends one window early, which is
+        // safe because the device checks every packet's index and the image at its end.
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.events();
+        s.expect_start(0, 3);
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 4..=6));
+        s.ack(); // the same notification again
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack(); // the device's real acknowledgement of 4..=6
+        s.expect_end(0, true);
+        s.ack(); // ... and of 7, late: ignored
+        assert!(!s.flow.is_finished());
+        assert_eq!(s.expect_start(3, 3), (500, 5));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(3, 1..=3));
+        s.ack();
+        assert_eq!(s.packets(), idx(3, 4..=5));
+        s.ack();
+        s.expect_end(3, false);
+        let m = s.expect_one();
+        assert_eq!(Message::decode(&m).unwrap(), Message::TransmissionEnd);
+        s.send(Message::EndInd { result: 0 });
+        let ev = s.events();
+        assert_eq!(ev.last(), Some(&DfuEvent::Done));
+        assert!(ev
+            .iter()
+            .all(|e| !matches!(e, DfuEvent::Progress { confirmed, total } if confirmed > total)));
+    }
+
+    #[test]
     fn lying_frame_and_message_lengths_fail_as_malformed_and_send_nothing() {
         // A SiFli frame (cate 0x01, complete, length 16 LE) carrying only 2 bytes.
         let mut s = Script::new(options());
@@ -1537,42 +1690,6 @@ mod tests {
         assert_eq!(e.code(), "peer-malformed");
         assert!(!e.retryable());
         assert!(s.sent().is_empty());
-    }
-
-    #[test]
-    fn a_duplicated_acknowledgement_runs_one_window_ahead_and_the_update_still_completes() {
-        // IMAGE_SEND_PACKET_RESPONSE carries no packet number, so a repeated notification
-        // cannot be told from the next window's: the flow sends one window early, which is
-        // safe because the device checks every packet's index and the image at its end.
-        let mut s = Script::new(options());
-        s.enter_updater();
-        s.events();
-        s.expect_start(0, 3);
-        s.start_ok();
-        assert_eq!(s.packets(), idx(0, 1..=3));
-        s.ack();
-        assert_eq!(s.packets(), idx(0, 4..=6));
-        s.ack(); // the same notification again
-        assert_eq!(s.packets(), idx(0, 7..=7));
-        s.ack(); // the device's real acknowledgement of 4..=6
-        s.expect_end(0, true);
-        s.ack(); // ... and of 7, late: ignored
-        assert!(!s.flow.is_finished());
-        assert_eq!(s.expect_start(3, 3), (500, 5));
-        s.start_ok();
-        assert_eq!(s.packets(), idx(3, 1..=3));
-        s.ack();
-        assert_eq!(s.packets(), idx(3, 4..=5));
-        s.ack();
-        s.expect_end(3, false);
-        let m = s.expect_one();
-        assert_eq!(Message::decode(&m).unwrap(), Message::TransmissionEnd);
-        s.send(Message::EndInd { result: 0 });
-        let ev = s.events();
-        assert_eq!(ev.last(), Some(&DfuEvent::Done));
-        assert!(ev
-            .iter()
-            .all(|e| !matches!(e, DfuEvent::Progress { confirmed, total } if confirmed > total)));
     }
 
     #[test]

@@ -45,10 +45,13 @@
 //!
 //! Timers: each reply is awaited for [`EnosOptions::reply_timeout`] (10 s) counted from the
 //! broker's PUBACK, so until then the session's QoS 1 rules (re-send, resume across
-//! reconnects) apply and the flow does not re-send on its own. The download and the install
-//! must show activity (any call) within [`EnosOptions::stall_timeout`] (120 s; it covers the
-//! DFU reboot into its OTA manager), else they fail as if the application had said so. Only
-//! the person's decision (accept, decline, choose) has no deadline: it waits for them.
+//! reconnects) apply; after it, only an `inform` and a failure report go again (see below).
+//! The download and the install must show activity (any call) within
+//! [`EnosOptions::stall_timeout`] (300 s), else they fail as if the application had said so.
+//! It is longer than every deadline of the BLE flows (DFU waits up to 180 s for
+//! IMAGE_SEND_START_RESPONSE), so the agent never gives up on an install that is still
+//! working (the fault campaign caught a 120 s limit doing that). Only the person's decision
+//! (accept, decline, choose) has no deadline: it waits for them.
 //!
 //! Choices where the notes are open or inferred:
 //!
@@ -260,7 +263,7 @@ pub struct EnosOptions {
     pub throttle: Throttle,
     /// From a request's PUBACK to its reply (10 s).
     pub reply_timeout: Span,
-    /// The longest silence of the download or the install (120 s).
+    /// The longest silence of the download or the install (300 s).
     pub stall_timeout: Span,
     /// The signature policy for [`verify_image`] (default: no keys, digest only).
     pub verify: VerifyPolicy,
@@ -270,7 +273,7 @@ pub struct EnosOptions {
 
 impl EnosOptions {
     /// Defaults for installing with `install_flow`: ask before a push, pick the highest
-    /// version, 10 % / 2 s throttle, 10 s replies, 120 s stall limit, digest-only checks.
+    /// version, 10 % / 2 s throttle, 10 s replies, 300 s stall limit, digest-only checks.
     #[must_use]
     pub fn new(install_flow: FlowKind) -> Self {
         EnosOptions {
@@ -279,7 +282,7 @@ impl EnosOptions {
             pick: PickPolicy::Highest,
             throttle: Throttle::default(),
             reply_timeout: Span::from_secs(10),
-            stall_timeout: Span::from_secs(120),
+            stall_timeout: Span::from_secs(300),
             verify: VerifyPolicy::trusting(Vec::new()),
             session: SessionConfig::default(),
         }
@@ -1681,7 +1684,7 @@ mod tests {
         c.sent();
         c.answer(PROGRESS, "2", 200);
         c.events();
-        let stall = c.now + Span::from_secs(120);
+        let stall = c.now + Span::from_secs(300);
         // Keepalive pings come and go meanwhile.
         let mut sent = Vec::new();
         while sent.is_empty() {

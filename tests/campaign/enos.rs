@@ -367,6 +367,9 @@ impl World {
         }
         if finished {
             let install = self.install.take().unwrap();
+            if self.verbose {
+                install.print();
+            }
             let stats = install.stats();
             self.ble.dropped += stats.dropped;
             self.ble.duplicated += stats.duplicated;

@@ -65,6 +65,12 @@
 //! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
 //!   the device's to decide and the protocol cannot ask for it afterwards.
 //! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
+//! - FW_INVALID (8) for an image's packets or its end starts the update over with
+//!   FORCE_INIT_REQUEST once ([`DfuEvent::Resuming`] at the first image's packet 0), as a
+//!   refused resume does: the device marked the image failed, so resending the record cannot
+//!   help, but the record may have been garbled on the way (the serial transport carries no
+//!   check; the fault campaign's corrupted values failed a third of its DFU updates so). A
+//!   second refusal fails the flow: then the file is bad.
 //! - Messages that arrive when nothing awaits them are ignored (late acknowledgements);
 //!   ABORT_COMMAND fails the flow with its reason; bytes that do not reassemble or decode fail
 //!   it with [`Error::PeerMalformed`], as the BLE link below has its own CRC.
@@ -524,6 +530,25 @@ impl DfuUpdate {
         self.fail(dfu_refusal(code).into());
     }
 
+    /// The device refused an image's packets or its end. FW_INVALID marks the image failed
+    /// on the device, so resending cannot help, but the file may be good and the link may
+    /// have garbled a record (the serial transport has no check of its own): start over
+    /// with FORCE_INIT, once, as a refused resume does. A second refusal is the file's.
+    fn image_refused(&mut self, now: Millis, code: u16) {
+        if code != DfuErrorCode::FwInvalid.code() || self.forced {
+            return self.refused(code);
+        }
+        self.forced = true;
+        self.clear_link();
+        // Continues at the first image's first packet: the same news as a resume from there.
+        if let Some(first) = self.package.images.first() {
+            let image = ImageId(first.img_id());
+            self.events
+                .push_back(DfuEvent::Resuming { image, packets: 0 });
+        }
+        self.send_init(now, true);
+    }
+
     /// Queues `message` behind what is being sent.
     fn send(&mut self, message: &Message<'_>) {
         match message.to_vec() {
@@ -804,7 +829,7 @@ impl DfuUpdate {
             // rewind.
             (State::ExpectPacketResponse, Message::ImageSendPacketResponse { result }) => {
                 if result != DfuErrorCode::NoErr.code() {
-                    return self.refused(result);
+                    return self.image_refused(now, result);
                 }
                 self.retries = 0;
                 self.cursor.acked = self.cursor.window_end;
@@ -850,7 +875,7 @@ impl DfuUpdate {
             }
             (State::ExpectEndResponse, Message::ImageSendEndResponse { result }) => {
                 if result != DfuErrorCode::NoErr.code() {
-                    return self.refused(result);
+                    return self.image_refused(now, result);
                 }
                 self.next_image(now);
             }
@@ -1266,6 +1291,58 @@ mod tests {
             })
             .collect();
         assert_eq!(progress, [300, 600, 700, 1000, 1200]);
+    }
+
+    #[test]
+    fn an_image_refused_as_invalid_starts_over_once_then_fails() {
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        s.events();
+        // A garbled record: the device marks the image failed and answers 8.
+        let invalid = DfuErrorCode::FwInvalid.code();
+        s.send(Message::ImageSendPacketResponse { result: invalid });
+        assert!(!s.flow.is_finished());
+        assert_eq!(
+            s.events(),
+            [DfuEvent::Resuming {
+                image: ImageId(0),
+                packets: 0
+            }]
+        );
+        let m = s.expect_one();
+        assert!(matches!(
+            Message::decode(&m).unwrap(),
+            Message::ForceInitRequest { ctrl_packet } if ctrl_packet == [0xC7; 400]
+        ));
+        // In the OTA manager: INIT completes on this link and image 0 starts from packet 1.
+        s.send(Message::InitResponse {
+            result: 0,
+            is_boot: false,
+        });
+        let sent = s.sent();
+        assert_eq!(sent.len(), 2, "INIT_COMPLETED_IND, IMAGE_SEND_START");
+        assert_eq!(
+            Message::decode(&sent[0]).unwrap(),
+            Message::InitCompletedInd { is_start: true }
+        );
+        assert!(matches!(
+            Message::decode(&sent[1]).unwrap(),
+            Message::ImageSendStart {
+                img_id: ImageId(0),
+                ..
+            }
+        ));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(0, 1..=3));
+        // The same refusal again is the file's: the update fails with it.
+        s.send(Message::ImageSendPacketResponse { result: invalid });
+        match s.failed() {
+            Error::PeerRefused(r) => assert_eq!(r.code, i64::from(invalid)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

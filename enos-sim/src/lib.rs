@@ -17,6 +17,7 @@
 //! (mosquitto in the tests accepts anyone). It checks the device secret only at the file
 //! service's login (A8).
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;

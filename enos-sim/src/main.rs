@@ -11,6 +11,7 @@
 //! `enos-sim http=http://127.0.0.1:PORT mqtt=connected`, and then runs until killed;
 //! diagnostics go to stderr. The admin subcommands print the JSON answer and exit 0 on a
 //! 2xx status, 1 otherwise.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

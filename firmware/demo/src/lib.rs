@@ -21,6 +21,7 @@
 //! repository's test keys (firmware-fixtures/files/keys/dfu-test-*), so the fixture package
 //! installs. It has timers of its own (the OTA manager's 30 s window): the stand-in calls
 //! [`DemoDfuDevice::tick`] with the page's clock, and every other call uses the latest tick.
+#![forbid(unsafe_code)]
 
 use otaweb::image::digest::to_hex;
 use otaweb::image::sifli::{ImageId, PublicKey};

@@ -45,8 +45,11 @@ use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
 use otaweb_firmware::record::RecordLog;
 use otaweb_firmware::slots::{Layout, Slots};
 
+/// A target: its name and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets, by name, as `fuzz/corpus/<name>/` and `fuzz/regressions/<name>/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("agt", agt),
     ("sifli", sifli),
     ("package", package),
@@ -432,7 +435,7 @@ struct Clock {
 impl Clock {
     /// `ms` pass; the flow's timeout fires if it is due by then.
     fn after<F: Flow>(&mut self, ms: u16, flow: &mut F) {
-        self.now = self.now + Span(u64::from(ms));
+        self.now += Span(u64::from(ms));
         if flow.poll_timeout().is_some_and(|t| t <= self.now) {
             flow.handle_timeout(self.now);
         }
@@ -678,7 +681,7 @@ fn solo_device<D: Device>(device: &mut D, data: &[u8]) {
             1 => device.disconnected(now),
             2 => device.write(now, script.bytes()),
             3 => {
-                now = now + Span(u64::from(script.u16()));
+                now += Span(u64::from(script.u16()));
                 if device.deadline().is_some_and(|t| t <= now) {
                     device.fire(now);
                 }
@@ -824,7 +827,7 @@ impl<C: Flow<Channel = ()>, D: Device> Pair<C, D> {
     }
 
     /// Delivers the next write, changed at `at` by `xor` if `xor` is not 0.
-    fn to_device(&mut self, at: u8, xor: u8) {
+    fn deliver_write(&mut self, at: u8, xor: u8) {
         if let Some(mut bytes) = self.to_device.pop_front() {
             corrupt(&mut bytes, at, xor);
             self.trace.push(Trace::ToDevice(bytes.clone()));
@@ -832,7 +835,7 @@ impl<C: Flow<Channel = ()>, D: Device> Pair<C, D> {
         }
     }
 
-    fn to_central(&mut self, at: u8, xor: u8) {
+    fn deliver_notify(&mut self, at: u8, xor: u8) {
         if let Some(mut bytes) = self.to_central.pop_front() {
             self.fooled |= corrupt(&mut bytes, at, xor);
             self.trace.push(Trace::ToCentral(bytes.clone()));
@@ -874,11 +877,11 @@ impl<C: Flow<Channel = ()>, D: Device> Pair<C, D> {
                 }
             }
             while !self.to_device.is_empty() {
-                self.to_device(0, 0);
+                self.deliver_write(0, 0);
                 self.collect();
             }
             while !self.to_central.is_empty() {
-                self.to_central(0, 0);
+                self.deliver_notify(0, 0);
                 self.collect();
             }
         }
@@ -897,15 +900,15 @@ impl<C: Flow<Channel = ()>, D: Device> Pair<C, D> {
         let mut script = Script::new(data);
         while let Some(op) = script.op() {
             match op % 13 {
-                0 => self.to_device(0, 0),
+                0 => self.deliver_write(0, 0),
                 1 => {
                     let (at, xor) = (script.u8(), script.u8());
-                    self.to_device(at, xor);
+                    self.deliver_write(at, xor);
                 }
-                2 => self.to_central(0, 0),
+                2 => self.deliver_notify(0, 0),
                 3 => {
                     let (at, xor) = (script.u8(), script.u8());
-                    self.to_central(at, xor);
+                    self.deliver_notify(at, xor);
                 }
                 4 => {
                     let _ = self.to_device.pop_front();
@@ -920,7 +923,7 @@ impl<C: Flow<Channel = ()>, D: Device> Pair<C, D> {
                 7 => self.drop_link(),
                 8 => self.connect(),
                 9 => {
-                    self.now = self.now + Span(u64::from(script.u16()) * 10);
+                    self.now += Span(u64::from(script.u16()) * 10);
                     self.fire_due();
                 }
                 10 => {
@@ -1349,7 +1352,8 @@ impl DfuDev {
     /// The user bin only ever runs partitions holding an image that verified: the
     /// factory's or the package's, never a torn or unverified one.
     fn check(&mut self) {
-        if self.dev.mode() != Mode::UserBin {
+        // Down (a power cut not yet followed by a boot) runs nothing; the boot is checked.
+        if self.dev.mode() != Mode::UserBin || !self.dev.flash().sim().is_powered() {
             return;
         }
         let ids = [ImageId::HCPU, ImageId::RES, ImageId::FONT];
@@ -1399,8 +1403,10 @@ impl Device for DfuDev {
     fn restart(&mut self, now: Millis) {
         if self.dev.flash().sim().is_powered() {
             self.dev.restart(now);
-        } else {
-            // A power cut: RAM (the force-mode register too) is lost; power on again.
+        }
+        // A power cut (before or during the boot decision): RAM, the force-mode register
+        // too, is lost; power comes back and the device boots again.
+        while !self.dev.flash().sim().is_powered() {
             let mut flash = self.dev.flash().clone();
             flash.sim_mut().restore_power();
             self.dev = DfuDevice::new(flash, dfu_config(), now).expect("powers on");
@@ -1573,14 +1579,14 @@ impl Broker {
     /// The reply to the oldest open request: code 200 for an even `code`, else an error.
     fn answer(&mut self, device: &DeviceId, code: u8) -> Option<Vec<u8>> {
         let (topic, id) = self.requests.pop_front()?;
-        let reply_code = enos::ReplyCode(if code % 2 == 0 {
+        let reply_code = enos::ReplyCode(if code.is_multiple_of(2) {
             200
         } else {
             500 + i64::from(code)
         });
         let body = match topic {
             OtaTopic::GetVersion => {
-                let firmwares = if code % 4 == 0 {
+                let firmwares = if code.is_multiple_of(4) {
                     vec![enos_firmware()]
                 } else {
                     Vec::new()

@@ -41,7 +41,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{AbortController, EventTarget, Headers, Request, RequestInit, Response};
 
-use crate::error::{Error, LinkLost, Misuse};
+use crate::error::{DecodeError, Error, LinkLost, Malformed, Misuse};
 use crate::flow::dfu::DfuPackage;
 use crate::flow::enos::{
     check_file_service, check_file_url, http_refusal, AcceptPolicy, EnosEvent, EnosFlow,
@@ -53,7 +53,7 @@ use crate::image::manifest::FlowKind;
 use crate::image::verify::{Image, Verified};
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
-use crate::web::http::fetch;
+use crate::web::http::{fetch, read_capped, Capped};
 use crate::web::mqtt::{broker_error, dispatch, message_detail};
 use crate::web::running::Note;
 use crate::web::service::Watch;
@@ -72,6 +72,8 @@ pub const MAX_RESUMES: u32 = 5;
 const RESUME_FIRST: Duration = Duration::from_millis(500);
 /// The largest file kept, whatever a task announces: EnOS allows 100 MB.
 const MAX_FILE: u64 = 128 * 1024 * 1024;
+/// The largest EnOS file-service login answer read.
+const MAX_LOGIN_ANSWER: usize = 16 * 1024;
 /// The most reserved before the first byte arrives, whatever size a task announces.
 const PREALLOCATE: u64 = 8 * 1024 * 1024;
 
@@ -843,11 +845,19 @@ async fn file_url(weak: &Weak<RefCell<Agent>>, file_url: &str) -> Result<String,
     if !response.ok() {
         return Err(Error::PeerRefused(http_refusal(response.status())));
     }
-    let answer = JsFuture::from(response.array_buffer().map_err(lost)?)
+    // A login answer is a few dozen bytes; a server sending more gets no memory for it.
+    let answer = read_capped(&response, MAX_LOGIN_ANSWER)
         .await
-        .map_err(lost)?;
-    let session = file_session_id(&Uint8Array::new(&answer).to_vec())
-        .map_err(|_| Error::PeerRefused(http_refusal(401)))?;
+        .map_err(|e| match e {
+            Capped::TooLarge => Error::PeerMalformed(Malformed {
+                what: "EnOS file-service login reply",
+                reason: DecodeError::TooLarge {
+                    limit: MAX_LOGIN_ANSWER,
+                },
+            }),
+            Capped::Broken(_) => Error::LinkLost(LinkLost::Disconnected),
+        })?;
+    let session = file_session_id(&answer).map_err(|_| Error::PeerRefused(http_refusal(401)))?;
     Ok(format!(
         "{base}{}",
         device.file_download_path(&session, file_url)

@@ -28,11 +28,9 @@ pub(crate) fn fetch(request: &Request) -> Promise {
     }
 }
 
-/// The body of `url`, refusing more than `max` bytes; `what` names it in errors. `allowed`
-/// judges where a redirect ended up, so a redirect cannot take a download past the URL rule
-/// its first address passed. The size cap holds before anything is buffered: a stated
-/// `Content-Length` above `max` is refused unread, and a body without one is read as a
-/// stream that stops at the first byte past `max`.
+/// The body of `url`, refusing more than `max` bytes ([`read_capped`]); `what` names it in
+/// errors. `allowed` judges where a redirect ended up, so a redirect cannot take a download
+/// past the URL rule its first address passed.
 pub(crate) async fn get(
     url: &str,
     what: &str,
@@ -74,6 +72,24 @@ pub(crate) async fn get(
             response.status() >= 500,
         ));
     }
+    read_capped(&response, max).await.map_err(|e| match e {
+        Capped::TooLarge => too_large(),
+        Capped::Broken(e) => failed(message(&e)),
+    })
+}
+
+/// Why [`read_capped`] stopped.
+pub(crate) enum Capped {
+    /// The body is (or says it is) longer than the cap.
+    TooLarge,
+    /// Reading failed, with the thrown value.
+    Broken(JsValue),
+}
+
+/// `response`'s body, at most `max` bytes, the cap holding before anything is buffered: a
+/// stated `Content-Length` above `max` is refused unread, and the body is read as a stream
+/// that stops at the first byte past `max`.
+pub(crate) async fn read_capped(response: &Response, max: usize) -> Result<Vec<u8>, Capped> {
     let stated = response
         .headers()
         .get("Content-Length")
@@ -85,24 +101,23 @@ pub(crate) async fn get(
     };
     if stated.is_some_and(|n| n > max as u64) {
         let _ = body.cancel();
-        return Err(too_large());
+        return Err(Capped::TooLarge);
     }
-    let capacity = stated.map_or(0, |n| n as usize);
-    let mut bytes = Vec::with_capacity(capacity);
+    let mut bytes = Vec::with_capacity(stated.map_or(0, |n| n as usize));
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     loop {
         let chunk = JsFuture::from(reader.read())
             .await
-            .map_err(|e| failed(message(&e)))?;
+            .map_err(Capped::Broken)?;
         if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
             return Ok(bytes);
         }
         let value: Uint8Array = Reflect::get(&chunk, &"value".into())
-            .map_err(|e| failed(message(&e)))?
+            .map_err(Capped::Broken)?
             .unchecked_into();
         if bytes.len() + value.length() as usize > max {
             let _ = reader.cancel();
-            return Err(too_large());
+            return Err(Capped::TooLarge);
         }
         let start = bytes.len();
         bytes.resize(start + value.length() as usize, 0);

@@ -376,16 +376,18 @@ fn an_equal_or_lower_version_is_refused_after_the_handshake() {
         assert!(!events
             .iter()
             .any(|e| matches!(e, GadgetEvent::Progress { .. })));
-        // GetDeviceInformation, GetDeviceFeatures, Discover: one packet each, nothing more.
+        // GetDeviceInformation, GetDeviceFeatures, Discover twice (a verdict is read twice):
+        // one packet each, nothing more.
         assert_eq!(
             pair.peripheral.tap.seen,
             [
                 Seen::Control(Command::GetDeviceInformation.into()),
                 Seen::Control(Command::GetDeviceFeatures.into()),
+                Seen::Alexa,
                 Seen::Alexa
             ]
         );
-        assert_eq!(pair.stats.writes, 3);
+        assert_eq!(pair.stats.writes, 4);
 
         device = pair.peripheral;
         assert_eq!(device.flash_ops(), ops, "offered {offered}");

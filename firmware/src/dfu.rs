@@ -1001,6 +1001,11 @@ impl<F: NorFlash> DfuDevice<F> {
             return (true, first, 0);
         }
         let id = |i: usize| ImageId(ctrl.images[i].img_id);
+        // An earlier image that is not whole (a garbled answer let the remote move on) is
+        // where the resume must start, or every resume ends at END_IND 1.
+        if let Some(gap) = (0..curr).find(|&i| p.img_state[i] != IMG_DOWNLOADED) {
+            return (false, id(gap), 0);
+        }
         match p.img_state[curr] {
             IMG_DOWNLOADED if curr + 1 < n => (false, id(curr + 1), 0),
             IMG_DOWNLOADED => (false, id(curr), p.total_pkt_num),

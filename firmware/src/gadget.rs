@@ -50,7 +50,10 @@
 //! ApplyFirmware (its "stage only, apply later") goes on from it.
 //!
 //! Apply. ApplyFirmware needs `firmware_information` with one component, and
-//! `firmware_information.version` must be greater than the running version. The component's
+//! `firmware_information.version` must be greater than the running version and equal the
+//! component's version (one component, one version: nothing else in the message checks the
+//! version, so a garbled copy of either is refused rather than installed as the version
+//! label; the fault campaign found an image installed as version 66). The component's
 //! signature names the image's SHA-256 and, for a signed image, its ECDSA signature (below).
 //! Apply succeeds if the database already holds that image verified (same version, size and
 //! SHA-256, and with a trusted key the same signature: a restart came between its
@@ -599,7 +602,10 @@ impl<F: NorFlash> Gadget<F> {
         let Ok(expected) = ComponentSignature::parse(&component.signature) else {
             return ErrorCode::Invalid;
         };
-        if info.version <= self.active().version {
+        // One component, one version: a copy that disagrees was garbled on the way, and
+        // installing under it would mislabel the image (and refuse later updates as
+        // downgrades).
+        if info.version <= self.active().version || component.version != info.version {
             return ErrorCode::Invalid;
         }
         // The database would refuse it too, after hashing the slot; this writes nothing.
@@ -1235,6 +1241,38 @@ mod tests {
         assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Success));
         let mut g = restart(g.into_flash());
         assert_eq!(discover(&mut c, &mut g), "5");
+    }
+
+    #[test]
+    fn an_apply_whose_two_versions_disagree_is_refused_and_the_staged_image_stays() {
+        let mut g = gadget();
+        let mut c = Central::new();
+        let img = image(10_000, 0x66);
+        stage(&mut c, &mut g, &img);
+        // Version 2 with its component's copy garbled to 66 (one bit).
+        let mut env = ControlEnvelope::apply_firmware(
+            2,
+            "app",
+            img.len() as u32,
+            &segment_signature(&img),
+            true,
+        );
+        let Some(ControlPayload::ApplyFirmware(garbled)) = env.payload.as_mut() else {
+            unreachable!()
+        };
+        garbled.firmware_information.as_mut().unwrap().components[0].version = 66;
+        let notes = c.control(&mut g, &env, true);
+        assert!(response(&notes, Command::ApplyFirmware, ErrorCode::Invalid));
+        assert!(g.poll_event().is_none(), "no restart");
+        assert_eq!(g.staged(), Some(("app", img.len() as u32)));
+        // The whole apply goes through.
+        assert!(response(
+            &apply(&mut c, &mut g, 2, &img),
+            Command::ApplyFirmware,
+            ErrorCode::Success
+        ));
+        let mut g = restart(g.into_flash());
+        assert_eq!(discover(&mut c, &mut g), "2");
     }
 
     #[test]

@@ -65,12 +65,15 @@
 //! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
 //!   the device's to decide and the protocol cannot ask for it afterwards.
 //! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
-//! - FW_INVALID (8) for an image's packets or its end starts the update over with
-//!   FORCE_INIT_REQUEST once ([`DfuEvent::Resuming`] at the first image's packet 0), as a
-//!   refused resume does: the device marked the image failed, so resending the record cannot
-//!   help, but the record may have been garbled on the way (the serial transport carries no
-//!   check; the fault campaign's corrupted values failed a third of its DFU updates so). A
-//!   second refusal fails the flow: then the file is bad.
+//! - FW_INVALID (8) for an image's packets, its end or the install, PARAMETER_INVALID (2)
+//!   for its IMAGE_SEND_START, and END_IND 1 (an image not whole on the device) start the
+//!   update over with FORCE_INIT_REQUEST once
+//!   ([`DfuEvent::Resuming`] at the first image's packet 0), as a refused resume does. The
+//!   device marked the image failed, or holds progress for it with other fields, and every
+//!   resume would meet that again; but the record, or the start it recorded, may have been
+//!   garbled on the way (the serial transport carries no check; the fault campaign's
+//!   corrupted values failed a third of its DFU updates so, and left devices no fresh remote
+//!   could resume). A second refusal fails the flow: then the package is bad.
 //! - Messages that arrive when nothing awaits them are ignored (late acknowledgements);
 //!   ABORT_COMMAND fails the flow with its reason; bytes that do not reassemble or decode fail
 //!   it with [`Error::PeerMalformed`], as the BLE link below has its own CRC.
@@ -530,12 +533,20 @@ impl DfuUpdate {
         self.fail(dfu_refusal(code).into());
     }
 
-    /// The device refused an image's packets or its end. FW_INVALID marks the image failed
-    /// on the device, so resending cannot help, but the file may be good and the link may
-    /// have garbled a record (the serial transport has no check of its own): start over
-    /// with FORCE_INIT, once, as a refused resume does. A second refusal is the file's.
+    /// The device refused an image's start, packets or end, or the install. FW_INVALID marks
+    /// the image failed on the device, so resending cannot help, but the file may be good
+    /// and the link may have garbled a record (the serial transport has no check of its
+    /// own); PARAMETER_INVALID for a start means the device holds progress for that image
+    /// with other fields (a garbled earlier start it took), which every resume meets again;
+    /// END_IND 1 means an image the flow saw accepted is not whole on the device (a garbled
+    /// answer). Each time: start over with FORCE_INIT, once, as a refused resume does. A
+    /// second refusal is the package's.
     fn image_refused(&mut self, now: Millis, code: u16) {
-        if code != DfuErrorCode::FwInvalid.code() || self.forced {
+        let fresh_start_helps = code == DfuErrorCode::FwInvalid.code()
+            || (code == DfuErrorCode::ParameterInvalid.code()
+                && self.state == State::ExpectStartResponse)
+            || (code == DfuErrorCode::GeneralErr.code() && self.state == State::ExpectEndInd);
+        if !fresh_start_helps || self.forced {
             return self.refused(code);
         }
         self.forced = true;
@@ -817,7 +828,7 @@ impl DfuUpdate {
                 },
             ) => {
                 if result != DfuErrorCode::NoErr.code() {
-                    return self.refused(result);
+                    return self.image_refused(now, result);
                 }
                 self.end_mode = end_mode;
                 if skip {
@@ -886,7 +897,7 @@ impl DfuUpdate {
                 if result == 0 {
                     self.finish_done();
                 } else {
-                    self.refused(u16::from(result));
+                    self.image_refused(now, u16::from(result));
                 }
             }
             // Late or unsolicited: nothing awaits it.

@@ -111,6 +111,12 @@
 //!   segment spans more than 16 OTA transactions and their IDs wrap.
 //! - The Discover directive's messageId is a per-flow counter in decimal ("1", "2", ...):
 //!   deterministic, and the gadget only reads the header's namespace and name.
+//! - A version that ends the flow by itself (up to date, update available, done after the
+//!   restart, rejected) is read twice: a second Discover must report the same, else the flow
+//!   asks again, and fails with [`Error::PeerMalformed`] after four readings that never
+//!   agree. A version that leads to sending needs one reading (the gadget judges the image
+//!   again at apply). The transport has no check of its own, and the fault campaign found a
+//!   garbled digit claiming "up to date" for a device that was not.
 //! - Refusals the gadget makes by what it reports rather than by a code: features without bit
 //!   1 fail with `NO_OTA_FEATURE` (the feature word as the code); after the restart, a version
 //!   still older than the offered one fails with `IMAGE_REJECTED` ("the device rejected the new
@@ -176,6 +182,8 @@ const WAIT_PV: &str = "protocol version packet";
 const WAIT_DEVICE_INFORMATION: &str = "device information";
 const WAIT_DEVICE_FEATURES: &str = "device features";
 const WAIT_DISCOVER: &str = "Discover.Response";
+/// Discover.Responses that may disagree before the flow gives up on the version.
+const MAX_READINGS: u32 = 4;
 const WAIT_SEGMENT_ACK: &str = "segment acknowledgement";
 const WAIT_SEGMENT_RESPONSE: &str = "segment response";
 const WAIT_APPLY_ACK: &str = "apply acknowledgement";
@@ -465,6 +473,10 @@ pub struct GadgetUpdate {
     deadline: Option<Deadline>,
     events: VecDeque<GadgetEvent>,
     discover_count: u32,
+    /// A version that would end the flow, awaiting a second Discover that agrees.
+    reading: Option<u32>,
+    /// Discovers answered since the last agreeing pair.
+    readings: u32,
     /// The segment size now: halved by failures, doubled by successes (see the module docs).
     window: u32,
     /// PV waits on this run of connections that timed out; reset by a PV packet.
@@ -560,6 +572,8 @@ impl GadgetUpdate {
             deadline: None,
             events: VecDeque::new(),
             discover_count: 0,
+            reading: None,
+            readings: 0,
             pv_timeouts: 0,
         })
     }
@@ -852,6 +866,30 @@ impl GadgetUpdate {
     fn on_discover(&mut self, now: Millis, goal: Goal, current: u32) {
         let offered = self.offered.0;
         self.request = None;
+        // A verdict that ends the flow on the version alone (up to date, done, rejected) is
+        // taken on two readings that agree: nothing in the transport checks the bytes, and
+        // one garbled digit would claim an update that did not happen.
+        let ends = match goal {
+            Goal::Transfer => current >= offered || self.options.check_only,
+            Goal::Hold | Goal::Apply => current >= offered,
+            Goal::Confirm => true,
+        };
+        if ends && self.reading != Some(current) {
+            self.readings += 1;
+            if self.readings > MAX_READINGS {
+                return self.fail(
+                    Malformed {
+                        what: "Discover.Response firmwareVersion",
+                        reason: DecodeError::BadValue,
+                    }
+                    .into(),
+                );
+            }
+            self.reading = Some(current);
+            return self.send_discover(now, goal);
+        }
+        self.reading = None;
+        self.readings = 0;
         self.events
             .push_back(GadgetEvent::VersionFound { current, offered });
         match goal {
@@ -1728,7 +1766,18 @@ mod tests {
             );
         }
 
+        /// Answers Discover with `version`, and the flow's confirming second Discover (a
+        /// version that ends the flow is read twice) the same way.
         fn discover_response(&mut self, version: &str) {
+            self.answer_discover(version);
+            if matches!(self.flow.state, State::ExpectDiscoverResponse { .. }) {
+                let (_, p) = self.expect_request(StreamId::Alexa, false);
+                assert!(decode_discover_directive(&p).is_ok());
+                self.answer_discover(version);
+            }
+        }
+
+        fn answer_discover(&mut self, version: &str) {
             self.recv_txn(
                 StreamId::Alexa,
                 &DiscoverResponseEvent::new("G0001", "gadget", version).to_bytes(),
@@ -1900,6 +1949,46 @@ mod tests {
                 max_transaction_size: 5000
             })
         );
+    }
+
+    #[test]
+    fn a_version_that_ends_the_flow_is_read_twice_and_a_garbled_one_is_outvoted() {
+        // "8" then "0": the second reading disagrees, the third is taken as the version.
+        let mut s = Script::new(options());
+        s.handshake_to_discover();
+        s.events();
+        s.answer_discover("8");
+        assert!(s.events().is_empty(), "no verdict on one reading");
+        let (_, p) = s.expect_request(StreamId::Alexa, false);
+        assert!(decode_discover_directive(&p).is_ok());
+        s.answer_discover("0");
+        assert!(!s.flow.is_finished());
+        let events = s.events();
+        assert!(
+            events.contains(&GadgetEvent::VersionFound {
+                current: 0,
+                offered: 2
+            }),
+            "{events:?}"
+        );
+        s.expect_announcement(0);
+
+        // Readings that never agree: the version is garbage.
+        let mut s = Script::new(options());
+        s.handshake_to_discover();
+        for v in ["5", "6", "7", "8"] {
+            s.answer_discover(v);
+            let (_, p) = s.expect_request(StreamId::Alexa, false);
+            assert!(decode_discover_directive(&p).is_ok());
+        }
+        s.answer_discover("9");
+        assert!(matches!(
+            s.failed(),
+            Error::PeerMalformed(Malformed {
+                what: "Discover.Response firmwareVersion",
+                ..
+            })
+        ));
     }
 
     #[test]

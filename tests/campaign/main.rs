@@ -291,6 +291,31 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
+/// Seeds that broke an invariant before the fix each names; they must keep every one.
+const FIXED: &[(Flow, u64, &str)] = &[
+    (Flow::Dfu, 11, "events a late disconnect left were lost (simulator)"),
+    (Flow::EnosGadget, 5, "an unanswered inform stopped the agent"),
+    (Flow::EnosDfu, 90, "an unanswered failure report left the task in progress"),
+    (Flow::EnosGadget, 63, "a garbled version claimed Done (VERSION_NOT_INSTALLED)"),
+    (Flow::Gadget, 663, "a garbled Discover.Response claimed up to date"),
+    (Flow::Gadget, 7222, "a garbled ApplyFirmware version became the image's label"),
+    (Flow::Dfu, 685, "a garbled IMAGE_SEND_START left a device no resume could finish"),
+    (Flow::Dfu, 8481, "a garbled end answer left an image not whole (END_IND 1)"),
+    (Flow::EnosDfu, 1326, "the same, through EnOS"),
+    (Flow::EnosDfu, 7707, "a garbled start, through EnOS"),
+];
+
+#[test]
+fn seeds_that_broke_an_invariant_stay_fixed() {
+    for &(flow, seed, what) in FIXED {
+        let result = catch_unwind(AssertUnwindSafe(|| flow.run(seed, false)))
+            .unwrap_or_else(|panic| Err(Violation::Panicked(panic_text(&*panic))));
+        if let Err(v) = result {
+            panic!("{} seed {seed} ({what}): {v}", flow.name());
+        }
+    }
+}
+
 #[test]
 fn gadget() {
     campaign(Flow::Gadget);

@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { fixtures, launchBrowser, startServer } from "./helpers.mjs";
 import { startBridge, startBroker, startEnosSim } from "../../scripts/services.mjs";
@@ -49,7 +50,7 @@ before(async () => {
           // enos-connect:// file URIs: the page logs in to the EnOS file service to download.
           productKey: FILES,
           fileUrlStyle: "enos",
-          devices: [device("g-files")],
+          devices: [device("g-files"), device("g-login"), device("g-plain")],
           firmwares: [{ version: "2", path: join(fixtures, "app-v2.bin"), signMethod: "md5" }],
         },
         {
@@ -233,6 +234,39 @@ test("an enos-connect:// file: the page logs in to the EnOS file service with th
   assert.ok(requests.some((r) => r.includes("/file/download?sessionId=")), requests.join("\n"));
   const log = await page.getByTestId("enos-log").textContent();
   for (const text of [page.url(), log, ...requests]) assert.ok(!text.includes("g-files-secret"), text);
+  await page.close();
+});
+
+test("a file service whose login answer is larger than 16 KiB: step -2, the answer is not buffered, nothing installed", async () => {
+  // A file service on this computer that answers the login with 64 KiB.
+  const cors = { "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "content-type", "Access-Control-Allow-Methods": "POST" };
+  const files = createServer((req, res) => {
+    if (req.method === "OPTIONS") return res.writeHead(204, cors).end();
+    res.writeHead(200, { ...cors, "Content-Type": "application/json" }).end(`{"code":200,"data":{"sessionId":"${"x".repeat(64 * 1024)}"}}`);
+  });
+  await new Promise((resolve) => files.listen(0, "127.0.0.1", resolve));
+  try {
+    const page = await openDevice({ kind: "gadget", deviceKey: "g-login", version: "0", productKey: FILES, files: `http://127.0.0.1:${files.address().port}` });
+    const task = await sim.createTask({ productKey: FILES, deviceKey: "g-login", version: "2", policy: "push" });
+    const failed = await assertFailed(task, -2);
+    assert.match(failed.steps.at(-1).desc, /login reply: larger than the limit of 16384/);
+    assert.equal((await deviceRecord(FILES, "g-login")).version, "0");
+    assert.equal(await page.getByTestId("device-version").textContent(), "—", "the gadget was never offered the image");
+    await page.close();
+  } finally {
+    files.close();
+  }
+});
+
+test("a file service over plain http:// to another computer: step -2 before any login is sent, nothing installed", async () => {
+  const page = await openDevice({ kind: "gadget", deviceKey: "g-plain", version: "0", productKey: FILES, files: "http://files.example.com" });
+  const requests = [];
+  page.on("request", (r) => requests.push(r.url()));
+  const task = await sim.createTask({ productKey: FILES, deviceKey: "g-plain", version: "2", policy: "push" });
+  const failed = await assertFailed(task, -2);
+  assert.match(failed.steps.at(-1).desc, /fileService must be an https:\/\/ URL/);
+  assert.deepEqual(requests.filter((u) => u.includes("example.com")), [], "no request left for it");
+  assert.equal((await deviceRecord(FILES, "g-plain")).version, "0");
   await page.close();
 });
 

@@ -169,6 +169,9 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// Causes of first-attempt failures named in a report row.
+const TOP_CAUSES: usize = 5;
+
 /// The figures of one flow's campaign.
 #[derive(Default)]
 struct Tally {
@@ -196,7 +199,18 @@ impl Tally {
         let wrong = self.count(|v| matches!(v, Violation::WrongImage(_) | Violation::FalseDone(_)));
         let untyped = self.count(|v| matches!(v, Violation::Untyped(_)));
         let other = self.violations.len() - bricked - wrong - untyped;
-        let codes: Vec<String> = self.codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        // The most frequent causes; the rest summed, so the row stays readable.
+        let mut causes: Vec<(&String, &u64)> = self.codes.iter().collect();
+        causes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let mut codes: Vec<String> = causes
+            .iter()
+            .take(TOP_CAUSES)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        if causes.len() > TOP_CAUSES {
+            let rest: u64 = causes[TOP_CAUSES..].iter().map(|(_, n)| **n).sum();
+            codes.push(format!("{} other causes {rest}", causes.len() - TOP_CAUSES));
+        }
         format!(
             "| {} | {} | {} | {} | {} | {} / {} ({}) | {} | {} | {} | {} | {} | {:.1} |",
             flow.name(),
@@ -293,14 +307,46 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Seeds that broke an invariant before the fix each names; they must keep every one.
 const FIXED: &[(Flow, u64, &str)] = &[
-    (Flow::Dfu, 11, "events a late disconnect left were lost (simulator)"),
-    (Flow::EnosGadget, 5, "an unanswered inform stopped the agent"),
-    (Flow::EnosDfu, 90, "an unanswered failure report left the task in progress"),
-    (Flow::EnosGadget, 63, "a garbled version claimed Done (VERSION_NOT_INSTALLED)"),
-    (Flow::Gadget, 663, "a garbled Discover.Response claimed up to date"),
-    (Flow::Gadget, 7222, "a garbled ApplyFirmware version became the image's label"),
-    (Flow::Dfu, 685, "a garbled IMAGE_SEND_START left a device no resume could finish"),
-    (Flow::Dfu, 8481, "a garbled end answer left an image not whole (END_IND 1)"),
+    (
+        Flow::Dfu,
+        11,
+        "events a late disconnect left were lost (simulator)",
+    ),
+    (
+        Flow::EnosGadget,
+        5,
+        "an unanswered inform stopped the agent",
+    ),
+    (
+        Flow::EnosDfu,
+        90,
+        "an unanswered failure report left the task in progress",
+    ),
+    (
+        Flow::EnosGadget,
+        63,
+        "a garbled version claimed Done (VERSION_NOT_INSTALLED)",
+    ),
+    (
+        Flow::Gadget,
+        663,
+        "a garbled Discover.Response claimed up to date",
+    ),
+    (
+        Flow::Gadget,
+        7222,
+        "a garbled ApplyFirmware version became the image's label",
+    ),
+    (
+        Flow::Dfu,
+        685,
+        "a garbled IMAGE_SEND_START left a device no resume could finish",
+    ),
+    (
+        Flow::Dfu,
+        8481,
+        "a garbled end answer left an image not whole (END_IND 1)",
+    ),
     (Flow::EnosDfu, 1326, "the same, through EnOS"),
     (Flow::EnosDfu, 7707, "a garbled start, through EnOS"),
 ];

@@ -65,6 +65,9 @@
 //! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
 //!   the device's to decide and the protocol cannot ask for it afterwards.
 //! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
+//! - A refused INIT or FORCE_INIT (other than OTA_ONGOING) is sent once more before the
+//!   refusal stands: a ctrl packet garbled on the way fails on the device exactly as a bad
+//!   one does (1 or 9), and the fault campaign lost updates to that.
 //! - FW_INVALID (8) for an image's packets, its end or the install, PARAMETER_INVALID (2)
 //!   for its IMAGE_SEND_START, and END_IND 1 (an image not whole on the device) start the
 //!   update over with FORCE_INIT_REQUEST once
@@ -369,6 +372,8 @@ pub struct DfuUpdate {
     started: bool,
     /// A refused resume already fell back to a forced restart.
     forced: bool,
+    /// A refused INIT or FORCE_INIT was already sent again.
+    init_repeated: bool,
     retries: u32,
     reassembler: Reassembler,
     /// Whole messages waiting for the frames of the one being sent.
@@ -417,6 +422,7 @@ impl DfuUpdate {
             end_mode: EndMode::Send,
             started: false,
             forced: false,
+            init_repeated: false,
             retries: 0,
             reassembler: Reassembler::new(RX_CAP),
             outbox: VecDeque::new(),
@@ -769,6 +775,11 @@ impl DfuUpdate {
                         OnOngoing::Resume => self.send_resume(now),
                         OnOngoing::Restart => self.send_init(now, true),
                     }
+                } else if !self.init_repeated {
+                    // A garbled ctrl packet fails its parse (1) or its signature (9) on the
+                    // device like a bad one does: ask once more before blaming the package.
+                    self.init_repeated = true;
+                    self.send_init(now, force);
                 } else {
                     self.refused(result);
                 }
@@ -1432,16 +1443,30 @@ mod tests {
             Message::decode(&m).unwrap(),
             Message::ForceInitRequest { .. }
         ));
-        // OTA_ONGOING again after a forced init is the device's refusal.
-        s.send(Message::InitResponse {
-            result: 10,
-            is_boot: true,
-        });
+        // OTA_ONGOING again after a forced init is the device's refusal, once it repeats.
+        for _ in 0..2 {
+            assert!(!s.flow.is_finished());
+            s.sent();
+            s.send(Message::InitResponse {
+                result: 10,
+                is_boot: true,
+            });
+        }
         let e = s.failed();
         assert!(matches!(&e, Error::PeerRefused(r) if r.name == "DFU_ERR_OTA_ONGOING"));
 
+        // A refused INIT goes once more, the same bytes; the second refusal stands.
         let mut s = Script::new(options());
-        s.init();
+        let ctrl = s.init();
+        s.send(Message::InitResponse {
+            result: 9,
+            is_boot: false,
+        });
+        let m = s.expect_one();
+        assert_eq!(
+            Message::decode(&m).unwrap(),
+            Message::InitRequest { ctrl_packet: &ctrl }
+        );
         s.send(Message::InitResponse {
             result: 9,
             is_boot: false,

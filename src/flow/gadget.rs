@@ -102,8 +102,12 @@
 //! - Peer faults: transport faults that the Reassembler can NACK are NACKed back (result 0x01)
 //!   and the flow keeps waiting (the gadget or the timer recovers); bytes that cannot be
 //!   NACKed (a malformed ACK packet, an unknown stream), a bad PV packet and a completed
-//!   transaction that does not decode as what the flow awaits fail it with
-//!   [`Error::PeerMalformed`]. Gadget transactions that ask for an ACK are ACKed. Input that
+//!   transaction that does not decode as what the flow awaits are dropped with whatever was
+//!   being reassembled, and the deadlines ask again, up to [`MAX_GARBLED`] times in one
+//!   update; the next fails it with [`Error::PeerMalformed`]. The transport has no check of
+//!   its own, so a value garbled on the way looks exactly like this, and the fault campaign
+//!   lost updates to single flipped bits; a peer that keeps sending garbage still fails
+//!   typed. Gadget transactions that ask for an ACK are ACKed. Input that
 //!   arrives while nothing is awaited from that stream (late replies, a PV packet after the
 //!   handshake, stream packets before the PV packet) is ignored.
 //! - A NACK is matched to the outstanding request by (stream, transaction ID); any NACK on
@@ -182,6 +186,8 @@ const WAIT_PV: &str = "protocol version packet";
 const WAIT_DEVICE_INFORMATION: &str = "device information";
 const WAIT_DEVICE_FEATURES: &str = "device features";
 const WAIT_DISCOVER: &str = "Discover.Response";
+/// Undecodable inputs an update drops before the next one fails it.
+pub const MAX_GARBLED: u32 = 3;
 /// Discover.Responses that may disagree before the flow gives up on the version.
 const MAX_READINGS: u32 = 4;
 const WAIT_SEGMENT_ACK: &str = "segment acknowledgement";
@@ -473,6 +479,8 @@ pub struct GadgetUpdate {
     deadline: Option<Deadline>,
     events: VecDeque<GadgetEvent>,
     discover_count: u32,
+    /// Inputs dropped as garbled so far.
+    garbled: u32,
     /// A version that would end the flow, awaiting a second Discover that agrees.
     reading: Option<u32>,
     /// Discovers answered since the last agreeing pair.
@@ -574,6 +582,7 @@ impl GadgetUpdate {
             discover_count: 0,
             reading: None,
             readings: 0,
+            garbled: 0,
             pv_timeouts: 0,
         })
     }
@@ -707,6 +716,16 @@ impl GadgetUpdate {
         self.events.push_back(GadgetEvent::Failed(error));
     }
 
+    /// Input that does not decode: dropped with what was being reassembled, so the
+    /// deadlines ask again, [`MAX_GARBLED`] times; after that the update fails with it.
+    fn garbled(&mut self, error: Malformed) {
+        self.garbled += 1;
+        if self.garbled > MAX_GARBLED {
+            return self.fail(error.into());
+        }
+        self.reassembler.reset();
+    }
+
     fn finish_up_to_date(&mut self, current: u32) {
         self.finish_checked(GadgetEvent::UpToDate {
             current,
@@ -832,7 +851,7 @@ impl GadgetUpdate {
         };
         let pv = match PvPacket::new_checked(bytes).and_then(|p| PvRepr::parse(&p)) {
             Ok(pv) => pv,
-            Err(e) => return self.fail(e.into()),
+            Err(e) => return self.garbled(e),
         };
         self.pv_timeouts = 0;
         self.limits = Some(Limits {
@@ -1113,7 +1132,7 @@ impl GadgetUpdate {
                 });
                 match version {
                     Ok(v) => self.on_discover(now, goal, v.0),
-                    Err(e) => self.fail(e.into()),
+                    Err(e) => self.garbled(e),
                 }
             }
             (
@@ -1135,7 +1154,7 @@ impl GadgetUpdate {
                         self.on_response(now, response);
                     }
                 }
-                Err(e) => self.fail(e.into()),
+                Err(e) => self.garbled(e),
             },
             _ => {}
         }
@@ -1345,7 +1364,7 @@ impl Flow for GadgetUpdate {
             Ok(Received::Transaction(t)) => self.on_transaction(now, t),
             Err(e) => match e.nack() {
                 Some(nack) => self.acks.push_back(nack),
-                None => self.fail(Malformed::from(e).into()),
+                None => self.garbled(Malformed::from(e)),
             },
         }
     }
@@ -2811,30 +2830,47 @@ mod tests {
     }
 
     #[test]
-    fn malformed_peer_bytes_fail_or_are_nacked() {
+    fn malformed_peer_bytes_are_dropped_then_fail_or_are_nacked() {
+        /// Sends garbage `MAX_GARBLED` times (each dropped, the flow waiting on), then once
+        /// more, which fails the update; returns that error.
+        fn fourth_fails(s: &mut Script, send: impl Fn(&mut Script)) -> Error {
+            for _ in 0..MAX_GARBLED {
+                send(s);
+                assert!(!s.flow.is_finished(), "garbage is dropped");
+                assert!(s.sent().is_empty(), "and nothing is sent for it");
+            }
+            send(s);
+            s.failed()
+        }
+
         // A PV packet of another major version.
         let mut s = Script::new(options());
         s.flow.handle_connected(s.now);
         let mut pv = pv_bytes(P, T);
         pv[2] = 2;
-        s.recv(&pv);
-        assert!(
-            matches!(s.failed(), Error::PeerMalformed(m) if m.what.contains("protocol version"))
-        );
+        let e = fourth_fails(&mut s, |s| s.recv(&pv));
+        assert!(matches!(e, Error::PeerMalformed(m) if m.what.contains("protocol version")));
 
         // A control transaction that is not protobuf.
         let mut s = waiting_for(WAIT_DEVICE_INFORMATION);
-        s.recv_txn(StreamId::Control, &[0xFF, 0xFF, 0xFF]);
-        assert!(matches!(s.failed(), Error::PeerMalformed(_)));
+        let e = fourth_fails(&mut s, |s| {
+            s.recv_txn(StreamId::Control, &[0xFF, 0xFF, 0xFF])
+        });
+        assert!(matches!(e, Error::PeerMalformed(_)));
 
         // A Discover.Response whose version is not a number.
         let mut s = waiting_for(WAIT_DISCOVER);
-        s.discover_response("v1");
-        assert!(
-            matches!(s.failed(), Error::PeerMalformed(m) if m.what.contains("firmwareVersion"))
-        );
+        let e = fourth_fails(&mut s, |s| s.answer_discover("v1"));
+        assert!(matches!(e, Error::PeerMalformed(m) if m.what.contains("firmwareVersion")));
 
-        // GetDeviceFeatures answered without features.
+        // One garbled answer is outlived: the next good one goes on.
+        let mut s = waiting_for(WAIT_DEVICE_INFORMATION);
+        s.recv_txn(StreamId::Control, &[0xFF, 0xFF, 0xFF]);
+        s.device_information();
+        let (_, p) = s.expect_request(StreamId::Control, false);
+        assert_eq!(p, [0x08, 0x1C]);
+
+        // GetDeviceFeatures answered without features: well formed, but no answer at all.
         let mut s = waiting_for(WAIT_DEVICE_FEATURES);
         s.respond(Command::GetDeviceFeatures, ErrorCode::Success);
         assert!(matches!(s.failed(), Error::PeerMalformed(_)));
@@ -2848,10 +2884,10 @@ mod tests {
         let (_, p) = s.expect_request(StreamId::Control, false);
         assert_eq!(p, [0x08, 0x1C]);
 
-        // A malformed ACK packet cannot be NACKed: it fails the flow.
+        // A malformed ACK packet cannot be NACKed: dropped, and the fourth fails the flow.
         let mut s = waiting_for(WAIT_SEGMENT_ACK);
-        s.recv(&[0x03, 0x0E, 0x00]);
-        assert!(matches!(s.failed(), Error::PeerMalformed(_)));
+        let e = fourth_fails(&mut s, |s| s.recv(&[0x03, 0x0E, 0x00]));
+        assert!(matches!(e, Error::PeerMalformed(_)));
 
         // A gadget transaction asking for an ACK gets one.
         let mut s = waiting_for(WAIT_DISCOVER);

@@ -78,8 +78,11 @@
 //!   corrupted values failed a third of its DFU updates so, and left devices no fresh remote
 //!   could resume). A second refusal fails the flow: then the package is bad.
 //! - Messages that arrive when nothing awaits them are ignored (late acknowledgements);
-//!   ABORT_COMMAND fails the flow with its reason; bytes that do not reassemble or decode fail
-//!   it with [`Error::PeerMalformed`], as the BLE link below has its own CRC.
+//!   ABORT_COMMAND fails the flow with its reason; bytes that do not reassemble or decode are
+//!   dropped with what was being reassembled (the resends and the window's deadline ask
+//!   again), up to [`MAX_GARBLED`] times in one update, and the next fails it with
+//!   [`Error::PeerMalformed`]. The serial transport has no check: a value garbled on the
+//!   way looks like this, and a peer that keeps sending garbage still fails typed.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -98,6 +101,8 @@ use crate::wire::sifli::{Category, Fragmenter, Reassembler, MIN_VALUE_SIZE};
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 244;
 /// The default number of recoveries in a row without progress (the iOS remote's 5).
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// Undecodable inputs an update drops before the next one fails it.
+pub const MAX_GARBLED: u32 = 3;
 /// What the remote reassembles at most: the device's answers are a few bytes each.
 const RX_CAP: usize = 256;
 
@@ -374,6 +379,8 @@ pub struct DfuUpdate {
     forced: bool,
     /// A refused INIT or FORCE_INIT was already sent again.
     init_repeated: bool,
+    /// Inputs dropped as garbled so far.
+    garbled: u32,
     retries: u32,
     reassembler: Reassembler,
     /// Whole messages waiting for the frames of the one being sent.
@@ -423,6 +430,7 @@ impl DfuUpdate {
             started: false,
             forced: false,
             init_repeated: false,
+            garbled: 0,
             retries: 0,
             reassembler: Reassembler::new(RX_CAP),
             outbox: VecDeque::new(),
@@ -533,6 +541,17 @@ impl DfuUpdate {
         self.deadline = None;
         self.state = State::Failed;
         self.events.push_back(DfuEvent::Failed(error));
+    }
+
+    /// A frame or message that does not decode: dropped with what was being reassembled,
+    /// so the resends and the window's deadline ask again, [`MAX_GARBLED`] times; after that
+    /// the update fails with it.
+    fn garbled(&mut self, error: Error) {
+        self.garbled += 1;
+        if self.garbled > MAX_GARBLED {
+            return self.fail(error);
+        }
+        self.reassembler.reset();
     }
 
     fn refused(&mut self, code: u16) {
@@ -994,14 +1013,14 @@ impl Flow for DfuUpdate {
         let assembled = match self.reassembler.push(bytes) {
             Ok(Some(a)) => a,
             Ok(None) => return,
-            Err(e) => return self.fail(Malformed::from(e).into()),
+            Err(e) => return self.garbled(Malformed::from(e).into()),
         };
         if assembled.category != Category::DFU {
             return;
         }
         match Message::decode(&assembled.payload) {
             Ok(message) => self.on_message(now, message),
-            Err(e) => self.fail(e.into()),
+            Err(e) => self.garbled(e.into()),
         }
     }
 
@@ -1764,13 +1783,24 @@ mod tests {
     }
 
     #[test]
-    fn lying_frame_and_message_lengths_fail_as_malformed_and_send_nothing() {
+    fn lying_frame_and_message_lengths_are_dropped_then_fail_as_malformed() {
+        /// Feeds `bytes` `MAX_GARBLED` times (each dropped, nothing sent for it), then once
+        /// more, which fails the update; returns that error.
+        fn fourth_fails(bytes: &[u8]) -> Error {
+            let mut s = Script::new(options());
+            s.init();
+            for _ in 0..MAX_GARBLED {
+                s.flow.handle_input(s.now, (), bytes);
+                assert!(!s.flow.is_finished(), "garbage is dropped");
+                assert!(s.sent().is_empty());
+            }
+            s.flow.handle_input(s.now, (), bytes);
+            assert!(s.sent().is_empty());
+            s.failed()
+        }
+
         // A SiFli frame (cate 0x01, complete, length 16 LE) carrying only 2 bytes.
-        let mut s = Script::new(options());
-        s.init();
-        s.flow
-            .handle_input(s.now, (), &[0x01, 0x00, 0x10, 0x00, 0xAA, 0xBB]);
-        let e = s.failed();
+        let e = fourth_fails(&[0x01, 0x00, 0x10, 0x00, 0xAA, 0xBB]);
         assert!(
             matches!(&e, Error::PeerMalformed(m) if m.what == "SiFli serial frame"),
             "{e:?}"
@@ -1778,18 +1808,10 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("the device sent data that makes no sense"));
-        assert!(s.sent().is_empty());
 
         // A well-framed DFU message (INIT_RESPONSE, id 0x0001) whose own length says 4
         // while 1 byte follows.
-        let mut s = Script::new(options());
-        s.init();
-        s.flow.handle_input(
-            s.now,
-            (),
-            &[0x01, 0x00, 0x05, 0x00, 0x01, 0x00, 0x04, 0x00, 0x00],
-        );
-        let e = s.failed();
+        let e = fourth_fails(&[0x01, 0x00, 0x05, 0x00, 0x01, 0x00, 0x04, 0x00, 0x00]);
         assert_eq!(
             e,
             Error::PeerMalformed(Malformed {
@@ -1802,7 +1824,17 @@ mod tests {
         );
         assert_eq!(e.code(), "peer-malformed");
         assert!(!e.retryable());
-        assert!(s.sent().is_empty());
+
+        // One garbled answer is outlived: the good one that follows goes on.
+        let mut s = Script::new(options());
+        s.init();
+        s.flow
+            .handle_input(s.now, (), &[0x01, 0x00, 0x10, 0x00, 0xAA, 0xBB]);
+        s.send(Message::InitResponse {
+            result: 0,
+            is_boot: true,
+        });
+        assert!(s.events().contains(&DfuEvent::RebootingIntoUpdater));
     }
 
     #[test]

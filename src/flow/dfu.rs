@@ -482,7 +482,9 @@ impl DfuUpdate {
             .map(|i| u64::from(i.img_length()))
             .sum();
         let current = self.file().map_or(0, |f| {
-            (0..self.cursor.acked)
+            // `acked` can come from the device (a rewind to its count): walk only the
+            // records that exist, so a huge count costs nothing.
+            (0..self.cursor.acked.min(f.total_pkt_num()))
                 .filter_map(|i| f.record(i))
                 .map(|r| r.len() as u64)
                 .sum::<u64>()
@@ -1546,6 +1548,35 @@ mod tests {
             s.failed(),
             Error::LinkLost(LinkLost::RetriesExhausted { attempts: 2 })
         );
+    }
+
+    #[test]
+    fn a_huge_resume_count_costs_progress_nothing() {
+        // cargo-fuzz flow_dfu (fuzz/regressions/flow_dfu/huge-resume-count): a RESUME_RESPONSE
+        // count far past the image made progress() walk that many record indices until
+        // IMAGE_SEND_START's answer clamped it (minutes for u32::MAX).
+        let mut s = Script::new(options());
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        let _ = s.packets();
+        s.flow.handle_disconnected(s.now);
+        s.init();
+        s.send(Message::InitResponse {
+            result: 10,
+            is_boot: false,
+        });
+        let _ = s.expect_one();
+        s.send(Message::ResumeResponse {
+            result: 0,
+            is_boot: false,
+            is_restart: false,
+            curr_packet_num: u32::MAX,
+            curr_img: ImageId(0),
+            num_of_rsp: Some(3),
+        });
+        let (confirmed, total) = s.flow.progress();
+        assert!(confirmed <= total, "{confirmed} of {total}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn firmware_like(len: usize) -> Vec<u8> {
         state ^= state >> 7;
         state ^= state << 17;
         let word = state.to_le_bytes();
-        if word[0] < 64 {
+        if word[0] < 32 {
             out.extend(std::iter::repeat_n(0xff, usize::from(word[1]) % 64));
         } else {
             out.extend_from_slice(&word[..4]);

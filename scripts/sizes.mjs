@@ -4,7 +4,11 @@
 // in benches/RESULTS.md ("Shipped sizes"); it reads the files as they are (run
 // scripts/build-wasm.sh first for current pkg/ sizes). No dependencies.
 //
-//   node scripts/sizes.mjs [--no-brotli]
+//   node scripts/sizes.mjs [--no-brotli] [--contributors NAMED.wasm]
+//
+// --contributors lists the biggest parts of the updater's wasm, from a build of the same code
+// that kept its name section (wasm-opt -g; `make bench` makes one): code bytes per crate, per
+// otaweb module, and the data section, read straight from the binary (no twiggy needed).
 //
 // gzip is node:zlib at level 9; brotli is node:zlib's brotliCompressSync at quality 11 (what
 // a server precompressing its static files would serve).
@@ -15,6 +19,10 @@ import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 
 const root = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const brotli = !process.argv.includes("--no-brotli");
+const namedAt = process.argv.indexOf("--contributors");
+const named = namedAt > 0 ? process.argv[namedAt + 1] : null;
+/** MQTT.js 5.16.0 `dist/mqtt.min.js`, gzip -9 (shared/PEERS.md §3, measured there). */
+const MQTTJS_GZIP = 105_039;
 
 // The page's own files: index.html, style.css and every www/*.js (ota-updater.js is the
 // element's, which index.html does not load; demo-bluetooth.js is the demo device's).
@@ -83,3 +91,106 @@ console.log(
     "update.js imports demo-bluetooth.js and the demo's JS glue statically; the demo wasm is " +
     "fetched only when a demo device connects. `.d.ts` files are not downloaded.",
 );
+
+const element = ELEMENT.reduce((sum, f) => sum + sizes.get(f).gzip, 0);
+console.log(
+  `SUMMARY| shipped for an update: element + JS glue + wasm, gzip -9 | ${n(element)} B | MQTT.js alone ${n(MQTTJS_GZIP)} B | ` +
+    `${(element / MQTTJS_GZIP).toFixed(2)} | < MQTT.js (${n(MQTTJS_GZIP)} B) | ${element < MQTTJS_GZIP ? "yes" : "no"} |`,
+);
+
+if (named) contributors(readFileSync(named));
+
+/** Prints the wasm's code bytes grouped by crate and by otaweb module, and its data bytes. */
+function contributors(wasm) {
+  let at = 8;
+  const leb = () => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = wasm[at++];
+      v += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return v;
+    }
+  };
+  const text = (len) => new TextDecoder().decode(wasm.subarray(at, (at += len)));
+  let imported = 0;
+  let bodies = [];
+  let data = 0;
+  const names = new Map();
+  while (at < wasm.length) {
+    const id = wasm[at++];
+    const size = leb();
+    const end = at + size;
+    if (id === 2) {
+      for (let i = leb(); i > 0; i--) {
+        text(leb());
+        text(leb());
+        const kind = wasm[at++];
+        if (kind === 0) (leb(), imported++);
+        else if (kind === 1) (at++, wasm[at++] & 1 ? (leb(), leb()) : leb());
+        else if (kind === 2) wasm[at++] & 1 ? (leb(), leb()) : leb();
+        else if (kind === 3) at += 2;
+        else leb();
+      }
+    } else if (id === 10) {
+      for (let i = leb(); i > 0; i--) {
+        const len = leb();
+        bodies.push(len);
+        at += len;
+      }
+    } else if (id === 11) {
+      data = size;
+    } else if (id === 0 && text(leb()) === "name") {
+      while (at < end) {
+        const sub = wasm[at++];
+        const subEnd = leb() + at;
+        if (sub === 1) for (let i = leb(); i > 0; i--) names.set(leb(), text(leb()));
+        at = subEnd;
+      }
+    }
+    at = end;
+  }
+  const groups = new Map();
+  const code = bodies.reduce((a, b) => a + b, 0);
+  bodies.forEach((len, i) => {
+    const key = group(names.get(imported + i) ?? "");
+    const g = groups.get(key) ?? { bytes: 0, count: 0 };
+    g.bytes += len;
+    g.count += 1;
+    groups.set(key, g);
+  });
+  const rows = [...groups].sort((a, b) => b[1].bytes - a[1].bytes);
+  const shown = rows.slice(0, 30);
+  const rest = rows.slice(30).reduce((a, [, g]) => a + g.bytes, 0);
+  console.log();
+  console.log("### Biggest contributors to `otaweb_bg.wasm`");
+  console.log();
+  console.log(
+    `Code bytes per crate (per module for otaweb), from the same build with its name section kept (\`wasm-opt -Oz -g\`). ` +
+      `Code ${n(code)} B in ${n(bodies.length)} functions; data section ${n(data)} B (messages, names, tables). ` +
+      "A generic function counts for the crate its name starts with, so inlined callee code counts for the caller.",
+  );
+  console.log();
+  console.log("| part | code bytes | share of code | functions |");
+  console.log("|---|---:|---:|---:|");
+  for (const [key, g] of shown)
+    console.log(`| ${key} | ${n(g.bytes)} | ${((100 * g.bytes) / code).toFixed(1)} % | ${g.count} |`);
+  console.log(`| (${rows.length - shown.length} smaller parts) | ${n(rest)} | ${((100 * rest) / code).toFixed(1)} % | |`);
+  const ours = rows.filter(([k]) => k.startsWith("otaweb::") || k === "exported functions (otaweb API shims)");
+  const oursBytes = ours.reduce((a, [, g]) => a + g.bytes, 0);
+  console.log();
+  console.log(
+    `otaweb's own code (flows, wire formats, image checks, the web edge, its exports): ${n(oursBytes)} B, ` +
+      `${((100 * oursBytes) / code).toFixed(1)} % of the code.`,
+  );
+}
+
+/** The crate (or otaweb module) a demangled function name belongs to. */
+function group(name) {
+  if (/ (externref|multivalue) shim$/.test(name) || /^[a-z]+_[a-zA-Z]+$/.test(name))
+    return "exported functions (otaweb API shims)";
+  const path = name.replace(/^(<|&|mut |dyn )+/, "");
+  const m = /^otaweb::(\w+)(?:::(\w+))?/.exec(path);
+  if (m) return m[2] && m[1] !== "error" ? `otaweb::${m[1]}::${m[2]}` : `otaweb::${m[1]}`;
+  const c = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(path);
+  return c ? c[1].replace(/\[[0-9a-f]+\]$/, "") : "(unnamed)";
+}

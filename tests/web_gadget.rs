@@ -21,7 +21,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 /// A fresh demo gadget behind a freshly installed stand-in; returns the gadget (as
 /// JavaScript holds it) and the stand-in (for its radio statistics).
 fn demo(radio: JsValue) -> (JsValue, JsValue) {
-    let gadget: JsValue = DemoGadget::new(None, None, Some("otaweb test".into()))
+    let gadget: JsValue = DemoGadget::new(None, None, Some("otaweb test".into()), None)
         .expect("demo gadget")
         .into();
     let bluetooth = install(&gadget, &radio);
@@ -49,7 +49,7 @@ fn image(url: &str) -> VerifiedImage {
         "app-v1.bin" => fixture!("app-v1.bin"),
         _ => fixture!("app-v2.bin"),
     };
-    VerifiedImage::verify(bytes, entry, Some(key), None).expect("verifies")
+    VerifiedImage::verify(bytes.to_vec(), entry, Some(key), None).expect("verifies")
 }
 
 async fn settle(promise: js_sys::Promise) -> Result<JsValue, JsValue> {

@@ -10,7 +10,7 @@ export function firmwareLike(len) {
     s ^= s >> 7n;
     s ^= (s << 17n) & mask;
     const lo = Number(s & 0xffffffffn);
-    if ((lo & 0xff) < 64) {
+    if ((lo & 0xff) < 32) {
       const run = ((lo >>> 8) & 0xff) % 64;
       out.fill(0xff, i, Math.min(len, i + run));
       i += run;

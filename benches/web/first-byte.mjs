@@ -25,16 +25,10 @@
 // signed with the repository's TEST-ONLY key (firmware-fixtures/files/keys/), into
 // target/bench/first-byte/ with a one-entry manifest. A small static server in this process
 // serves www/, pkg/, the fixtures and that directory on 127.0.0.1, as scripts/serve.mjs would.
-import { createHash, sign } from "node:crypto";
-import { createServer } from "node:http";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { extname, join, normalize, resolve, sep } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { launchChromium } from "../../scripts/chromium.mjs";
+import { makeImage, root, startServer, writeSignedEntry } from "./serve-update.mjs";
 
-const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const fixtures = join(root, "firmware-fixtures", "files");
 const out = join(root, "target", "bench", "first-byte");
 const argRuns = process.argv.indexOf("--runs");
 const RUNS = argRuns >= 0 ? Number(process.argv[argRuns + 1]) : 5;
@@ -44,107 +38,9 @@ const VERSION = 2;
 
 // ---- the image and its manifest ----------------------------------------------------------
 
-/** The fixtures' layout: a 256-byte header, then a body of SplitMix64 words (seeded), with
- * repeated instruction-like words and 0xFF gaps so it is not pure noise. */
-function makeImage(size, version) {
-  const image = new Uint8Array(size).fill(0xff);
-  const view = new DataView(image.buffer);
-  image.set([0x4f, 0x54, 0x41, 0x57]); // "OTAW"
-  view.setUint32(4, 1, true);
-  view.setUint32(8, version, true);
-  view.setUint32(12, size, true);
-  let state = 0x6f746177_65623031n; // "otaweb01"
-  const mask = (1n << 64n) - 1n;
-  const next = () => {
-    state = (state + 0x9e3779b97f4a7c15n) & mask;
-    let z = state;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & mask;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & mask;
-    return z ^ (z >> 31n);
-  };
-  const idioms = [0xb580af00, 0x4770bf00, 0xe92d4ff0, 0xf8d00000, 0x68036842];
-  for (let at = 256; at + 4 <= size; ) {
-    const r = next();
-    const kind = Number(r & 0xffn) % 16;
-    if (kind === 0) {
-      at += 64 + (Number((r >> 8n) & 0xffn) * 4); // an 0xFF gap
-    } else if (kind < 8) {
-      view.setUint32(at, idioms[kind % idioms.length], true);
-      at += 4;
-    } else {
-      view.setUint32(at, Number((r >> 16n) & 0xffffffffn), true);
-      at += 4;
-    }
-  }
-  return image;
-}
-
 function writeBenchFiles() {
-  mkdirSync(out, { recursive: true });
   const image = makeImage(SIZE, VERSION);
-  const key = readFileSync(join(fixtures, "keys", "test-signing-key.pem"), "utf8");
-  // Raw r‖s (ieee-p1363), base64: the manifest's signature form. Node's ECDSA nonces are
-  // random (the fixtures use RFC 6979), so the signature differs per run; the image does not.
-  const signature = sign("sha256", image, { key, dsaEncoding: "ieee-p1363" }).toString("base64");
-  const entry = {
-    name: "app",
-    flow: "gadget",
-    version: String(VERSION),
-    url: "app-1mib.bin",
-    size: image.length,
-    sha256: createHash("sha256").update(image).digest("hex"),
-    md5: createHash("md5").update(image).digest("hex"),
-    signature,
-  };
-  writeFileSync(join(out, "app-1mib.bin"), image);
-  writeFileSync(join(out, "manifest.json"), `${JSON.stringify({ otaweb: 1, images: [entry] }, null, 2)}\n`);
-  return entry;
-}
-
-// ---- the server --------------------------------------------------------------------------
-
-const types = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".wasm": "application/wasm",
-  ".json": "application/json",
-  ".pem": "text/plain; charset=utf-8",
-  ".bin": "application/octet-stream",
-};
-const mounts = [
-  ["/bench/", out],
-  ["/fixtures/", fixtures],
-  ["/pkg/", join(root, "pkg")],
-  ["/", join(root, "www")],
-];
-
-function startServer() {
-  const server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-    if (path === "/") {
-      res.writeHead(200, { "content-type": types[".html"], "cache-control": "no-store" });
-      return res.end("<!doctype html><meta charset=utf-8><title>otaweb first-byte bench</title>");
-    }
-    const mount = mounts.find(([prefix]) => path.startsWith(prefix));
-    const file = mount && normalize(join(mount[1], path.slice(mount[0].length)));
-    if (!file || !file.startsWith(mount[1] + sep)) {
-      res.writeHead(404);
-      return res.end();
-    }
-    try {
-      const body = await readFile(file);
-      res.writeHead(200, {
-        "content-type": types[extname(file)] ?? "application/octet-stream",
-        "content-length": body.length,
-        "cache-control": "no-store",
-      });
-      res.end(body);
-    } catch {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
+  return writeSignedEntry(out, { file: "app-1mib.bin", manifest: "manifest.json", image, version: VERSION });
 }
 
 // ---- one run, in the page ----------------------------------------------------------------
@@ -261,7 +157,7 @@ async function pageVerify({ manifestUrl, keyUrl }) {
 // ---- main --------------------------------------------------------------------------------
 
 const entry = writeBenchFiles();
-const server = await startServer();
+const server = await startServer(out);
 const origin = `http://127.0.0.1:${server.address().port}`;
 const { context, close } = await launchChromium("first-byte");
 

@@ -27,6 +27,7 @@ pub mod http;
 pub mod registry;
 pub mod relay;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -79,6 +80,22 @@ impl Default for Clock {
     }
 }
 
+/// The PUBLISH packets of the cloud's MQTT session so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MqttCounts {
+    /// Messages that reached the cloud (device requests and replies).
+    pub received: u64,
+    /// Messages the cloud handed to its session (replies and commands), re-sends not counted.
+    pub published: u64,
+}
+
+/// The counters behind [`MqttCounts`], shared with the MQTT thread.
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    published: AtomicU64,
+}
+
 /// A running sim. See the crate docs.
 pub struct Sim {
     http_addr: SocketAddr,
@@ -89,6 +106,7 @@ pub struct Sim {
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
     relay: Arc<Relay>,
+    counters: Arc<Counters>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -125,7 +143,8 @@ impl Sim {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
-        let session = MqttSession::new(ConnectOptions::new(client_id), SessionConfig::default())
+        let session_config = SessionConfig::default();
+        let session = MqttSession::new(ConnectOptions::new(client_id), session_config)
             .map_err(|e| e.to_string())?;
         let mut edge = MqttEdge::new(mqtt_addr.clone(), session);
         for filter in SUBSCRIPTIONS {
@@ -134,11 +153,36 @@ impl Sim {
                 .subscribe(now, filter, QoS::AtLeastOnce)
                 .map_err(|e| e.to_string())?;
         }
+        let counters = Arc::new(Counters::default());
+        // Named threads, so a profile or /proc/PID/task tells the sim's parts apart. A thread
+        // that cannot start stops those already running.
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(|e| {
+                    stop.store(true, Ordering::Relaxed);
+                    format!("starting the {name} thread: {e}")
+                })
+        };
         let mqtt_thread = {
             let (registry, stop, ready) = (registry.clone(), stop.clone(), ready.clone());
-            std::thread::spawn(move || {
-                run_mqtt(&mut edge, &registry, &inbox, clock, &stop, &ready);
-            })
+            let counters = counters.clone();
+            spawn(
+                "enos-sim-mqtt",
+                Box::new(move || {
+                    let shared = MqttShared {
+                        registry: &registry,
+                        inbox: &inbox,
+                        clock,
+                        stop: &stop,
+                        ready: &ready,
+                        counters: &counters,
+                        room: session_config.max_queued,
+                    };
+                    run_mqtt(&mut edge, &shared);
+                }),
+            )?
         };
         let http_thread = {
             let shared = Arc::new(http::Shared {
@@ -148,19 +192,23 @@ impl Sim {
                 relay: relay.clone(),
             });
             let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100)) {
-                        let shared = shared.clone();
-                        // One thread per request: a long download must not hold up the admin API.
-                        std::thread::spawn(move || http::handle(&shared, request));
+            spawn(
+                "enos-sim-http",
+                Box::new(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100)) {
+                            let shared = shared.clone();
+                            // One thread per request: a long download must not hold up the
+                            // admin API.
+                            std::thread::spawn(move || http::handle(&shared, request));
+                        }
                     }
-                }
-            })
+                }),
+            )?
         };
         let relay_thread = {
             let relay = relay.clone();
-            std::thread::spawn(move || relay.run())
+            spawn("enos-sim-relay", Box::new(move || relay.run()))?
         };
         Ok(Sim {
             http_addr,
@@ -171,6 +219,7 @@ impl Sim {
             stop,
             ready,
             relay,
+            counters,
             threads: vec![mqtt_thread, http_thread, relay_thread],
         })
     }
@@ -226,6 +275,15 @@ impl Sim {
         Ok(task)
     }
 
+    /// The PUBLISH packets the cloud received and sent so far.
+    #[must_use]
+    pub fn mqtt_counts(&self) -> MqttCounts {
+        MqttCounts {
+            received: self.counters.received.load(Ordering::Relaxed),
+            published: self.counters.published.load(Ordering::Relaxed),
+        }
+    }
+
     /// The registry, for inspection.
     #[must_use]
     pub fn registry(&self) -> Arc<Mutex<Registry>> {
@@ -254,45 +312,60 @@ impl Drop for Sim {
     }
 }
 
-fn run_mqtt(
-    edge: &mut MqttEdge,
-    registry: &Mutex<Registry>,
-    inbox: &mpsc::Receiver<Outbound>,
+/// What the MQTT thread works with, besides its edge.
+struct MqttShared<'a> {
+    registry: &'a Mutex<Registry>,
+    inbox: &'a mpsc::Receiver<Outbound>,
     clock: Clock,
-    stop: &AtomicBool,
-    ready: &AtomicBool,
-) {
+    stop: &'a AtomicBool,
+    ready: &'a AtomicBool,
+    counters: &'a Counters,
+    /// The session's `max_queued`: how many unacknowledged messages it takes.
+    room: usize,
+}
+
+fn run_mqtt(edge: &mut MqttEdge, shared: &MqttShared<'_>) {
     let mut granted = 0;
-    while !stop.load(Ordering::Relaxed) {
+    // Messages the session cannot take yet, oldest first: it refuses a publish beyond its
+    // `max_queued` unacknowledged ones, and a refused reply or push would be lost.
+    let mut backlog: VecDeque<Outbound> = VecDeque::new();
+    while !shared.stop.load(Ordering::Relaxed) {
         for event in edge.pump(MQTT_ROUND) {
             match event {
                 MqttEvent::Connected { .. } => granted = 0,
                 MqttEvent::Subscribed { .. } => {
                     granted += 1;
                     if granted == SUBSCRIPTIONS.len() {
-                        ready.store(true, Ordering::Relaxed);
+                        shared.ready.store(true, Ordering::Relaxed);
                     }
                 }
                 MqttEvent::SubscribeRefused { filter, refusal } => {
                     eprintln!("enos-sim: the broker refused {filter}: {refusal:?}");
                 }
                 MqttEvent::LinkLost(e) | MqttEvent::Failed(e) => {
-                    ready.store(false, Ordering::Relaxed);
+                    shared.ready.store(false, Ordering::Relaxed);
                     eprintln!("enos-sim: MQTT link to {}: {e}", edge.addr());
                 }
                 MqttEvent::Message { topic, payload, .. } => {
-                    let out = registry
+                    shared.counters.received.fetch_add(1, Ordering::Relaxed);
+                    let out = shared
+                        .registry
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .handle_message(clock.now_ms(), &topic, &payload);
-                    out.into_iter().for_each(|m| publish(edge, &m));
+                        .handle_message(shared.clock.now_ms(), &topic, &payload);
+                    backlog.extend(out);
                 }
                 MqttEvent::Published { .. }
                 | MqttEvent::Unsubscribed { .. }
                 | MqttEvent::Closed => {}
             }
         }
-        while let Ok(msg) = inbox.try_recv() {
+        backlog.extend(shared.inbox.try_iter());
+        while edge.session().unacknowledged() < shared.room {
+            let Some(msg) = backlog.pop_front() else {
+                break;
+            };
+            shared.counters.published.fetch_add(1, Ordering::Relaxed);
             publish(edge, &msg);
         }
     }

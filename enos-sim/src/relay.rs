@@ -2,9 +2,10 @@
 //! a response can end its connection (the `cutAfter` fault), which tiny_http cannot do.
 //!
 //! Contract. [`Relay::run`] accepts on the public port and joins each client connection to
-//! a connection of its own to the server (on another 127.0.0.1 port), copying bytes both
-//! ways; either side's end of stream is passed on. The server sees each client as the
-//! relay-side address of its server connection ([`tiny_http::Request::remote_addr`]), and
+//! a connection of its own to the server (on another 127.0.0.1 port), on a thread of its own
+//! so that accepting never waits for the server, copying bytes both ways; either side's end
+//! of stream is passed on. The server sees each client as the relay-side address of its
+//! server connection ([`tiny_http::Request::remote_addr`]), and
 //! [`Relay::close_after_response`] with that address ends the client connection once
 //! everything the server already wrote to it has been passed on: it ends the server
 //! connection's request stream, so tiny_http, reading for the next request, closes its side,
@@ -70,9 +71,15 @@ impl Relay {
             }
             match client {
                 Ok(client) => {
-                    if let Err(e) = self.join(client) {
-                        eprintln!("enos-sim: relaying an HTTP connection: {e}");
-                    }
+                    // Joining connects to the server and starts two threads: off the accept
+                    // loop, so a burst of clients (a fleet's downloads) does not overflow the
+                    // listen queue while it waits.
+                    let relay = self.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = relay.join(client) {
+                            eprintln!("enos-sim: relaying an HTTP connection: {e}");
+                        }
+                    });
                 }
                 // Out of descriptors or the like: the client is gone; pause, then go on.
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -113,13 +120,22 @@ impl Relay {
         client.set_nodelay(true)?;
         server.set_nodelay(true)?;
         let key = server.local_addr()?;
-        self.lock().insert(
-            key,
-            Link {
-                client: client.try_clone()?,
-                server: server.try_clone()?,
-            },
-        );
+        {
+            let mut links = self.lock();
+            // A join that finishes after `stop` closed the others closes its own.
+            if self.stopping.load(Ordering::Relaxed) {
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            links.insert(
+                key,
+                Link {
+                    client: client.try_clone()?,
+                    server: server.try_clone()?,
+                },
+            );
+        }
         let (up_from, up_to) = (client.try_clone()?, server.try_clone()?);
         std::thread::spawn(move || {
             // The client's end of stream (or a reset) ends the server's request stream.

@@ -33,16 +33,23 @@
 //! for an ACK is answered `Response{INVALID}` instead, so the orchestrator never waits in vain.
 //!
 //! Segments. UpdateComponentSegment is taken if its bounds pass
-//! [`UpdateComponentSegment::validate`], its name is not empty, its size is 1–65536 bytes, it
-//! ends within a slot, its signature parses, and either its offset is 0 (a fresh staging of
+//! [`UpdateComponentSegment::validate`], its name is not empty, its size is 1 to
+//! [`MAX_SEGMENT_SIZE`] bytes, it ends within a slot, its signature parses, and either its offset is 0 (a fresh staging of
 //! that component, discarding any other) and the database has a slot for a download
 //! ([`State::download_slot`]), or it names the component being staged at an offset no
 //! greater than the bytes held. Taking it rewinds the bytes held to its offset. The segment
-//! is buffered in RAM until complete, hashed, then written to the download's slot with
-//! [`Slots::download`] (the first segment of a fresh staging begins the download with
-//! [`Slots::begin_download`], named after the component), which keeps the bytes before the
-//! offset. A mismatch leaves the bytes held at the segment's offset; a flash error leaves
-//! them at the start of the sector holding the offset, as that sector may be erased.
+//! is hashed as it arrives and buffered in RAM, at most [`SEGMENT_BUFFER`] bytes: a segment
+//! up to that size is written once complete and its hash checked, a larger one in pieces of
+//! that size as they fill (AGT bounds a segment only by its `uint32` size field, and each
+//! segment costs two round trips, so large ones keep the link busy), the rest once
+//! complete. Each write goes to the download's slot with [`Slots::download`] (the first of a
+//! fresh staging begins the download with [`Slots::begin_download`], named after the
+//! component), which keeps the bytes before the offset. A mismatch leaves the bytes held at
+//! the segment's offset (pieces already written are dropped from the database); a flash
+//! error leaves them at the start of the sector holding the offset, as that sector may be
+//! erased. Pieces written count as held until the segment ends, so a cut in between resumes
+//! at most there; the orchestrator resumes at its last confirmed segment, and the apply's
+//! SHA-256 covers every byte.
 //!
 //! Staging lives in the database: every completed segment records the bytes held, so a
 //! staged image survives a dropped link and a restart alike. [`Gadget::new`] reads the
@@ -97,7 +104,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use embedded_storage::nor_flash::NorFlash;
-use otaweb::image::digest::sha256;
+use otaweb::image::digest::{DigestAlg, DigestValue, Hasher};
 use otaweb::time::Millis;
 use otaweb::wire::agt::{
     AckRepr, Completed, Fragmenter, Limits, PvPacket, PvRepr, Reassembler, Received, ResultCode,
@@ -120,8 +127,10 @@ pub const DEFAULT_PACKET_SIZE: u16 = 244;
 pub const DEFAULT_MAX_TRANSACTION_SIZE: u16 = 5000;
 /// The largest packet size: the largest value Web Bluetooth carries.
 pub const MAX_PACKET_SIZE: u16 = 512;
-/// The largest segment taken, in bytes.
-pub const MAX_SEGMENT_SIZE: u32 = 65536;
+/// The largest segment taken, in bytes: 16 MiB, beyond AGT's 7 MB image limit (§7.1).
+pub const MAX_SEGMENT_SIZE: u32 = 0x100_0000;
+/// The segment bytes held in RAM at most; a larger segment is written in pieces this size.
+pub const SEGMENT_BUFFER: usize = 0x1_0000;
 /// The feature bits reported: AGT, OTA and bit 4: 0x13, as EMB sends (§5).
 pub const FEATURES: u64 = DeviceFeatures::AGT | DeviceFeatures::OTA | 1 << 4;
 
@@ -213,7 +222,18 @@ struct Segment {
     offset: u32,
     size: u32,
     sha256: [u8; 32],
+    /// Every byte received, hashed.
+    hasher: Hasher,
+    /// Received and not yet written.
     bytes: Vec<u8>,
+    /// Written to the slot from `offset` on.
+    written: u32,
+}
+
+impl Segment {
+    fn received(&self) -> usize {
+        self.written as usize + self.bytes.len()
+    }
 }
 
 /// The AGT gadget responder over a NOR flash; see the module docs for the poll order.
@@ -492,7 +512,9 @@ impl<F: NorFlash> Gadget<F> {
             offset,
             size,
             sha256,
-            bytes: Vec::with_capacity(size as usize),
+            hasher: Hasher::new(DigestAlg::Sha256),
+            bytes: Vec::with_capacity((size as usize).min(SEGMENT_BUFFER)),
+            written: 0,
         };
         Some((segment, name))
     }
@@ -505,18 +527,42 @@ impl<F: NorFlash> Gadget<F> {
                 ResultCode::Unknown,
             ));
         };
-        if segment.bytes.len() + t.payload.len() > segment.size as usize {
+        if segment.received() + t.payload.len() > segment.size as usize {
             return self.queue_ack(AckRepr::nack(
                 t.stream,
                 t.transaction_id,
                 ResultCode::Unknown,
             ));
         }
+        segment.hasher.update(&t.payload);
         segment.bytes.extend_from_slice(&t.payload);
-        let complete = segment.bytes.len() == segment.size as usize;
+        let complete = segment.received() == segment.size as usize;
+        let full = segment.bytes.len() >= SEGMENT_BUFFER;
         self.ack(t);
         if complete {
             self.finish_segment();
+        } else if full {
+            self.write_piece();
+        }
+    }
+
+    /// Writes the buffered part of a segment larger than [`SEGMENT_BUFFER`] before its
+    /// hash can be checked; a flash error ends the segment with INTERNAL.
+    fn write_piece(&mut self) {
+        let Some(segment) = self.segment.as_mut() else {
+            return;
+        };
+        let at = segment.offset + segment.written;
+        let bytes = core::mem::take(&mut segment.bytes);
+        let len = bytes.len() as u32;
+        if self.store(at, &bytes).is_ok() {
+            if let Some(segment) = self.segment.as_mut() {
+                segment.written += len;
+                segment.bytes = bytes;
+                segment.bytes.clear();
+            }
+        } else if let Some(segment) = self.segment.take() {
+            self.flash_failed(segment.offset);
         }
     }
 
@@ -525,22 +571,50 @@ impl<F: NorFlash> Gadget<F> {
         let Some(segment) = self.segment.take() else {
             return;
         };
-        let code = if sha256(&segment.bytes) != segment.sha256 {
+        let code = if segment.hasher.finalize() != DigestValue::Sha256(segment.sha256) {
+            if segment.written > 0 {
+                self.rewind(segment.offset);
+            }
+            self.set_held(segment.offset);
             ErrorCode::Invalid
-        } else if self.store(&segment).is_ok() {
+        } else if self
+            .store(segment.offset + segment.written, &segment.bytes)
+            .is_ok()
+        {
             ErrorCode::Success
         } else {
-            // The sector holding the offset may have been erased with its head.
-            let es = self.slots.layout().erase_size;
-            self.set_held(segment.offset - segment.offset % es);
-            self.refresh();
-            ErrorCode::Internal
+            return self.flash_failed(segment.offset);
         };
         self.reply(Command::UpdateComponentSegment.into(), code, None);
     }
 
-    /// Writes a checked segment to the download, beginning it first for a fresh staging.
-    fn store(&mut self, segment: &Segment) -> Result<(), SlotError<F::Error>> {
+    /// A write of the segment at `offset` failed: INTERNAL.
+    fn flash_failed(&mut self, offset: u32) {
+        // The sector holding the offset may have been erased with its head.
+        let es = self.slots.layout().erase_size;
+        self.set_held(offset - offset % es);
+        self.refresh();
+        self.reply(
+            Command::UpdateComponentSegment.into(),
+            ErrorCode::Internal,
+            None,
+        );
+    }
+
+    /// Drops the pieces of a failed segment from the database: the bytes held end at
+    /// `offset` again.
+    fn rewind(&mut self, offset: u32) {
+        if let Some(slot) = self.staging.as_ref().and_then(|s| s.slot) {
+            match self.slots.download(&mut self.flash, slot, offset, &[]) {
+                Ok(state) => self.state = state,
+                Err(_) => self.refresh(),
+            }
+        }
+    }
+
+    /// Writes `bytes` of a segment at `offset` of the download, beginning it first for a
+    /// fresh staging.
+    fn store(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SlotError<F::Error>> {
         let Some(staging) = self.staging.as_mut() else {
             return Err(SlotError::WrongState);
         };
@@ -555,10 +629,8 @@ impl<F: NorFlash> Gadget<F> {
                 slot
             }
         };
-        self.state = self
-            .slots
-            .download(&mut self.flash, slot, segment.offset, &segment.bytes)?;
-        staging.held = segment.offset + segment.size;
+        self.state = self.slots.download(&mut self.flash, slot, offset, bytes)?;
+        staging.held = offset + bytes.len() as u32;
         Ok(())
     }
 
@@ -769,6 +841,7 @@ mod tests {
     use super::*;
     use crate::flash::{Fixed, SimFlash};
     use crate::slots::{BootOutcome, Slot};
+    use otaweb::image::digest::sha256;
     use otaweb::image::signature::{ImageSignature, PublicKey, SIGNATURE_LEN};
     use otaweb::wire::agt::is_pv_packet;
     use otaweb::wire::agt_proto::{decode_discover_response, segment_signature, DiscoverDirective};
@@ -927,6 +1000,51 @@ mod tests {
             }
             notes
         }
+    }
+
+    #[test]
+    fn a_segment_larger_than_the_buffer_is_written_in_pieces_and_checked_whole() {
+        // Slots of 64 sectors (256 KiB): room for a segment of three buffers and more.
+        const BIG: Layout = Layout {
+            slot_size: 64 * 4096,
+            ..LAYOUT
+        };
+        let config = GadgetConfig::default();
+        let mut flash = Flash::new((2 + 3 * 64) * 4096).unwrap();
+        let slots = Slots::with_config(BIG, config.database.clone(), &flash).unwrap();
+        slots.provision(&mut flash, &image(3000, 0x5A)).unwrap();
+        slots.boot(&mut flash).unwrap();
+        let mut g = Gadget::new(flash, BIG, config.clone()).unwrap();
+        let mut c = Central::new();
+        g.handle_connected(NOW);
+        c.drain(&mut g);
+        let img = image(3 * SEGMENT_BUFFER + 100, 0x11);
+        // A hash that does not match: the pieces already written leave the database again.
+        let notes = c.segment(&mut g, "app", 0, &img, b"something else");
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Invalid
+        ));
+        assert_eq!(g.staged(), Some(("app", 0)));
+        assert_eq!(g.database().download().map(|d| d.size), Some(0));
+        let notes = c.segment(&mut g, "app", 0, &img, &img);
+        assert!(response(
+            &notes,
+            Command::UpdateComponentSegment,
+            ErrorCode::Success
+        ));
+        let len = img.len() as u32;
+        assert_eq!(g.staged(), Some(("app", len)));
+        // What the database holds after a restart is exactly the segment.
+        let mut flash = g.into_flash();
+        let g = Gadget::new(flash.clone(), BIG, config).unwrap();
+        assert_eq!(g.staged(), Some(("app", len)));
+        let slot = g.database().download().unwrap().slot;
+        assert_eq!(
+            slots.image_digest(&mut flash, slot, len).unwrap(),
+            sha256(&img)
+        );
     }
 
     fn response(notes: &[Note], command: Command, code: ErrorCode) -> bool {
@@ -1548,8 +1666,12 @@ mod tests {
         assert!(nacked(c.control(&mut g, &big, true)));
         let empty = ControlEnvelope::update_component_segment("app", 0, 0, &segment_signature(b""));
         assert!(nacked(c.control(&mut g, &empty, true)));
-        let huge =
-            ControlEnvelope::update_component_segment("app", 0, 65537, &segment_signature(b""));
+        let huge = ControlEnvelope::update_component_segment(
+            "app",
+            0,
+            MAX_SEGMENT_SIZE + 1,
+            &segment_signature(b""),
+        );
         assert!(nacked(c.control(&mut g, &huge, true)));
         let unsigned = ControlEnvelope::update_component_segment("app", 0, 10, "not a signature");
         assert!(nacked(c.control(&mut g, &unsigned, true)));

@@ -70,6 +70,9 @@
 //! - \[INF\] §4: segment bytes go on the OTA stream raw, without the ACK flag, in
 //!   transactions of at most T bytes; each segment is announced by its own
 //!   UpdateComponentSegment with the ACK flag on every packet (\[REC\] §3.5).
+//!   With [`GadgetOptions::ota_window`] set, each OTA transaction also asks for an ACK and
+//!   the flow keeps at most that many bytes unacknowledged (pacing for OS queues that drop
+//!   writes); the transactions still go one after another, never interleaved.
 //! - [`GadgetOptions::check_only`] runs the handshake and Discover and finishes with
 //!   [`GadgetEvent::UpdateAvailable`] or [`GadgetEvent::UpToDate`]: how an application shows
 //!   the device's version before the person decides to update.
@@ -170,8 +173,10 @@ pub const DEFAULT_MAX_PACKET_SIZE: u16 = 0x0200;
 /// The default segment size: 16 KiB, so a failed segment costs little to resend while the
 /// per-segment round trip stays rare.
 pub const DEFAULT_SEGMENT_SIZE: u32 = 0x4000;
-/// The largest segment a gadget accepts: 64 KiB, what the companion gadget buffers in RAM.
-pub const MAX_SEGMENT_SIZE: u32 = 0x1_0000;
+/// The largest segment the flow sends: 16 MiB, beyond AGT's 7 MB image limit (§7.1; the
+/// `segment_size` field is a `uint32`). The companion gadget takes any segment within its
+/// slot, writing one larger than its 64 KiB buffer in pieces.
+pub const MAX_SEGMENT_SIZE: u32 = 0x100_0000;
 /// The default smallest segment: 1 KiB, the EMB sample's segment size (§5).
 pub const DEFAULT_MIN_SEGMENT_SIZE: u32 = 0x400;
 /// The default number of attempts per request, and per segment at its smallest size.
@@ -234,7 +239,9 @@ impl Default for GadgetTimeouts {
 /// How a [`GadgetUpdate`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GadgetOptions {
-    /// Bytes per segment, 1–65 536; the last segment is shorter (default 16 384).
+    /// Bytes per segment, 1 to [`MAX_SEGMENT_SIZE`]; the last segment is shorter (default
+    /// 16 384). Each segment costs two round trips (its announcement's ACK, its Response),
+    /// so on a clean link larger segments keep the link busier.
     pub segment_size: u32,
     /// The smallest segment, 1 to `segment_size` (default 1024). A failed segment is sent
     /// again at half its size, down to this one; each confirmed segment doubles the size
@@ -257,6 +264,13 @@ pub struct GadgetOptions {
     pub max_attempts: u32,
     /// The deadlines.
     pub timeouts: GadgetTimeouts,
+    /// OTA-stream bytes the flow keeps written but unacknowledged; 0 (the default) sends a
+    /// segment's transactions back to back without asking for ACKs. With a window, every
+    /// OTA transaction carries the ACK flag (\[REC\] §3.5 lets any transaction ask) and at
+    /// most half the window, and the next one waits until the bytes unacknowledged and its
+    /// own fit: pacing for OS queues that drop writes they cannot hold (macOS, Windows),
+    /// where the edge's writes resolve at once and only the gadget's ACKs show what arrived.
+    pub ota_window: u32,
 }
 
 impl Default for GadgetOptions {
@@ -270,6 +284,7 @@ impl Default for GadgetOptions {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeouts: GadgetTimeouts::default(),
+            ota_window: 0,
         }
     }
 }
@@ -489,6 +504,9 @@ pub struct GadgetUpdate {
     window: u32,
     /// PV waits on this run of connections that timed out; reset by a PV packet.
     pv_timeouts: u32,
+    /// With [`GadgetOptions::ota_window`]: the current segment's OTA transactions written
+    /// and not yet ACKed, oldest first, with their payload sizes.
+    unacked: VecDeque<(TransactionId, u32)>,
 }
 
 impl GadgetUpdate {
@@ -519,7 +537,7 @@ impl GadgetUpdate {
         }
         if options.segment_size == 0 || options.segment_size > MAX_SEGMENT_SIZE {
             return Err(Misuse::InvalidArgument(
-                "the segment size must be 1 to 65536 bytes",
+                "the segment size must be 1 to 16 MiB",
             ));
         }
         if options.min_segment_size == 0 || options.min_segment_size > options.segment_size {
@@ -584,6 +602,7 @@ impl GadgetUpdate {
             readings: 0,
             garbled: 0,
             pv_timeouts: 0,
+            unacked: VecDeque::new(),
         })
     }
 
@@ -707,6 +726,7 @@ impl GadgetUpdate {
         self.tx = None;
         self.acks.clear();
         self.request = None;
+        self.unacked.clear();
     }
 
     fn fail(&mut self, error: Error) {
@@ -990,12 +1010,14 @@ impl GadgetUpdate {
     fn ota_transaction(&mut self, sent: u32) -> Option<(Fragmenter<Vec<u8>>, u32)> {
         let limits = self.limits?;
         let (offset, size) = self.segment();
-        let len = size
-            .saturating_sub(sent)
-            .min(u32::from(limits.max_transaction_size));
+        let len = self.next_ota_len(limits, size - sent.min(size));
         let payload = self.segment_bytes(offset + sent, len).to_vec();
         let id = self.take_id();
-        match Fragmenter::new(StreamId::Ota, id, payload, false, limits) {
+        let paced = self.options.ota_window > 0;
+        if paced {
+            self.unacked.push_back((id, len));
+        }
+        match Fragmenter::new(StreamId::Ota, id, payload, paced, limits) {
             Ok(f) => Some((f, len)),
             Err(_) => {
                 self.fail(
@@ -1006,7 +1028,24 @@ impl GadgetUpdate {
         }
     }
 
+    /// The payload of the next OTA transaction when `left` bytes of the segment remain.
+    fn next_ota_len(&self, limits: Limits, left: u32) -> u32 {
+        let mut len = left.min(u32::from(limits.max_transaction_size));
+        if self.options.ota_window > 0 {
+            len = len.min((self.options.ota_window / 2).max(1));
+        }
+        len
+    }
+
+    /// Whether the OTA window has room for a transaction of `len` bytes (always, unpaced).
+    fn window_has_room(&self, len: u32) -> bool {
+        let window = self.options.ota_window;
+        let unacked: u32 = self.unacked.iter().map(|(_, n)| n).sum();
+        window == 0 || unacked + len <= window
+    }
+
     fn start_sending(&mut self, now: Millis, attempt: u32) {
+        self.unacked.clear();
         self.resuming = false;
         self.segment_refused = None;
         self.request = None;
@@ -1068,6 +1107,16 @@ impl GadgetUpdate {
             .as_ref()
             .is_some_and(|r| r.stream == ack.stream && r.id == ack.transaction_id);
         if ack.is_positive() {
+            if ack.stream == StreamId::Ota {
+                // ACKs come in order: this one covers every transaction up to it.
+                if let Some(at) = self
+                    .unacked
+                    .iter()
+                    .position(|(id, _)| *id == ack.transaction_id)
+                {
+                    self.unacked.drain(..=at);
+                }
+            }
             if !answers_request {
                 return;
             }
@@ -1278,6 +1327,10 @@ impl GadgetUpdate {
                     attempt,
                     rearmed: false,
                 };
+                return None;
+            }
+            let next = self.limits.map(|l| self.next_ota_len(l, size - sent))?;
+            if !self.window_has_room(next) {
                 return None;
             }
             let (ota, len) = self.ota_transaction(sent)?;
@@ -2100,6 +2153,52 @@ mod tests {
             }]
         );
         assert_eq!(s.flow.progress(), (u64::from(SEG), u64::from(SIZE)));
+        s.expect_announcement(SEG);
+    }
+
+    #[test]
+    fn an_ota_window_paces_transactions_by_the_gadgets_acks() {
+        // A 1 KiB window: transactions of at most 512 bytes (T here), each asking for an ACK,
+        // and never more than 1 KiB written but unacknowledged.
+        let mut s = Script::new(GadgetOptions {
+            ota_window: 1024,
+            ..options()
+        });
+        s.handshake("0");
+        let id = s.expect_announcement(0);
+        s.ack(StreamId::Control, id);
+        let mut data = Vec::new();
+        let mut pending = VecDeque::new();
+        loop {
+            let packets = s.sent();
+            if packets.is_empty() {
+                break;
+            }
+            assert!(packets.iter().all(|p| p[1] & ACK_FLAG != 0));
+            for r in s.decode(&packets) {
+                let Received::Transaction(t) = r else {
+                    panic!("OTA transactions only")
+                };
+                assert!(t.ack_requested);
+                data.extend_from_slice(&t.payload);
+                pending.push_back((t.transaction_id, t.payload.len()));
+            }
+            let unacked: usize = pending.iter().map(|(_, n)| n).sum();
+            assert!(unacked <= 1024, "{unacked} bytes unacknowledged");
+            // The flow waits for the oldest transaction's ACK; an ACK of the second covers
+            // both, as ACKs come in order.
+            let (id, _) = pending.pop_front().unwrap();
+            if data.len() < SEG as usize {
+                assert!(s.sent().is_empty(), "the window is full");
+            }
+            if let Some((second, _)) = pending.pop_front() {
+                s.ack(StreamId::Ota, second);
+            } else {
+                s.ack(StreamId::Ota, id);
+            }
+        }
+        assert_eq!(data, s.image[..SEG as usize]);
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
         s.expect_announcement(SEG);
     }
 

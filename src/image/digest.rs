@@ -14,16 +14,25 @@ use core::str::FromStr;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
+/// The most bytes handed to a hash function in one call. A wasm engine swaps in its
+/// optimised code for a function only between calls, so one call over a whole 7 MiB image
+/// would run start to end in the baseline code: on a fresh page about 8 times slower.
+const PIECE: usize = 64 * 1024;
+
 /// SHA-256 of `bytes`.
 #[must_use]
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+    let mut h = Sha256::new();
+    bytes.chunks(PIECE).for_each(|piece| h.update(piece));
+    h.finalize().into()
 }
 
 /// MD5 of `bytes`.
 #[must_use]
 pub fn md5(bytes: &[u8]) -> [u8; 16] {
-    Md5::digest(bytes).into()
+    let mut h = Md5::new();
+    bytes.chunks(PIECE).for_each(|piece| h.update(piece));
+    h.finalize().into()
 }
 
 /// A digest algorithm, named in manifests and vendor protocols as `"sha256"` or `"md5"`.
@@ -119,9 +128,11 @@ impl Hasher {
 
     /// Feeds the next piece of the stream.
     pub fn update(&mut self, bytes: &[u8]) {
-        match &mut self.state {
-            State::Sha256(h) => h.update(bytes),
-            State::Md5(h) => h.update(bytes),
+        for piece in bytes.chunks(PIECE) {
+            match &mut self.state {
+                State::Sha256(h) => h.update(piece),
+                State::Md5(h) => h.update(piece),
+            }
         }
     }
 
@@ -320,6 +331,19 @@ mod tests {
             assert_eq!(v.as_bytes(), want);
             assert_eq!(v.as_bytes().len(), alg.output_len());
         }
+    }
+
+    #[test]
+    fn inputs_longer_than_a_piece_hash_as_in_one_call() {
+        let data: std::vec::Vec<u8> = (0..3 * PIECE as u32 + 5).map(|i| (i * 13) as u8).collect();
+        let whole_sha: [u8; 32] = Sha256::digest(&data).into();
+        let whole_md5: [u8; 16] = Md5::digest(&data).into();
+        assert_eq!(sha256(&data), whole_sha);
+        assert_eq!(md5(&data), whole_md5);
+        let mut h = Hasher::new(DigestAlg::Sha256);
+        h.update(&data[..PIECE + 1]);
+        h.update(&data[PIECE + 1..]);
+        assert_eq!(h.finalize(), DigestValue::Sha256(whole_sha));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! the entry is compressed, never past the entry's size) → size → SHA-256 → MD5 (if the entry
 //! has one) → signature as the [`VerifyPolicy`] demands. Code that sends an image to a device
 //! takes a `Verified<Image>`, so an unchecked image cannot reach a device by construction.
+//! A verified image may set its bytes aside ([`Verified::detach`]); only the same bytes
+//! (size and SHA-256 checked again) make it whole ([`Detached::attach`]).
 //! An image whose signature was checked keeps it ([`Image::signature`]), so a flow can hand
 //! it on for the device to check again: the gadget flow sends it in ApplyFirmware, where the
 //! companion firmware's image database checks it with its trusted key, also at every boot
@@ -219,6 +221,64 @@ impl<T> Verified<T> {
     }
 }
 
+impl Verified<Image> {
+    /// Splits the bytes off a verified image, to be held elsewhere (a wasm page keeps them
+    /// outside its linear memory); [`Detached::attach`] makes the image whole again.
+    #[must_use]
+    pub fn detach(self) -> (Detached, Vec<u8>) {
+        let mut image = self.0;
+        let bytes = core::mem::take(&mut image.bytes);
+        let size = bytes.len();
+        (Detached { image, size }, bytes)
+    }
+}
+
+/// What [`verify_image`] found about an image whose bytes are held elsewhere
+/// ([`Verified::detach`]). Only bytes of the verified size and SHA-256 make it a
+/// [`Verified<Image>`] again, so detaching keeps the proof.
+#[derive(Clone, Debug)]
+pub struct Detached {
+    /// The image with empty `bytes`.
+    image: Image,
+    size: usize,
+}
+
+impl Detached {
+    /// The verified image's name, version, digest and signature; its `bytes` are empty.
+    #[must_use]
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// The verified image's size in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The verified image again, if `bytes` are its bytes: same size and SHA-256 (hashed
+    /// anew here); else the mismatch.
+    pub fn attach(&self, bytes: Vec<u8>) -> Result<Verified<Image>, VerifyError> {
+        if bytes.len() != self.size {
+            return Err(VerifyError::SizeMismatch {
+                expected: self.size as u64,
+                actual: bytes.len() as u64,
+            });
+        }
+        let actual = sha256(&bytes);
+        if actual != self.image.sha256 {
+            return Err(VerifyError::DigestMismatch {
+                expected: self.image.sha256,
+                actual,
+            });
+        }
+        Ok(Verified(Image {
+            bytes,
+            ..self.image.clone()
+        }))
+    }
+}
+
 /// Which signatures [`verify_image`] demands and trusts; see the module docs for the table.
 #[derive(Clone, Debug)]
 pub struct VerifyPolicy {
@@ -283,13 +343,26 @@ pub fn verify_image(
     entry: &ManifestEntry,
     policy: &VerifyPolicy,
 ) -> Result<Verified<Image>, VerifyError> {
+    verify_image_cow(Cow::Borrowed(bytes), entry, policy)
+}
+
+/// [`verify_image`] for bytes the caller may give up: owned bytes of an uncompressed entry
+/// become the image's without a copy (a 7 MiB image is then held once, not twice), and
+/// owned compressed bytes are freed as soon as they are inflated.
+pub fn verify_image_cow(
+    bytes: Cow<'_, [u8]>,
+    entry: &ManifestEntry,
+    policy: &VerifyPolicy,
+) -> Result<Verified<Image>, VerifyError> {
     let image: Cow<'_, [u8]> = match entry.compression {
-        None => Cow::Borrowed(bytes),
+        None => bytes,
         Some(Compression::Zlib) => {
             // On 32-bit targets a size above usize::MAX cannot be held anyway; the size check
             // below then reports the mismatch.
             let cap = usize::try_from(entry.size).unwrap_or(usize::MAX);
-            Cow::Owned(inflate(bytes, cap).map_err(VerifyError::Inflate)?)
+            let inflated = inflate(&bytes, cap);
+            drop(bytes);
+            Cow::Owned(inflated.map_err(VerifyError::Inflate)?)
         }
     };
 
@@ -607,6 +680,29 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("the compressed image cannot be unpacked"));
+    }
+
+    #[test]
+    fn a_detached_image_attaches_only_its_own_bytes() {
+        let img = image();
+        let verified = verify_image(&img, &entry(&img), &trusting_key_1()).unwrap();
+        let whole = verified.get().clone();
+        let (detached, bytes) = verified.detach();
+        assert_eq!(bytes, img);
+        assert_eq!(detached.size(), img.len());
+        assert!(detached.image().bytes.is_empty());
+        assert_eq!(detached.image().sha256, whole.sha256);
+        assert_eq!(detached.attach(bytes).unwrap().get(), &whole);
+        let mut bad = img.clone();
+        bad[17] ^= 1;
+        assert!(matches!(
+            detached.attach(bad),
+            Err(VerifyError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            detached.attach(img[1..].to_vec()),
+            Err(VerifyError::SizeMismatch { .. })
+        ));
     }
 
     #[test]

@@ -35,12 +35,20 @@ pub fn compress(data: &[u8], level: u8) -> Vec<u8> {
 
 /// Inflates one complete zlib stream, refusing to produce more than `max_output` bytes.
 pub fn inflate(data: &[u8], max_output: usize) -> Result<Vec<u8>, InflateError> {
+    // One allocation for the whole output, as large as this stream can possibly inflate to
+    // and never past the cap (for an image: exactly its size). Growing in steps instead would
+    // leave each outgrown buffer behind in wasm's linear memory, which never shrinks: a
+    // 7 MiB image would take 14. If the reservation fails, the output grows as it comes.
     let mut out = Vec::new();
+    let _ = out.try_reserve_exact(max_output.min(data.len().saturating_mul(DEFLATE_MAX_RATIO)));
     let mut inflater = Inflater::new(max_output);
     inflater.push(data, &mut out)?;
     inflater.finish()?;
     Ok(out)
 }
+
+/// The most bytes deflate data can expand to per byte: a 258-byte match in under 2 bits.
+const DEFLATE_MAX_RATIO: usize = 1032;
 
 /// Why zlib data did not inflate.
 #[non_exhaustive]

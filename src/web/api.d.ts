@@ -119,7 +119,7 @@ export interface UpdateOptions {
   stageOnly?: boolean;
   /** Gadget: only switch to the copy the device already holds (`NOT_STAGED` if none). */
   applyStaged?: boolean;
-  /** Gadget: bytes per UpdateComponentSegment, 1–65 536. */
+  /** Gadget: bytes per UpdateComponentSegment, 1 to 16,777,216 (16 MiB). */
   segmentSize?: number;
   /** Gadget: how often a segment is tried before the update fails. */
   maxAttempts?: number;

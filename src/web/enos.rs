@@ -60,7 +60,7 @@ use crate::web::service::Watch;
 use crate::web::socket::{self, Owner, Socket, Waiter};
 use crate::web::updater::Updater;
 use crate::web::ws::check_url;
-use crate::web::{flow_error, misuse_error, set, Payload, VerifiedImage};
+use crate::web::{flow_error, misuse_error, set, Payload};
 use crate::wire::enos::{
     file_session_id, DeviceId, Firmware, MqttCredentials, SecretCredentials, SignMethod,
     DEFAULT_HTTP_LIFETIME_MS,
@@ -529,7 +529,8 @@ fn ev(out: &mut Vec<Action>, kind: &'static str, value: JsValue) {
 fn install(shared: &Shared, image: Verified<Image>) {
     let updater = shared.borrow().updater.handle();
     let payload = if updater.is_dfu() {
-        match DfuPackage::from_bundle(&image.get().bytes) {
+        // The bundle goes once its files are copied out.
+        match DfuPackage::from_bundle(&image.into_inner().bytes) {
             Ok(package) => Payload::Dfu(package),
             Err(error) => {
                 let _ = shared.borrow_mut().flow.install_failed(now(), error);
@@ -540,7 +541,7 @@ fn install(shared: &Shared, image: Verified<Image>) {
     } else {
         Payload::Image(image)
     };
-    let promise = updater.update(&VerifiedImage::from_payload(payload), JsValue::UNDEFINED);
+    let promise = updater.install(payload, JsValue::UNDEFINED);
     // The outcome reaches the flow through the updater's notes (`on_note`), which come
     // before the promise settles; the rejection matters only when the updater refused to
     // start (busy, closed), which no note reports.

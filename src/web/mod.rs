@@ -6,6 +6,8 @@
 //! layer: `"verification-failed"`, `"misuse"`, …), `message` (plain language) and
 //! `retryable`.
 //!
+//! - [`digest`], [`Hasher`](StreamHasher) (streaming) and [`inflate`]: the image checks'
+//!   building blocks.
 //! - [`VerifiedImage`]: an image that passed [`verify_image`], the only thing an updater
 //!   accepts, so JavaScript cannot hand a device unverified bytes.
 //! - [`Updater`]: a flow driven over Web Bluetooth ([`updater`]), on the link in [`ble`].
@@ -29,6 +31,7 @@ pub use mqtt::MqttClient;
 pub use service::Watch;
 pub use updater::Updater;
 
+use alloc::borrow::Cow;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -41,7 +44,7 @@ use crate::image::digest::{DigestAlg, Hasher};
 use crate::image::manifest::{Manifest, ManifestEntry};
 use crate::image::sifli::DEFAULT_BLK_SIZE;
 use crate::image::signature::PublicKey;
-use crate::image::verify::{verify_image, Image, Verified, VerifyPolicy};
+use crate::image::verify::{verify_image_cow, Detached, Image, Verified, VerifyPolicy};
 
 // The option, result, event and error types the generated declarations refer to.
 #[wasm_bindgen(typescript_custom_section)]
@@ -65,6 +68,39 @@ pub fn digest(
     let mut hasher = Hasher::new(alg);
     hasher.update(bytes);
     Ok(hasher.finalize().to_hex())
+}
+
+/// A streaming digest: `update(bytes)` with the pieces in order, then `digest()`, the same
+/// lowercase hex as `digest(whole, alg)` for their concatenation.
+#[wasm_bindgen(js_name = Hasher)]
+pub struct StreamHasher {
+    hasher: Hasher,
+}
+
+#[wasm_bindgen(js_class = Hasher)]
+impl StreamHasher {
+    /// A hasher that has seen no bytes; `alg` is `"sha256"` or `"md5"`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "\"sha256\" | \"md5\"")] alg: &str,
+    ) -> Result<StreamHasher, JsValue> {
+        let alg: DigestAlg = alg
+            .parse()
+            .map_err(|_| misuse("invalid-argument", "alg must be \"sha256\" or \"md5\""))?;
+        Ok(StreamHasher {
+            hasher: Hasher::new(alg),
+        })
+    }
+
+    /// Feeds the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    /// Lowercase hex digest of everything fed so far; more pieces may follow.
+    pub fn digest(&self) -> String {
+        self.hasher.clone().finalize().to_hex()
+    }
 }
 
 /// Inflates zlib `bytes`, refusing to produce more than `maxOutput` bytes.
@@ -126,7 +162,13 @@ pub fn verify_image_js(
     #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
     #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
 ) -> Result<Object, JsValue> {
-    verify(bytes, &entry, public_key_pem, danger_accept_unsigned)?.describe()
+    verify(
+        Cow::Borrowed(bytes),
+        &entry,
+        public_key_pem,
+        danger_accept_unsigned,
+    )?
+    .describe()
 }
 
 /// What an updater installs, checked: a gadget image verified against its manifest entry
@@ -136,10 +178,23 @@ pub fn verify_image_js(
 /// signatures). Updaters take only this.
 #[wasm_bindgen]
 pub struct VerifiedImage {
-    payload: Payload,
+    held: Held,
 }
 
-/// The checked content of a [`VerifiedImage`].
+/// How a [`VerifiedImage`] keeps what it checked.
+enum Held {
+    /// A gadget image, its bytes in a JavaScript array outside wasm's linear memory (which
+    /// never shrinks): each update copies them in once for its flow, so a page holding a
+    /// 7 MiB image while it installs needs 7 MiB of wasm memory, not 14.
+    Image {
+        image: Detached,
+        bytes: js_sys::Uint8Array,
+    },
+    /// A DFU package.
+    Dfu(DfuPackage),
+}
+
+/// What a flow installs: a checked gadget image or DFU package.
 pub(crate) enum Payload {
     /// A gadget image.
     Image(Verified<Image>),
@@ -151,12 +206,18 @@ pub(crate) enum Payload {
 impl VerifiedImage {
     /// Verifies `bytes` as `verifyImage` does and keeps them, or throws an `OtawebError`.
     pub fn verify(
-        bytes: &[u8],
+        // Owned: the copy wasm-bindgen makes into wasm memory is verified in place.
+        bytes: Vec<u8>,
         #[wasm_bindgen(unchecked_param_type = "ManifestEntry | string")] entry: JsValue,
         #[wasm_bindgen(js_name = publicKeyPem)] public_key_pem: Option<String>,
         #[wasm_bindgen(js_name = dangerAcceptUnsigned)] danger_accept_unsigned: Option<bool>,
     ) -> Result<VerifiedImage, JsValue> {
-        verify(bytes, &entry, public_key_pem, danger_accept_unsigned)
+        verify(
+            Cow::Owned(bytes),
+            &entry,
+            public_key_pem,
+            danger_accept_unsigned,
+        )
     }
 
     /// A SiFli DFU package: `ctrlPacket` (`ctrl_packet.bin`) and `images`, an array of
@@ -202,9 +263,9 @@ impl VerifiedImage {
     /// images}` for a package.
     #[wasm_bindgen(unchecked_return_type = "ImageDescription | DfuPackageDescription")]
     pub fn describe(&self) -> Result<Object, JsValue> {
-        let image = match &self.payload {
-            Payload::Image(verified) => verified.get(),
-            Payload::Dfu(package) => {
+        let (image, size) = match &self.held {
+            Held::Image { image, .. } => (image.image(), image.size()),
+            Held::Dfu(package) => {
                 let out = Object::new();
                 set(&out, "flow", &JsValue::from_str("dfu"))?;
                 set(&out, "size", &JsValue::from_f64(package.total_len() as f64))?;
@@ -220,7 +281,7 @@ impl VerifiedImage {
         set(&out, "name", &JsValue::from_str(&image.name))?;
         set(&out, "flow", &JsValue::from_str(image.flow.as_str()))?;
         set(&out, "version", &JsValue::from_str(&image.version))?;
-        set(&out, "size", &JsValue::from_f64(image.bytes.len() as f64))?;
+        set(&out, "size", &JsValue::from_f64(size as f64))?;
         set(
             &out,
             "sha256",
@@ -234,31 +295,33 @@ impl VerifiedImage {
     /// can read).
     #[wasm_bindgen(getter)]
     pub fn version(&self) -> String {
-        match &self.payload {
-            Payload::Image(verified) => verified.get().version.clone(),
-            Payload::Dfu(_) => String::new(),
+        match &self.held {
+            Held::Image { image, .. } => image.image().version.clone(),
+            Held::Dfu(_) => String::new(),
         }
     }
 
     /// Bytes that go to the device.
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> f64 {
-        match &self.payload {
-            Payload::Image(verified) => verified.get().bytes.len() as f64,
-            Payload::Dfu(package) => package.total_len() as f64,
+        match &self.held {
+            Held::Image { image, .. } => image.size() as f64,
+            Held::Dfu(package) => package.total_len() as f64,
         }
     }
 }
 
 impl VerifiedImage {
-    /// Wraps checked content.
-    pub(crate) fn from_payload(payload: Payload) -> Self {
-        VerifiedImage { payload }
-    }
-
-    /// What was checked.
-    pub(crate) fn payload(&self) -> &Payload {
-        &self.payload
+    /// What was checked, for a flow to own: a gadget image's bytes copied into wasm and
+    /// checked against their SHA-256 again ([`Detached::attach`]), a DFU package cloned.
+    pub(crate) fn payload(&self) -> Result<Payload, JsValue> {
+        match &self.held {
+            Held::Image { image, bytes } => image
+                .attach(bytes.to_vec())
+                .map(Payload::Image)
+                .map_err(|e| to_js_error(e.code(), &Error::Verification(e))),
+            Held::Dfu(package) => Ok(Payload::Dfu(package.clone())),
+        }
     }
 }
 
@@ -273,12 +336,12 @@ fn dfu_payload(package: Result<DfuPackage, Error>) -> Result<VerifiedImage, JsVa
         to_js_error(code, &e)
     })?;
     Ok(VerifiedImage {
-        payload: Payload::Dfu(package),
+        held: Held::Dfu(package),
     })
 }
 
 fn verify(
-    bytes: &[u8],
+    bytes: Cow<'_, [u8]>,
     entry: &JsValue,
     public_key_pem: Option<String>,
     danger_accept_unsigned: Option<bool>,
@@ -304,12 +367,17 @@ fn verify(
         (Some(key), false) => VerifyPolicy::trusting(alloc::vec![key]),
         (None, false) => VerifyPolicy::trusting(Vec::new()),
     };
-    let verified = verify_image(bytes, &entry, &policy).map_err(|e| {
+    let verified = verify_image_cow(bytes, &entry, &policy).map_err(|e| {
         let code = e.code();
         to_js_error(code, &Error::Verification(e))
     })?;
+    // Out of wasm memory until an update needs them; the wasm copy is freed on return.
+    let (image, bytes) = verified.detach();
     Ok(VerifiedImage {
-        payload: Payload::Image(verified),
+        held: Held::Image {
+            image,
+            bytes: js_sys::Uint8Array::from(&bytes[..]),
+        },
     })
 }
 

@@ -19,6 +19,7 @@
 //! `watch-check` `{source}`, `watch-result` (the `run` result), `watch-error` (an
 //! `OtawebError` with `retryInMs`), besides the updater's own events.
 
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
@@ -36,12 +37,12 @@ use crate::flow::dfu::DfuPackage;
 use crate::flow::service::{check_current, pick, Pick, Schedule, Source, UpdatePolicy};
 use crate::image::manifest::{FlowKind, Manifest};
 use crate::image::signature::PublicKey;
-use crate::image::verify::verify_image;
+use crate::image::verify::verify_image_cow;
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::get;
 use crate::web::updater::Updater;
-use crate::web::{entry_js, flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
+use crate::web::{entry_js, flow_error, misuse_error, set, throwable, Payload};
 
 /// The largest manifest read.
 const MAX_MANIFEST: usize = 1024 * 1024;
@@ -311,11 +312,14 @@ async fn run_once(
     }
     let image_url = resolve(&entry.url, Some(&manifest_url), policy)?;
     let bytes = get(&image_url, "image", MAX_IMAGE, |to| allowed(to, policy)).await?;
-    let verified = verify_image(&bytes, &source.sized(entry, bytes.len()), &verify)
+    let entry = source.sized(entry, bytes.len());
+    // The download is given up, so the image is held once (see `verify_image_cow`).
+    let verified = verify_image_cow(Cow::Owned(bytes), &entry, &verify)
         .map_err(|e| flow_error(&Error::Verification(e)))?;
     let payload = match flow {
+        // The bundle goes once its files are copied out.
         FlowKind::Dfu => Payload::Dfu(
-            DfuPackage::from_bundle(&verified.get().bytes).map_err(|e| flow_error(&e))?,
+            DfuPackage::from_bundle(&verified.into_inner().bytes).map_err(|e| flow_error(&e))?,
         ),
         _ => Payload::Image(verified),
     };
@@ -334,8 +338,7 @@ async fn run_once(
             },
         ));
     }
-    let image = VerifiedImage::from_payload(payload);
-    let result = JsFuture::from(updater.update(&image, update_options.into())).await?;
+    let result = JsFuture::from(updater.install(payload, update_options.into())).await?;
     // A staged result names no version; the watcher needs it to not stage it again.
     if Reflect::get(&result, &"version".into()).is_ok_and(|v| v.is_undefined()) {
         let _ = Reflect::set(&result, &"version".into(), &entry.version.as_str().into());

@@ -164,7 +164,7 @@ impl Updater {
     /// `"update-available"` or `"up-to-date"`); `options.stageOnly` stops before
     /// ApplyFirmware (call `apply()` later); `options.applyStaged` only switches to the copy
     /// the device already holds from an earlier stage (error `NOT_STAGED` if it has none);
-    /// `options.segmentSize` (1–65 536) and `options.maxAttempts` tune the transfer. DFU:
+    /// `options.segmentSize` (1–16 MiB) and `options.maxAttempts` tune the transfer. DFU:
     /// `options.restart` starts an interrupted update over instead of resuming it;
     /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
     #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
@@ -173,58 +173,11 @@ impl Updater {
         image: &VerifiedImage,
         #[wasm_bindgen(unchecked_optional_param_type = "UpdateOptions")] options: JsValue,
     ) -> Promise {
-        let shared = self.shared.clone();
-        let started = (|| {
-            let kind = shared.borrow().kind;
-            let flow = match (kind, image.payload()) {
-                (Kind::Gadget, Payload::Image(verified)) => Running::Gadget(
-                    GadgetUpdate::new(verified.clone(), gadget_options(&options)?)
-                        .map_err(|m| misuse_error("invalid-argument", m))?,
-                ),
-                (Kind::Dfu, Payload::Dfu(package)) => Running::Dfu(
-                    DfuUpdate::new(package.clone(), dfu_options(&options)?)
-                        .map_err(|m| misuse_error("invalid-argument", m))?,
-                ),
-                _ => {
-                    return Err(misuse_error(
-                        "wrong-image",
-                        Misuse::InvalidArgument(
-                            "this image is for another kind of device: gadget images go to \
-                             connectGadget updaters, DFU packages to connectDfu ones",
-                        ),
-                    ))
-                }
-            };
-            let mut d = shared.borrow_mut();
-            if d.closed {
-                return Err(misuse_error(
-                    "closed",
-                    Misuse::WrongState {
-                        call: "update",
-                        state: "closed",
-                    },
-                ));
-            }
-            if d.flow.as_ref().is_some_and(|f| !f.is_finished()) {
-                return Err(misuse_error(
-                    "busy",
-                    Misuse::WrongState {
-                        call: "update",
-                        state: "already updating",
-                    },
-                ));
-            }
-            d.flow = Some(flow);
-            d.rate = None;
-            Ok(d.waiter_promise())
-        })();
-        match started {
-            Ok(promise) => {
-                // Enabling notifications again makes a gadget send its PV packet, which opens
-                // the handshake of the new flow.
-                spawn_local(reopen(shared));
-                promise
-            }
+        // The flow owns what it sends, and the page may hand the same image to a later
+        // update: this copy into wasm is the API's price (the image's own bytes wait outside
+        // wasm memory). `install` spares it where Rust made the image.
+        match image.payload() {
+            Ok(payload) => self.install(payload, options),
             Err(e) => Promise::reject(&e),
         }
     }
@@ -343,6 +296,65 @@ impl Updater {
 }
 
 impl Updater {
+    /// `update()` with what to install given up by the caller (a payload Rust verified or
+    /// built and holds nowhere else), so the image is not copied for the flow.
+    pub(crate) fn install(&self, payload: Payload, options: JsValue) -> Promise {
+        let shared = self.shared.clone();
+        let started = (|| {
+            let kind = shared.borrow().kind;
+            let flow = match (kind, payload) {
+                (Kind::Gadget, Payload::Image(verified)) => Running::Gadget(
+                    GadgetUpdate::new(verified, gadget_options(&options)?)
+                        .map_err(|m| misuse_error("invalid-argument", m))?,
+                ),
+                (Kind::Dfu, Payload::Dfu(package)) => Running::Dfu(
+                    DfuUpdate::new(package, dfu_options(&options)?)
+                        .map_err(|m| misuse_error("invalid-argument", m))?,
+                ),
+                _ => {
+                    return Err(misuse_error(
+                        "wrong-image",
+                        Misuse::InvalidArgument(
+                            "this image is for another kind of device: gadget images go to \
+                             connectGadget updaters, DFU packages to connectDfu ones",
+                        ),
+                    ))
+                }
+            };
+            let mut d = shared.borrow_mut();
+            if d.closed {
+                return Err(misuse_error(
+                    "closed",
+                    Misuse::WrongState {
+                        call: "update",
+                        state: "closed",
+                    },
+                ));
+            }
+            if d.flow.as_ref().is_some_and(|f| !f.is_finished()) {
+                return Err(misuse_error(
+                    "busy",
+                    Misuse::WrongState {
+                        call: "update",
+                        state: "already updating",
+                    },
+                ));
+            }
+            d.flow = Some(flow);
+            d.rate = None;
+            Ok(d.waiter_promise())
+        })();
+        match started {
+            Ok(promise) => {
+                // Enabling notifications again makes a gadget send its PV packet, which opens
+                // the handshake of the new flow.
+                spawn_local(reopen(shared));
+                promise
+            }
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
     /// Another handle on the same device and flow.
     pub(crate) fn handle(&self) -> Updater {
         Updater {

@@ -16,6 +16,13 @@
 //!   drop, duplicate, reorder (swap with the next value), corrupt (flip one bit) and
 //!   disconnects at chosen moments.
 //!
+//! [`Pair::with_radio`] swaps the first two rules for a physical model ([`Radio`]): air time
+//! per link-layer exchange from the PHY and the LL payload (DLE), ATT values fragmented into
+//! LL packets, as many exchanges per event as fit the interval (the peripheral's packets ride
+//! the same exchanges), a clock in microseconds under the millisecond one the flows see, and
+//! an OS queue that either back-pressures or, as macOS and Windows do, drops a value written
+//! while it is full ([`OsQueue`]). [`Pair::new`] keeps the value-counting model above.
+//!
 //! [`Pair::drive`] runs both sides until the central reports it is finished or a time limit
 //! passes, jumping the clock straight to the next connection event or deadline, so a
 //! simulated minute costs milliseconds.
@@ -204,6 +211,164 @@ impl LinkParams {
     }
 }
 
+/// The BLE PHY of a [`Radio`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phy {
+    /// LE 1M: 8 µs per byte, 1-byte preamble.
+    Le1M,
+    /// LE 2M: 4 µs per byte, 2-byte preamble.
+    Le2M,
+}
+
+impl Phy {
+    /// Air time of an LL data PDU with `payload` bytes: preamble, access address (4),
+    /// header (2), payload, CRC (3).
+    pub fn packet_us(self, payload: usize) -> u64 {
+        let (preamble, us_per_byte) = match self {
+            Phy::Le1M => (1, 8),
+            Phy::Le2M => (2, 4),
+        };
+        (preamble + 4 + 2 + payload as u64 + 3) * us_per_byte
+    }
+}
+
+/// What the central's OS does with a write without response while its queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OsQueue {
+    /// The write waits for room (BlueZ; the edge awaits each write).
+    BackPressure,
+    /// The write resolves at once and the value is lost (CoreBluetooth, Windows).
+    Drop,
+}
+
+/// The inter-frame space between packets, µs.
+pub const T_IFS_US: u64 = 150;
+/// L2CAP (4) and ATT (3) header bytes of a write command or notification.
+pub const ATT_L2CAP_OVERHEAD: usize = 7;
+
+/// A physical BLE link for [`Pair::with_radio`].
+#[derive(Clone, Copy, Debug)]
+pub struct Radio {
+    /// The PHY.
+    pub phy: Phy,
+    /// Data length extension: LL payloads of 251 bytes rather than 27.
+    pub dle: bool,
+    /// ATT MTU; values carry at most `att_mtu - 3` bytes.
+    pub att_mtu: usize,
+    /// Connection interval, µs.
+    pub interval_us: u64,
+    /// The controllers' cap on LL exchanges per connection event.
+    pub max_exchanges: usize,
+    /// Values the central's OS queues before it back-pressures or drops.
+    pub os_queue_len: usize,
+    /// The central's OS queue behaviour.
+    pub os_queue: OsQueue,
+    /// Notifications the peripheral's stack queues (it always back-pressures).
+    pub notify_queue_len: usize,
+    /// From the exchange that completes a value to its delivery to the host, µs.
+    pub latency_us: u64,
+    /// Time the central's edge waits before reconnecting after a link loss.
+    pub reconnect_delay: Span,
+}
+
+impl Radio {
+    /// A link on `phy` with DLE, ATT MTU `att_mtu`, `interval_us`, at most `max_exchanges`
+    /// exchanges per event, a back-pressured OS queue of 32 values and 1 ms host latency.
+    pub fn new(phy: Phy, att_mtu: usize, interval_us: u64, max_exchanges: usize) -> Radio {
+        Radio {
+            phy,
+            dle: true,
+            att_mtu,
+            interval_us,
+            max_exchanges,
+            os_queue_len: 32,
+            os_queue: OsQueue::BackPressure,
+            notify_queue_len: 32,
+            latency_us: 1_000,
+            reconnect_delay: Span(1_000),
+        }
+    }
+
+    /// The largest LL payload.
+    pub fn ll_payload(&self) -> usize {
+        if self.dle {
+            251
+        } else {
+            27
+        }
+    }
+
+    /// LL packet payload sizes that carry an ATT value of `len` bytes.
+    pub fn fragments(&self, len: usize) -> impl Iterator<Item = usize> {
+        let total = len + ATT_L2CAP_OVERHEAD;
+        let max = self.ll_payload();
+        (0..total.div_ceil(max)).map(move |i| (total - i * max).min(max))
+    }
+
+    /// Air time of one exchange: the central's packet and the peripheral's, each followed
+    /// by an inter-frame space.
+    pub fn exchange_us(&self, up: usize, down: usize) -> u64 {
+        self.phy.packet_us(up) + self.phy.packet_us(down) + 2 * T_IFS_US
+    }
+
+    /// The same link model as value counts, for what reads [`Pair::params`].
+    pub fn link_params(&self) -> LinkParams {
+        LinkParams {
+            att_mtu: self.att_mtu,
+            interval: Span(self.interval_us.div_ceil(1000)),
+            packets_per_event: self.max_exchanges,
+            latency: Span(self.latency_us.div_ceil(1000)),
+            tx_queue: self.os_queue_len,
+            reconnect_delay: self.reconnect_delay,
+        }
+    }
+
+    /// Connection events that carry `values` (ATT value sizes, central to peripheral, in
+    /// order, starting at an event's anchor) with empty packets back, and the time used in
+    /// the last one, µs.
+    pub fn events_for(&self, values: &[usize]) -> (u64, u64) {
+        let mut events = 1;
+        let (mut used, mut exchanges) = (0, 0);
+        for len in values {
+            for frag in self.fragments(*len) {
+                let cost = self.exchange_us(frag, 0);
+                if exchanges == self.max_exchanges || used + cost > self.interval_us {
+                    events += 1;
+                    used = 0;
+                    exchanges = 0;
+                }
+                used += cost;
+                exchanges += 1;
+            }
+        }
+        (events, used)
+    }
+
+    /// Payload bytes per second the link carries one way: full values (`att_mtu - 3`)
+    /// back to back, empty packets back, every event filled.
+    pub fn capacity_bytes_per_sec(&self) -> f64 {
+        let value = self.att_mtu - 3;
+        // Enough values to fill a thousand events, so the last one's partial fill is noise.
+        let per_event = (self.interval_us
+            / self.exchange_us(self.fragments(value).last().unwrap_or(0), 0))
+        .max(1);
+        let n = (1000 * per_event as usize).max(1000);
+        let (events, used) = self.events_for(&vec![value; n]);
+        let secs = ((events - 1) * self.interval_us + used) as f64 / 1e6;
+        (n * value) as f64 / secs
+    }
+}
+
+/// The state of a [`Radio`] link inside a [`Pair`].
+struct RadioState {
+    radio: Radio,
+    /// The next event's anchor, µs.
+    anchor_us: u64,
+    /// LL payload bytes of the head value of each lane already carried.
+    up_sent: usize,
+    down_sent: usize,
+}
+
 /// Fault rates (per value, 0.0–1.0) and scheduled disconnects.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -242,6 +407,10 @@ pub struct Stats {
     pub disconnects: u64,
     /// Values larger than the ATT MTU allows (a sender bug).
     pub oversized: u64,
+    /// Writes a dropping OS queue ([`OsQueue::Drop`]) lost because it was full.
+    pub os_dropped: u64,
+    /// Connection events that carried at least one value's packet.
+    pub busy_events: u64,
 }
 
 /// A xorshift64* PRNG: small, seeded, and the same on every platform.
@@ -323,6 +492,8 @@ pub struct Pair<C: Central, P> {
     pending_notify: Option<Vec<u8>>,
     /// While set, the link is not (re)made: the central is out of range.
     out_of_range: bool,
+    /// The physical link model, for a pair made with [`Pair::with_radio`].
+    radio: Option<RadioState>,
 }
 
 impl<C: Central, P: Peripheral> Pair<C, P> {
@@ -346,7 +517,20 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
             pending_write: None,
             pending_notify: None,
             out_of_range: false,
+            radio: None,
         }
+    }
+
+    /// Joins `central` and `peripheral` over the physical link `radio` (module docs).
+    pub fn with_radio(central: C, peripheral: P, radio: Radio, faults: Faults) -> Self {
+        let mut pair = Pair::new(central, peripheral, radio.link_params(), faults);
+        pair.radio = Some(RadioState {
+            radio,
+            anchor_us: 0,
+            up_sent: 0,
+            down_sent: 0,
+        });
+        pair
     }
 
     /// Keeps the central from connecting (`true`) or lets it again (`false`).
@@ -386,6 +570,10 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
         self.down.clear();
         self.pending_write = None;
         self.pending_notify = None;
+        if let Some(r) = &mut self.radio {
+            r.up_sent = 0;
+            r.down_sent = 0;
+        }
         self.central.handle_disconnected(self.now);
         self.peripheral.handle_disconnected(self.now);
     }
@@ -404,6 +592,9 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
             self.reconnect_at = None;
             self.connected = true;
             self.next_event = self.now;
+            if let Some(r) = &mut self.radio {
+                r.anchor_us = self.now.0 * 1000;
+            }
             self.peripheral.handle_connected(self.now);
             self.central.handle_connected(self.now);
         }
@@ -419,9 +610,20 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
         }
         if self.connected {
             self.deliver();
+            if let Some(r) = &mut self.radio {
+                // Events nothing was queued for passed unseen: the next one is due now or later.
+                while r.anchor_us.div_ceil(1000) < self.now.0 {
+                    r.anchor_us += r.radio.interval_us;
+                }
+                self.next_event = Millis(r.anchor_us.div_ceil(1000));
+            }
             if self.now >= self.next_event {
-                self.connection_event();
-                self.next_event = self.now + self.params.interval;
+                if self.radio.is_some() {
+                    self.radio_event();
+                } else {
+                    self.connection_event();
+                    self.next_event = self.now + self.params.interval;
+                }
             }
             self.pump();
         }
@@ -445,12 +647,33 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
         }
     }
 
+    /// Whether the central's OS queue takes another write. Over a [`Radio`] only values not
+    /// yet on the air count: the controller took the others.
+    fn up_room(&self) -> bool {
+        match &self.radio {
+            None => self.up.occupancy() < self.params.tx_queue,
+            Some(_) => self.up.queued.len() < self.params.tx_queue,
+        }
+    }
+
+    /// Whether the peripheral's stack takes another notification.
+    fn down_room(&self) -> bool {
+        match &self.radio {
+            None => self.down.occupancy() < self.params.tx_queue,
+            Some(r) => self.down.queued.len() < r.radio.notify_queue_len,
+        }
+    }
+
     /// Moves values from the flows into the lanes while the OS queues have room.
     fn pump(&mut self) {
         let max_value = self.params.att_mtu - 3;
         loop {
             let mut progressed = false;
-            if self.up.occupancy() < self.params.tx_queue {
+            let drops = self
+                .radio
+                .as_ref()
+                .is_some_and(|r| r.radio.os_queue == OsQueue::Drop);
+            if drops || self.up_room() {
                 if let Some(bytes) = self.pending_write.take().or_else(|| {
                     let mut buf = Vec::new();
                     self.central.poll_transmit(&mut buf).map(|t| {
@@ -463,6 +686,8 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
                     self.stats.write_bytes += bytes.len() as u64;
                     if bytes.len() > max_value {
                         self.stats.oversized += 1;
+                    } else if drops && self.up.queued.len() >= self.params.tx_queue {
+                        self.stats.os_dropped += 1;
                     } else {
                         self.up.queued.push(bytes);
                     }
@@ -478,7 +703,7 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
                     }
                 }
             }
-            if self.down.occupancy() < self.params.tx_queue {
+            if self.down_room() {
                 let notify = self.pending_notify.take().or_else(|| {
                     let mut buf = Vec::new();
                     self.peripheral.poll_notify(&mut buf).map(|len| {
@@ -537,6 +762,95 @@ impl<C: Central, P: Peripheral> Pair<C, P> {
                 lane.flying.push(InFlight { deliver_at, bytes });
             }
         }
+    }
+
+    /// A connection event over a [`Radio`]: exchanges while either side has LL packets and
+    /// the event has room, the central's OS refilling its queue between them.
+    fn radio_event(&mut self) {
+        let Some(state) = self.radio.as_ref() else {
+            return;
+        };
+        let radio = state.radio;
+        let start = state.anchor_us;
+        let ll = radio.ll_payload();
+        let (mut used, mut exchanges, mut busy) = (0, 0, false);
+        loop {
+            let Some(state) = self.radio.as_ref() else {
+                return;
+            };
+            let (up_sent, down_sent) = (state.up_sent, state.down_sent);
+            let next = |lane: &Lane, sent: usize| {
+                lane.queued
+                    .first()
+                    .map(|v| (v.len() + ATT_L2CAP_OVERHEAD - sent).min(ll))
+            };
+            let up = next(&self.up, up_sent);
+            let down = next(&self.down, down_sent);
+            if up.is_none() && down.is_none() {
+                break;
+            }
+            let cost = radio.exchange_us(up.unwrap_or(0), down.unwrap_or(0));
+            if exchanges == radio.max_exchanges || used + cost > radio.interval_us {
+                break;
+            }
+            used += cost;
+            exchanges += 1;
+            busy = true;
+            let deliver_at = Millis((start + used + radio.latency_us).div_ceil(1000));
+            let (mut up_sent, mut down_sent) = (up_sent, down_sent);
+            if let Some(f) = up {
+                up_sent += f;
+                if up_sent == self.up.queued[0].len() + ATT_L2CAP_OVERHEAD {
+                    up_sent = 0;
+                    let bytes = self.up.queued.remove(0);
+                    self.carry(true, bytes, deliver_at);
+                }
+            }
+            if let Some(f) = down {
+                down_sent += f;
+                if down_sent == self.down.queued[0].len() + ATT_L2CAP_OVERHEAD {
+                    down_sent = 0;
+                    let bytes = self.down.queued.remove(0);
+                    self.carry(false, bytes, deliver_at);
+                }
+            }
+            if let Some(state) = self.radio.as_mut() {
+                state.up_sent = up_sent;
+                state.down_sent = down_sent;
+            }
+            self.pump();
+            if !self.connected {
+                return;
+            }
+        }
+        self.stats.busy_events += u64::from(busy);
+        if let Some(state) = self.radio.as_mut() {
+            state.anchor_us += radio.interval_us;
+            self.next_event = Millis(state.anchor_us.div_ceil(1000));
+        }
+    }
+
+    /// A value's last LL packet went over the air: through the fault injector (drop,
+    /// corrupt, duplicate; values never reorder on a physical link) into the lane's flight.
+    fn carry(&mut self, up: bool, mut bytes: Vec<u8>, deliver_at: Millis) {
+        if self.rng.chance(self.faults.drop) {
+            self.stats.dropped += 1;
+            return;
+        }
+        if self.rng.chance(self.faults.corrupt) && !bytes.is_empty() {
+            let bit = self.rng.below(bytes.len() as u64 * 8);
+            bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+            self.stats.corrupted += 1;
+        }
+        let lane = if up { &mut self.up } else { &mut self.down };
+        if self.rng.chance(self.faults.duplicate) {
+            self.stats.duplicated += 1;
+            lane.flying.push(InFlight {
+                deliver_at,
+                bytes: bytes.clone(),
+            });
+        }
+        lane.flying.push(InFlight { deliver_at, bytes });
     }
 
     /// Hands over every value whose latency has passed, in order.
@@ -670,6 +984,106 @@ mod tests {
         }
         fn restart(&mut self, _now: Millis) {
             self.restarts += 1;
+        }
+    }
+
+    #[test]
+    fn radio_air_times_and_capacities_match_the_published_figures() {
+        // PEERS.md: 2M, 251-byte LL packet 1048 µs + 44 µs empty + 2 × 150 µs = 1392 µs.
+        let r2 = Radio::new(Phy::Le2M, 247, 7_500, usize::MAX);
+        assert_eq!(r2.exchange_us(251, 0), 1392);
+        let r1 = Radio::new(Phy::Le1M, 247, 7_500, usize::MAX);
+        assert_eq!(r1.exchange_us(251, 0), 2468);
+        // A 244-byte value is one LL packet with DLE, ten without.
+        assert_eq!(r2.fragments(244).collect::<Vec<_>>(), [251]);
+        let no_dle = Radio { dle: false, ..r2 };
+        assert_eq!(no_dle.fragments(244).count(), 10);
+        // 5 exchanges fit 7.5 ms on 2M, 3 on 1M (within the last event's partial fill).
+        let near = |got: f64, want: f64| (got / want - 1.0).abs() < 0.005;
+        assert!(near(r2.capacity_bytes_per_sec(), 5.0 * 244.0 / 0.0075));
+        assert!(near(r1.capacity_bytes_per_sec(), 3.0 * 244.0 / 0.0075));
+        let capped = Radio::new(Phy::Le2M, 247, 30_000, 6);
+        assert!(near(capped.capacity_bytes_per_sec(), 6.0 * 244.0 / 0.03));
+    }
+
+    /// Writes `n` values of `len` bytes at once, and finishes when the device heard `n`.
+    struct Burst {
+        n: usize,
+        len: usize,
+    }
+
+    impl Flow for Burst {
+        type Channel = ();
+        type Event = ();
+        fn handle_connected(&mut self, _now: Millis) {}
+        fn handle_disconnected(&mut self, _now: Millis) {}
+        fn handle_input(&mut self, _now: Millis, _ch: (), _bytes: &[u8]) {}
+        fn handle_timeout(&mut self, _now: Millis) {}
+        fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+            self.n = self.n.checked_sub(1)?;
+            buf.resize(buf.len() + self.len, 0x55);
+            Some(Transmit {
+                channel: (),
+                len: self.len,
+                delivery: Delivery::WithoutResponse,
+            })
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<()> {
+            None
+        }
+    }
+
+    impl Central for Burst {
+        fn finished(&self) -> bool {
+            self.n == 0
+        }
+        fn wants_reconnect(&mut self) -> bool {
+            false
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink {
+        heard: usize,
+    }
+
+    impl Peripheral for Sink {
+        fn handle_connected(&mut self, _now: Millis) {}
+        fn handle_disconnected(&mut self, _now: Millis) {}
+        fn handle_write(&mut self, _now: Millis, _bytes: &[u8]) {
+            self.heard += 1;
+        }
+        fn poll_notify(&mut self, _buf: &mut Vec<u8>) -> Option<usize> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+        fn handle_timeout(&mut self, _now: Millis) {}
+        fn take_restart_request(&mut self) -> bool {
+            false
+        }
+        fn restart(&mut self, _now: Millis) {}
+    }
+
+    #[test]
+    fn a_dropping_os_queue_loses_what_it_cannot_hold_and_a_waiting_one_does_not() {
+        for (queue, heard) in [(OsQueue::Drop, 20), (OsQueue::BackPressure, 100)] {
+            let radio = Radio {
+                os_queue: queue,
+                os_queue_len: 20,
+                ..Radio::new(Phy::Le2M, 247, 7_500, usize::MAX)
+            };
+            let burst = Burst { n: 100, len: 244 };
+            let mut pair = Pair::with_radio(burst, Sink::default(), radio, Faults::default());
+            pair.drive(Span::from_secs(10));
+            assert_eq!(pair.peripheral.heard, heard, "{queue:?}");
+            assert_eq!(pair.stats.os_dropped, (100 - heard) as u64);
+            // 5 values an event on 2M at 7.5 ms.
+            assert_eq!(pair.stats.busy_events, heard.div_ceil(5) as u64);
         }
     }
 

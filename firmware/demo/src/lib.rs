@@ -3,7 +3,8 @@
 //! Contract. [`DemoGadget`] is the real [`Gadget`] responder on a simulated NOR flash of
 //! 3 MiB + 8 KiB (4 KiB sectors: the two index sectors, a 1 MiB factory region and the
 //! image database's default two 1 MiB download slots, so updates alternate between them
-//! for good and an image may be up to 1 MiB), wrapped for JavaScript. It knows nothing of
+//! for good and an image may be up to 1 MiB; the constructor's `slotSize` makes the region
+//! and slots larger, for benchmarks of bigger images), wrapped for JavaScript. It knows nothing of
 //! Web Bluetooth: `www/demo-bluetooth.js` puts the `navigator.bluetooth` surface in front of
 //! it and plays the radio, calling [`DemoGadget::connect`] when notifications are enabled,
 //! [`DemoGadget::write`] for each value written to TX, and notifying what
@@ -33,7 +34,8 @@ use otaweb_firmware::slots::{DbConfig, Layout, Slots, DEFAULT_SLOTS};
 use wasm_bindgen::prelude::*;
 
 const SECTOR: u32 = 4096;
-/// The factory region and each slot: 1 MiB, the largest image the demo gadget takes.
+/// The factory region and each slot by default: 1 MiB, the largest image the demo gadget
+/// takes unless its constructor is given a `slotSize`.
 const SLOT_SIZE: u32 = 256 * SECTOR;
 /// The image database's default: two download slots besides the factory region.
 const SLOTS: u8 = DEFAULT_SLOTS;
@@ -41,19 +43,23 @@ const FACTORY_SIZE: usize = 24 * 1024;
 
 type Flash = Fixed<4, 4096>;
 
-const LAYOUT: Layout = Layout {
-    base: 0,
-    erase_size: SECTOR,
-    write_size: 4,
-    slot_size: SLOT_SIZE,
-};
-/// The window and nothing more: two index sectors, the factory region and the slots.
-const FLASH_SIZE: usize = LAYOUT.window_len(SLOTS) as usize;
+/// The flash layout with `slot_size`-byte factory region and slots.
+const fn layout(slot_size: u32) -> Layout {
+    Layout {
+        base: 0,
+        erase_size: SECTOR,
+        write_size: 4,
+        slot_size,
+    }
+}
+/// The largest `slotSize`: the flash (three of them) must fit in the demo's wasm memory.
+const MAX_SLOT_SIZE: u32 = 16 << 20;
 
 /// The demo gadget: see the crate docs.
 #[wasm_bindgen]
 pub struct DemoGadget {
     gadget: Option<Gadget<Flash>>,
+    layout: Layout,
     config: GadgetConfig,
     restart_pending: bool,
     restarts: u32,
@@ -62,22 +68,34 @@ pub struct DemoGadget {
 #[wasm_bindgen]
 impl DemoGadget {
     /// A factory-fresh gadget. `packetSize` (8–512, default 244) and `maxTransactionSize`
-    /// (default 5000) are what its PV packet announces; `name` its advertised name.
+    /// (default 5000) are what its PV packet announces; `name` its advertised name;
+    /// `slotSize` the bytes of the factory region and of each slot, a multiple of 4096
+    /// (default 1 MiB), so the flash holds three times that plus 8 KiB.
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(js_name = packetSize)] packet_size: Option<u16>,
         #[wasm_bindgen(js_name = maxTransactionSize)] max_transaction_size: Option<u16>,
         name: Option<String>,
+        #[wasm_bindgen(js_name = slotSize)] slot_size: Option<u32>,
     ) -> Result<DemoGadget, JsError> {
-        let mut flash = Flash::new(FLASH_SIZE).map_err(|e| JsError::new(&e.to_string()))?;
-        slots(&flash)?
+        let slot_size = slot_size.unwrap_or(SLOT_SIZE);
+        if slot_size > MAX_SLOT_SIZE {
+            return Err(JsError::new("the demo gadget's slots are at most 16 MiB"));
+        }
+        let layout = layout(slot_size);
+        // The window and nothing more: two index sectors, the factory region and the slots.
+        let capacity = usize::try_from(layout.window_len(SLOTS))
+            .map_err(|_| JsError::new("the slot size is too large"))?;
+        let mut flash = Flash::new(capacity).map_err(|e| JsError::new(&e.to_string()))?;
+        slots(layout, &flash)?
             .provision(&mut flash, &factory_image())
             .map_err(|e| JsError::new(&e.to_string()))?;
-        DemoGadget::power_on(flash, packet_size, max_transaction_size, name)
+        DemoGadget::power_on(flash, layout, packet_size, max_transaction_size, name)
     }
 
     /// A gadget powered on with the flash [`DemoGadget::flash_image`] saved, through the
-    /// boot decision; the other arguments as for the constructor.
+    /// boot decision (its length gives the slot size); the other arguments as for the
+    /// constructor.
     #[wasm_bindgen(js_name = fromFlash)]
     pub fn from_flash(
         flash: &[u8],
@@ -85,15 +103,18 @@ impl DemoGadget {
         #[wasm_bindgen(js_name = maxTransactionSize)] max_transaction_size: Option<u16>,
         name: Option<String>,
     ) -> Result<DemoGadget, JsError> {
+        // The window is two index sectors and SLOTS + 1 equal regions.
+        let slot_size = flash.len().saturating_sub(2 * SECTOR as usize) / (usize::from(SLOTS) + 1);
+        let layout = layout(u32::try_from(slot_size).unwrap_or(u32::MAX));
         let geometry = Geometry {
-            capacity: FLASH_SIZE,
+            capacity: flash.len(),
             erase_size: SECTOR as usize,
             write_size: 4,
         };
         let sim =
             SimFlash::from_image(geometry, flash).map_err(|e| JsError::new(&e.to_string()))?;
         let flash = Flash::wrap(sim).map_err(|e| JsError::new(&e.to_string()))?;
-        DemoGadget::power_on(flash, packet_size, max_transaction_size, name)
+        DemoGadget::power_on(flash, layout, packet_size, max_transaction_size, name)
     }
 
     /// The flash's bytes, to keep the device across page loads ([`DemoGadget::from_flash`]).
@@ -191,7 +212,7 @@ impl DemoGadget {
             .as_mut()
             .ok_or_else(|| JsError::new("the demo gadget failed to boot"))?;
         let active = g.active();
-        let digest = slots(g.flash())?
+        let digest = slots(self.layout, g.flash())?
             .image_digest(g.flash_mut(), active.slot, active.size)
             .map_err(|e| JsError::new(&e.to_string()))?;
         Ok(to_hex(&digest))
@@ -217,6 +238,7 @@ impl DemoGadget {
     /// Powers `flash` on: the boot decision, then the gadget (restart count 0).
     fn power_on(
         flash: Flash,
+        layout: Layout,
         packet_size: Option<u16>,
         max_transaction_size: Option<u16>,
         name: Option<String>,
@@ -236,6 +258,7 @@ impl DemoGadget {
         }
         let mut demo = DemoGadget {
             gadget: None,
+            layout,
             config,
             restart_pending: false,
             restarts: 0,
@@ -246,11 +269,11 @@ impl DemoGadget {
     }
 
     fn boot(&mut self, mut flash: Flash) -> Result<(), JsError> {
-        slots(&flash)?
+        slots(self.layout, &flash)?
             .boot(&mut flash)
             .map_err(|e| JsError::new(&e.to_string()))?;
         self.gadget = Some(
-            Gadget::new(flash, LAYOUT, self.config.clone())
+            Gadget::new(flash, self.layout, self.config.clone())
                 .map_err(|e| JsError::new(&e.to_string()))?,
         );
         self.restarts += 1;
@@ -267,9 +290,9 @@ fn database() -> DbConfig {
     }
 }
 
-/// The image database on `flash`.
-fn slots(flash: &Flash) -> Result<Slots, JsError> {
-    Slots::with_config(LAYOUT, database(), flash).map_err(|e| JsError::new(&e.to_string()))
+/// The image database of `layout` on `flash`.
+fn slots(layout: Layout, flash: &Flash) -> Result<Slots, JsError> {
+    Slots::with_config(layout, database(), flash).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// The gadget keeps no timers, so its clock never matters (see `otaweb_firmware::gadget`).
@@ -459,11 +482,14 @@ fn alloc_debug(value: &impl core::fmt::Debug) -> String {
 mod tests {
     use super::*;
 
+    const LAYOUT: Layout = layout(SLOT_SIZE);
+    const FLASH_SIZE: usize = LAYOUT.window_len(SLOTS) as usize;
+
     #[test]
     fn a_saved_flash_powers_on_with_what_was_staged() {
-        let mut demo = DemoGadget::new(None, None, None).unwrap();
+        let mut demo = DemoGadget::new(None, None, None, None).unwrap();
         let mut flash = demo.gadget.take().unwrap().into_flash();
-        let db = slots(&flash).unwrap();
+        let db = slots(LAYOUT, &flash).unwrap();
         let slot = db
             .begin_download(&mut flash, "app")
             .unwrap()
@@ -484,11 +510,35 @@ mod tests {
     }
 
     #[test]
+    fn a_larger_slot_size_takes_a_larger_image_and_survives_a_saved_flash() {
+        let slot = 2 * SLOT_SIZE;
+        let mut demo = DemoGadget::new(None, None, None, Some(slot)).unwrap();
+        let layout = demo.layout;
+        assert_eq!(layout.slot_size, slot);
+        let mut flash = demo.gadget.take().unwrap().into_flash();
+        let db = slots(layout, &flash).unwrap();
+        let at = db
+            .begin_download(&mut flash, "app")
+            .unwrap()
+            .download()
+            .unwrap()
+            .slot;
+        db.download(&mut flash, at, 0, &vec![0x5A; slot as usize])
+            .unwrap();
+        demo.boot(flash).unwrap();
+        let saved = demo.flash_image();
+        assert_eq!(saved.len(), 3 * slot as usize + 8 * 1024);
+        let again = DemoGadget::from_flash(&saved, None, None, None).unwrap();
+        assert_eq!(again.layout, layout);
+        assert_eq!(again.staged_bytes(), slot);
+    }
+
+    #[test]
     fn a_1_mib_image_installs_and_updates_follow_one_another() {
         assert_eq!(FLASH_SIZE, 3 * 1024 * 1024 + 8 * 1024);
-        let demo = DemoGadget::new(None, None, None).unwrap();
+        let demo = DemoGadget::new(None, None, None, None).unwrap();
         let mut flash = demo.gadget.unwrap().into_flash();
-        let db = slots(&flash).unwrap();
+        let db = slots(LAYOUT, &flash).unwrap();
         assert_eq!(db.slot_count(), 2);
         let big = vec![0xA5; SLOT_SIZE as usize];
         for version in 1..=3u32 {

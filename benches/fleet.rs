@@ -25,6 +25,9 @@ mod broker;
 #[path = "fleet/device.rs"]
 mod device;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "shared/firmware_like.rs"]
+mod firmware_like;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "fleet/procstat.rs"]
 mod procstat;
 #[cfg(not(target_arch = "wasm32"))]

@@ -8,24 +8,9 @@ use std::time::Instant;
 
 use otaweb::image::{digest, zlib};
 
-/// A firmware-like buffer: a pseudo-random body with runs that compress, as real code does.
-fn firmware_like(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let word = state.to_le_bytes();
-        if word[0] < 32 {
-            out.extend(std::iter::repeat_n(0xff, usize::from(word[1]) % 64));
-        } else {
-            out.extend_from_slice(&word[..4]);
-        }
-    }
-    out.truncate(len);
-    out
-}
+#[path = "shared/firmware_like.rs"]
+mod firmware_like;
+use firmware_like::firmware_like;
 
 /// Best-of-`runs` throughput of `f` over `bytes` bytes, in MB/s (10^6 bytes per second).
 fn measure(bytes: usize, runs: u32, mut f: impl FnMut()) -> f64 {

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::firmware_like::firmware_like;
 use enos_sim::config::{Config, Policy, TaskRequest};
 use enos_sim::registry::TaskStatus;
 use enos_sim::Sim;
@@ -56,25 +57,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A firmware-like image: pseudo-random words with runs of 0xFF (as benches/image.rs).
-fn firmware_like(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let word = state.to_le_bytes();
-        if word[0] < 64 {
-            out.extend(std::iter::repeat_n(0xff, usize::from(word[1]) % 64));
-        } else {
-            out.extend_from_slice(&word[..4]);
-        }
-    }
-    out.truncate(len);
-    out
 }
 
 /// Everything measured at one moment.
@@ -643,7 +625,7 @@ impl Report<'_> {
         let writes: u64 = self.workers.iter().map(|w| w.writes).sum();
         let ok = self.failures.is_empty() && self.rounds.iter().all(|r| r.all_done);
 
-        let _ = writeln!(o, "## EnOS fleet through mosquitto (issue 9, part 5)\n");
+        let _ = writeln!(o, "### EnOS fleet through mosquitto\n");
         let _ = writeln!(
             o,
             "`cargo bench -p otaweb --bench fleet` on {cores} cores ({}), Debian mosquitto {}: \

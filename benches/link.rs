@@ -55,6 +55,14 @@ impl Link {
         radio
     }
 
+    /// The configuration the summary quotes: waiting queue, MTU 247, 7.5 ms, full events.
+    fn is_headline(&self) -> bool {
+        self.queue == OsQueue::BackPressure
+            && self.mtu == 247
+            && self.interval_us == 7_500
+            && self.exchanges == FILL
+    }
+
     fn label(&self) -> String {
         let phy = match self.phy {
             Phy::Le1M => "1M",
@@ -74,6 +82,18 @@ impl Link {
             self.mtu,
             self.interval_us as f64 / 1000.0
         )
+    }
+}
+
+/// " (OS dropped before / after writes)" when either run lost writes in a dropping queue.
+fn dropped_note(before: &Run, after: &Run) -> String {
+    if before.stats.os_dropped + after.stats.os_dropped > 0 {
+        format!(
+            " (OS dropped {} / {} writes)",
+            before.stats.os_dropped, after.stats.os_dropped
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -448,14 +468,7 @@ fn main() {
             let bound_whole = gadget_bound(&radio, len, len, usize::from(u16::MAX));
             let eff = after.kbps / cap;
             let met = after.done && eff >= 0.95;
-            let loss = if after.stats.os_dropped + before.stats.os_dropped > 0 {
-                format!(
-                    " (OS dropped {} / {} writes)",
-                    before.stats.os_dropped, after.stats.os_dropped
-                )
-            } else {
-                String::new()
-            };
+            let loss = dropped_note(&before, &after);
             println!(
                 "| {}{loss} | {name} | {cap:.1} | {bound:.1} | {bound_whole:.1} | {} | {} | {eff:.3} | {:.3} | ≥ 0.95 | {} |",
                 link.label(),
@@ -468,10 +481,7 @@ fn main() {
             if worst.as_ref().is_none_or(|(w, _)| eff < *w) {
                 worst = Some((eff, key.clone()));
             }
-            let main = link.queue == OsQueue::BackPressure
-                && link.mtu == 247
-                && link.interval_us == 7_500
-                && link.exchanges == FILL;
+            let main = link.is_headline();
             if main && len == 7 * MIB {
                 summary.push(format!(
                     "SUMMARY| gadget link efficiency, {} {name} | {:.1} kB/s ({eff:.2} of {cap:.1}) | before {} kB/s; web-bluetooth-dfu ≈0.7, Nordic phone 6–9, nRF CDM pipelined 36–71 kB/s | {:.1}× nRF CDM 71 | ≥ 0.95 of capacity | {} |",
@@ -504,14 +514,7 @@ fn main() {
             let bound = dfu_bound(&radio, &transfer, dfu_tuned(link).num_of_rsp.into());
             let ratio = after.kbps / bound;
             let met = after.done && ratio >= 0.90;
-            let loss = if after.stats.os_dropped + before.stats.os_dropped > 0 {
-                format!(
-                    " (OS dropped {} / {} writes)",
-                    before.stats.os_dropped, after.stats.os_dropped
-                )
-            } else {
-                String::new()
-            };
+            let loss = dropped_note(&before, &after);
             println!(
                 "| {}{loss} | {name} | {cap:.1} | {bound_before:.1} | {bound:.1} | {} | {} | {:.3} | {ratio:.3} | ≥ 0.90 of bound | {} |",
                 link.label(),
@@ -524,10 +527,7 @@ fn main() {
             if worst.as_ref().is_none_or(|(w, _)| ratio < *w) {
                 worst = Some((ratio, key.clone()));
             }
-            let main = link.queue == OsQueue::BackPressure
-                && link.mtu == 247
-                && link.interval_us == 7_500
-                && link.exchanges == FILL;
+            let main = link.is_headline();
             if main && link.phy == Phy::Le2M && len == 7 * MIB {
                 summary.push(format!(
                     "SUMMARY| dfu vs its protocol bound, {} {name} | {:.1} kB/s ({ratio:.2} of bound {bound:.1}) | before {} kB/s; web-bluetooth-dfu ≈0.7, Nordic phone 6–9, nRF CDM pipelined 36–71 kB/s | {:.1}× nRF CDM 71 | ≥ 0.90 of bound | {} |",

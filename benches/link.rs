@@ -4,8 +4,9 @@
 //!
 //! Run by `make bench` as `cargo bench -p otaweb --bench link`. Prints a markdown section and
 //! `SUMMARY|` rows. Virtual time: the simulator jumps its clock, so the grid costs seconds.
-//! "Before" is each flow with its default options, "after" with the tuned ones
-//! ([`gadget_tuned`], [`dfu_tuned`]); both run in the same process on the same links.
+//! "Before" is each flow as the previous release ran it ([`gadget_before`], [`dfu_before`]),
+//! "after" with its defaults told what the web edge tells it ([`gadget_after`],
+//! [`dfu_after`]); both run in the same process on the same links.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -44,13 +45,15 @@ struct Link {
     queue: OsQueue,
 }
 
+/// CoreBluetooth overflows at about 20 queued writes (PEERS.md, radar 20394802).
+const DROP_QUEUE_LEN: u16 = 20;
+
 impl Link {
     fn radio(&self) -> Radio {
         let mut radio = Radio::new(self.phy, self.mtu, self.interval_us, self.exchanges);
         radio.os_queue = self.queue;
         if self.queue == OsQueue::Drop {
-            // CoreBluetooth overflows at about 20 queued writes (PEERS.md, radar 20394802).
-            radio.os_queue_len = 20;
+            radio.os_queue_len = DROP_QUEUE_LEN.into();
         }
         radio
     }
@@ -137,21 +140,32 @@ fn rate<E>(
 // ---------------------------------------------------------------------------------------
 // Gadget
 
-/// The tuned segment size: what the link carries in 15 s (a quarter of the flow's 60 s
-/// segment deadline, which counts the transfer), 64 KiB to 1 MiB.
+/// The segment size the flow grows to on a clean link, for the bound: what the link carries
+/// in 15 s (a quarter of the flow's 60 s segment deadline, which counts the transfer), 64 KiB
+/// to 1 MiB.
 fn tuned_segment(link: Link) -> u32 {
     let secs15 = link.radio().capacity_bytes_per_sec() * 15.0;
     (secs15 as u32).clamp(64 * 1024, 1 << 20)
 }
 
-/// The tuned gadget options: the largest segment the firmware buffers, so the two round
-/// trips each segment costs (announcement ACK, segment Response) are spread over 64 KiB;
-/// over a dropping OS queue, a 4 KiB window of ACKed OTA transactions (2 KiB each, 9
-/// values), so at most 18 values wait in a queue that holds 20.
-fn gadget_tuned(link: Link) -> GadgetOptions {
+/// The gadget flow as the previous release ran it: fixed 16 KiB segments, unpaced.
+fn gadget_before() -> GadgetOptions {
     GadgetOptions {
-        segment_size: tuned_segment(link),
-        ota_window: if link.queue == OsQueue::Drop { 4096 } else { 0 },
+        max_segment_size: otaweb::flow::gadget::DEFAULT_SEGMENT_SIZE,
+        ..GadgetOptions::default()
+    }
+}
+
+/// The gadget flow's defaults, told the depth of a dropping OS queue as the web edge tells
+/// it on macOS and Windows: segments grow by the measured rate, and over a dropping queue
+/// ACKed OTA transactions pace the writes to 7/8 of it.
+fn gadget_after(link: Link) -> GadgetOptions {
+    GadgetOptions {
+        os_queue_depth: if link.queue == OsQueue::Drop {
+            DROP_QUEUE_LEN
+        } else {
+            0
+        },
         ..GadgetOptions::default()
     }
 }
@@ -253,15 +267,29 @@ fn gadget_bound(radio: &Radio, image: usize, segment: usize, t: usize) -> f64 {
 // ---------------------------------------------------------------------------------------
 // DFU
 
-/// The tuned DFU options: the largest window IMAGE_SEND_START can ask for (`num_of_rsp` is
-/// one byte), so the acknowledgement's round trip comes once per 255 records; over a
-/// dropping OS queue, the largest window whose values fit it (5 records of 3 values at
-/// MTU 247, 15 of a queue of 20).
-fn dfu_tuned(link: Link) -> DfuOptions {
+/// The DFU flow as the previous release ran it: windows of 20 records, stop and wait.
+fn dfu_before() -> DfuOptions {
     DfuOptions {
-        num_of_rsp: if link.queue == OsQueue::Drop { 5 } else { 255 },
+        num_of_rsp: 20,
+        max_unacked: 1,
         ..DfuOptions::default()
     }
+}
+
+/// The DFU flow's defaults (windows of 20, four of them in flight), told the depth of a
+/// dropping OS queue as the web edge tells it on macOS and Windows
+/// ([`DfuOptions::for_os_queue`]: two windows within 7/8 of it).
+fn dfu_after(link: Link) -> DfuOptions {
+    let depth = if link.queue == OsQueue::Drop {
+        DROP_QUEUE_LEN
+    } else {
+        0
+    };
+    DfuOptions {
+        max_value_size: link.mtu - 3,
+        ..DfuOptions::default()
+    }
+    .for_os_queue(depth)
 }
 
 /// Test keys as the fixtures derive them (`firmware-fixtures/src/lib.rs`).
@@ -440,8 +468,11 @@ fn main() {
          cap of 6; OS queue waits (back-pressure, 32 values) or drops (20 values, as macOS / \
          Windows)). Configuration = PHY / ATT MTU / interval / exchanges per event / OS queue. \
          kB = 10^3 B; rates are image bytes over the transfer stage. Capacity = ATT payload of \
-         full values back to back. Before = default options, after = tuned (gadget: segments of 15 s of link capacity, 64 KiB–1 MiB, \
-         segments, and over a dropping queue a 4 KiB ACK window; dfu: num_of_rsp 255, 5 over a dropping queue).\n"
+         full values back to back. Before = the previous release (gadget: fixed 16 KiB segments, \
+         unpaced; dfu: num_of_rsp 20, stop and wait). After = the defaults, told the depth of a \
+         dropping queue as the web edge is on macOS and Windows (gadget: segments grow by the \
+         measured rate up to 1 MiB, and over a dropping queue ACKed transactions keep 7/8 of \
+         it in flight; dfu: windows of 20 records with four in flight, and over a dropping queue two windows within 7/8 of it).\n"
     );
     let mut summary = Vec::new();
 
@@ -455,8 +486,8 @@ fn main() {
         for link in grid() {
             let radio = link.radio();
             let cap = radio.capacity_bytes_per_sec() / 1000.0;
-            let before = gadget_run(link, &image, GadgetOptions::default());
-            let after = gadget_run(link, &image, gadget_tuned(link));
+            let before = gadget_run(link, &image, gadget_before());
+            let after = gadget_run(link, &image, gadget_after(link));
             let bound = gadget_bound(
                 &radio,
                 len,
@@ -499,7 +530,7 @@ fn main() {
 
     // DFU
     println!("\n#### DFU (SiFli OTA manager)\n");
-    println!("| configuration | image | capacity kB/s | bound, default rsp 20, kB/s | bound, tuned rsp, kB/s | before kB/s | after kB/s | after / capacity | after / bound | target | met |");
+    println!("| configuration | image | capacity kB/s | stop-and-wait bound, rsp 20, kB/s | bound: stop-and-wait, rsp 255 (dropping queue: the rsp that fits), kB/s | before kB/s | after kB/s | after / capacity | after / bound | target | met |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut worst: Option<(f64, String)> = None;
     for (len, name) in sizes {
@@ -507,11 +538,17 @@ fn main() {
         for link in grid() {
             let radio = link.radio();
             let cap = radio.capacity_bytes_per_sec() / 1000.0;
-            let before = dfu_run(link, &ctrl, &transfer, DfuOptions::default());
-            let after = dfu_run(link, &ctrl, &transfer, dfu_tuned(link));
-            let bound_before =
-                dfu_bound(&radio, &transfer, DfuOptions::default().num_of_rsp.into());
-            let bound = dfu_bound(&radio, &transfer, dfu_tuned(link).num_of_rsp.into());
+            let before = dfu_run(link, &ctrl, &transfer, dfu_before());
+            let after = dfu_run(link, &ctrl, &transfer, dfu_after(link));
+            let bound_before = dfu_bound(&radio, &transfer, dfu_before().num_of_rsp.into());
+            // The protocol's best without pipelining: windows of 255; over a dropping queue,
+            // windows of what fits it.
+            let bound_rsp = if link.queue == OsQueue::Drop {
+                dfu_after(link).num_of_rsp.into()
+            } else {
+                255
+            };
+            let bound = dfu_bound(&radio, &transfer, bound_rsp);
             let ratio = after.kbps / bound;
             let met = after.done && ratio >= 0.90;
             let loss = dropped_note(&before, &after);

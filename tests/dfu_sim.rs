@@ -267,3 +267,29 @@ fn a_lossy_link_recovers_lost_packets_and_never_leaves_a_broken_device() {
     }
     assert!(completed >= 4, "{completed} of 6 lossy runs completed");
 }
+
+#[test]
+fn a_deep_pipeline_over_a_link_that_repeats_values_installs_every_time() {
+    // 5% of values delivered twice: a repeated acknowledgement is taken for the next one
+    // (it carries no count) and a repeated fragment garbles its packet, so the flow runs
+    // ahead of the device, is rewound by its link-lose checks while packets it wrote after
+    // them still arrive, and sometimes ends an image the device does not hold whole.
+    let depth = DfuOptions::default().max_unacked;
+    assert!(depth > 2 * u16::from(DfuOptions::default().num_of_rsp));
+    for seed in 1..=20 {
+        let faults = Faults {
+            seed,
+            duplicate: 0.05,
+            ..Faults::default()
+        };
+        let mut p = pair(DfuOptions::default(), faults);
+        assert!(p.drive(Span::from_secs(3600)), "seed {seed}");
+        assert!(p.stats.duplicated > 0, "seed {seed}: {:?}", p.stats);
+        assert!(
+            p.events.contains(&DfuEvent::Done),
+            "seed {seed}: {:?}",
+            failure(&p.events)
+        );
+        assert_new_images(&mut p.peripheral);
+    }
+}

@@ -17,8 +17,8 @@
 //!        ▼                                                                                   │
 //!  is_boot: ExpectLinkDrop ──drop──▶ ExpectConnection{Images} (30 s window) ──connected──┐   │
 //!  not boot: ────────────────────────────────────────────────────────────────────────────┴───┘
-//!  per image: IMAGE_SEND_START ─▶ ExpectStartResponse ─▶ Sending ─(window sent)─▶ ExpectPacketResponse
-//!             ◀─ next window ◀─ ack ─┘     ▲ LINK_LOSE_CHECK_REQ: reply, Paused 1 s, resend from its index
+//!  per image: IMAGE_SEND_START ─▶ ExpectStartResponse ─▶ Sending ─(max_unacked written)─▶ ExpectPacketResponse
+//!             ◀─ more packets ◀─ ack ─┘    ▲ LINK_LOSE_CHECK_REQ: reply, Paused 1 s, resend from its index
 //!             deadline ─▶ RETRANSMISSION_REQUEST ─▶ ExpectRetransmissionResponse ─▶ resend from its number
 //!             all acked ─▶ IMAGE_SEND_END ─▶ ExpectEndResponse ─▶ next image
 //!  TRANSMISSION_END ─▶ ExpectEndInd (unless end mode 0) ──END_IND(0)──▶ Done
@@ -26,13 +26,21 @@
 //!
 //! Packets. Image packet `k` (1-based) carries record `k − 1` of the transfer file. The device
 //! acknowledges when its accepted count is a multiple of `num_of_rsp` or the image is complete
-//! (§7), so the flow sends up to the next such boundary and waits: a window of `num_of_rsp`
-//! packets, the device's own rhythm. A window whose acknowledgement does not come within
-//! [`DfuTimeouts::packet_response`] is asked for with RETRANSMISSION_REQUEST; the device's
-//! answer gives the count it holds and its new (halved) `num_of_rsp`, and sending resumes
-//! there. LINK_LOSE_CHECK_REQ does the same from the device's side, after the 1 s pause the
-//! iOS remote makes (§8). [`DfuOptions::max_retries`] recoveries in a row without a new
-//! acknowledgement fail the flow.
+//! (§7): a window of `num_of_rsp` packets, the device's own rhythm. The acknowledgement carries
+//! no count, so each one is taken for the next boundary once the packets up to it are written.
+//! The flow writes the current window whole and goes on while the packets written past the
+//! start of the window the count is in stay within [`DfuOptions::max_unacked`], so the next
+//! windows are on their way while an acknowledgement comes back; a depth of `num_of_rsp` or
+//! less is stop-and-wait, each window awaiting its acknowledgement. An acknowledgement awaited
+//! that does not come within [`DfuTimeouts::packet_response`] is asked for with
+//! RETRANSMISSION_REQUEST; the device's answer gives the count it holds and its new (halved)
+//! `num_of_rsp`, and sending resumes there (the answer follows every packet written before the
+//! request, so nothing older arrives after it). LINK_LOSE_CHECK_REQ does the same from the
+//! device's side, after the 1 s pause the iOS remote makes (§8); packets written after the one
+//! it answers may still reach the device and, in order, move it past the count it gave (it
+//! takes a packet only at its count + 1, §5, §7), so after a check the flow sends one window
+//! at a time until an acknowledgement confirms the count. [`DfuOptions::max_retries`]
+//! recoveries in a row without a new acknowledgement fail the flow.
 //!
 //! Resume (§9). A link lost during the transfer emits [`DfuEvent::NeedsReconnect`]; after the
 //! next connection the flow sends INIT_REQUEST again and expects OTA_ONGOING, answering
@@ -47,8 +55,11 @@
 //! - The v1 messages (INIT_REQUEST, RESUME_REQUEST, FORCE_INIT_REQUEST), as the vendor text
 //!   describes the flow (error 10, then resume or restart); the EXT variants are not sent.
 //! - Timers (all in [`DfuTimeouts`]): requests 60 s and IMAGE_SEND_START 180 s (the erase), as
-//!   the iOS remote; a window's acknowledgement 10 s (iOS waits 40 s; a window of 20 packets
-//!   is well under a second on any link that works); RETRANSMISSION_RESPONSE 5 s; the link
+//!   the iOS remote; an acknowledgement 10 s (iOS waits 40 s; a window of 20 packets is well
+//!   under a second on any link that works), counted from the window's last packet leaving,
+//!   pushed on by every write after it and run again by every acknowledgement while a written
+//!   window awaits one: it measures a link that moves nothing, however deep the pipeline and
+//!   slow the link; RETRANSMISSION_RESPONSE 5 s; the link
 //!   drop after INIT_COMPLETED 15 s; the reconnection to the OTA manager 30 s, its own window,
 //!   after which it returns to the user bin; END_IND 60 s (installation inflates and writes
 //!   every image). INIT, FORCE_INIT, RESUME and IMAGE_SEND_END go again every 5 s
@@ -65,6 +76,12 @@
 //! - A link lost while the device installs (awaiting END_IND) fails the flow: the outcome is
 //!   the device's to decide and the protocol cannot ask for it afterwards.
 //! - `num_of_rsp` of 0 from the device means 1 (the device's own halving rule, §7).
+//! - A repeated notification is taken for the next acknowledgement, so the flow can count
+//!   packets the device lacks and send IMAGE_SEND_END early. A LINK_LOSE_CHECK_REQ awaiting
+//!   that end's answer (a packet lost before others) rewinds as during the transfer, and the
+//!   refusal that follows finds the flow paused; GENERAL_ERR (1) for the end (the last packets
+//!   lost) asks for the count with RETRANSMISSION_REQUEST once per image. The fault campaign's
+//!   repeated values failed deep pipelines so.
 //! - A refused INIT or FORCE_INIT (other than OTA_ONGOING) is sent once more before the
 //!   refusal stands: a ctrl packet garbled on the way fails on the device exactly as a bad
 //!   one does (1 or 9), and the fault campaign lost updates to that.
@@ -101,6 +118,14 @@ use crate::wire::sifli::{Category, Fragmenter, Reassembler, MIN_VALUE_SIZE};
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 244;
 /// The default number of recoveries in a row without progress (the iOS remote's 5).
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// The default [`DfuOptions::max_unacked`]: four windows of the default `num_of_rsp`, so the
+/// next windows are on their way while an acknowledgement comes back; where the OS queue
+/// holds writes back when full, more depth only waits there, and what it holds is what a
+/// rewind leaves in flight. An OS queue that drops writes when full loses what the depth
+/// puts past it: size the options for it with [`DfuOptions::for_os_queue`] (records of 3
+/// values at MTU 247 in a 20-value queue: 6 kept the link's rate in the simulator, 10 lost
+/// most of it).
+pub const DEFAULT_MAX_UNACKED: u16 = 4 * DEFAULT_NUM_OF_RSP as u16;
 /// Undecodable inputs an update drops before the next one fails it.
 pub const MAX_GARBLED: u32 = 3;
 /// What the remote reassembles at most: the device's answers are a few bytes each.
@@ -178,6 +203,11 @@ pub struct DfuOptions {
     /// Recoveries (retransmission requests, link-lose checks) in a row without progress
     /// before the flow gives up (default 5).
     pub max_retries: u32,
+    /// Image packets written ahead of the device's last acknowledgement, at least 1 (default
+    /// [`DEFAULT_MAX_UNACKED`]); at or below the device's `num_of_rsp` each window waits for
+    /// its acknowledgement. Over an OS queue that drops writes when full, keep it within
+    /// what the queue holds.
+    pub max_unacked: u16,
     /// The deadlines.
     pub timeouts: DfuTimeouts,
 }
@@ -189,7 +219,32 @@ impl Default for DfuOptions {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             num_of_rsp: DEFAULT_NUM_OF_RSP,
             max_retries: DEFAULT_MAX_RETRIES,
+            max_unacked: DEFAULT_MAX_UNACKED,
             timeouts: DfuTimeouts::default(),
+        }
+    }
+}
+
+/// An image packet's bytes as sent for a record of the default 512-byte block (a 548-byte
+/// record in its IMAGE_SEND_PACKET message), for sizing a window in values.
+const TYPICAL_PACKET: usize = 564;
+
+impl DfuOptions {
+    /// These options over an OS queue that drops writes past `depth` values (0: one that
+    /// holds them back, unchanged): at most 7/8 of the queue in image packets of
+    /// [`DfuOptions::max_value_size`] values unacknowledged, in two windows so one
+    /// acknowledgement's round trip overlaps the other window.
+    #[must_use]
+    pub fn for_os_queue(self, depth: u16) -> DfuOptions {
+        if depth == 0 {
+            return self;
+        }
+        let per_packet = TYPICAL_PACKET.div_ceil(self.max_value_size.max(1)).max(1);
+        let packets = (usize::from(depth) * 7 / 8 / per_packet).max(1);
+        DfuOptions {
+            max_unacked: u16::try_from(packets).unwrap_or(u16::MAX),
+            num_of_rsp: u8::try_from(packets.div_ceil(2)).unwrap_or(u8::MAX),
+            ..self
         }
     }
 }
@@ -358,10 +413,40 @@ struct Cursor {
     acked: u32,
     /// The next packet to send, 0-based (`pkt_idx − 1`).
     next: u32,
-    /// Packets to send before awaiting the acknowledgement (exclusive bound).
-    window_end: u32,
     /// The device's `num_of_rsp`.
     rsp: u8,
+    /// `acked` came from a LINK_LOSE_CHECK_REQ: packets written after the one it answers
+    /// may have moved the device on since, so one window at a time until an acknowledgement
+    /// confirms the count.
+    unconfirmed: bool,
+}
+
+impl Cursor {
+    /// The count at which the device acknowledges next: the next multiple of its rate, or
+    /// the image's end.
+    fn boundary(&self, total: u32) -> u32 {
+        let rsp = u32::from(self.rsp.max(1));
+        (self.acked / rsp + 1).saturating_mul(rsp).min(total)
+    }
+
+    /// Whether a window is written whose acknowledgement is due.
+    fn awaits_ack(&self, total: u32) -> bool {
+        self.next >= self.boundary(total)
+    }
+
+    /// The exclusive bound of the packets to write before the next acknowledgement: the
+    /// current window, and further packets up to `max_unacked` past the start of the window
+    /// the count is in. Counting from that start, not from the count, keeps a depth of
+    /// `num_of_rsp` or less stop-and-wait after a rewind between boundaries too.
+    fn limit(&self, total: u32, max_unacked: u16) -> u32 {
+        let window = self.boundary(total);
+        if self.unconfirmed {
+            return window;
+        }
+        let rsp = u32::from(self.rsp.max(1));
+        let start = self.acked / rsp * rsp;
+        window.max(start.saturating_add(u32::from(max_unacked)).min(total))
+    }
 }
 
 /// One DFU update: the remote side of SiFli OTA-manager DFU. See the module docs.
@@ -379,6 +464,8 @@ pub struct DfuUpdate {
     forced: bool,
     /// A refused INIT or FORCE_INIT was already sent again.
     init_repeated: bool,
+    /// This image's end was already refused as incomplete once and the count asked for.
+    end_rechecked: bool,
     /// Inputs dropped as garbled so far.
     garbled: u32,
     retries: u32,
@@ -408,6 +495,9 @@ impl DfuUpdate {
         if options.max_retries == 0 {
             return Err(Misuse::InvalidArgument("max_retries must be at least 1"));
         }
+        if options.max_unacked == 0 {
+            return Err(Misuse::InvalidArgument("max_unacked must be at least 1"));
+        }
         if package.ctrl_packet.len() > usize::from(u16::MAX) - 4 {
             return Err(Misuse::InvalidArgument(
                 "the ctrl packet does not fit one DFU message",
@@ -423,13 +513,14 @@ impl DfuUpdate {
                 image: 0,
                 acked: 0,
                 next: 0,
-                window_end: 0,
                 rsp,
+                unconfirmed: false,
             },
             end_mode: EndMode::Send,
             started: false,
             forced: false,
             init_repeated: false,
+            end_rechecked: false,
             garbled: 0,
             retries: 0,
             reassembler: Reassembler::new(RX_CAP),
@@ -474,6 +565,16 @@ impl DfuUpdate {
 
     fn file(&self) -> Option<&TransferFile> {
         self.package.images.get(self.cursor.image)
+    }
+
+    /// Packets of the current image (none past the last).
+    fn total(&self) -> u32 {
+        self.file().map_or(0, TransferFile::total_pkt_num)
+    }
+
+    /// Whether a written window awaits its acknowledgement.
+    fn awaits_ack(&self) -> bool {
+        self.cursor.awaits_ack(self.total())
     }
 
     fn confirmed(&self) -> u64 {
@@ -661,6 +762,9 @@ impl DfuUpdate {
         let (img_length, total_pkt_num, img_id) =
             (file.img_length(), file.total_pkt_num(), file.img_id());
         self.set_stage(DfuStage::Transfer);
+        // The start's answer follows every packet written before it: the count is the device's.
+        self.cursor.unconfirmed = false;
+        self.end_rechecked = false;
         let rsp = self.cursor.rsp;
         self.state = State::ExpectStartResponse;
         let start = Message::ImageSendStart {
@@ -672,7 +776,8 @@ impl DfuUpdate {
         self.request(now, &start, self.options.timeouts.image_start, WAIT_START);
     }
 
-    /// Sends from the device's count up to the next acknowledgement boundary.
+    /// Sends from the device's count on (a start or a rewind): the packets
+    /// [`Cursor::limit`] allows.
     fn next_window(&mut self, now: Millis) {
         let Some(total) = self.file().map(TransferFile::total_pkt_num) else {
             return self.finish_transfer(now);
@@ -683,10 +788,28 @@ impl DfuUpdate {
         if c.acked >= total {
             return self.end_image(now);
         }
-        let rsp = u32::from(c.rsp.max(1));
-        c.window_end = ((c.acked / rsp + 1) * rsp).min(total);
         self.state = State::Sending;
         self.deadline = None;
+    }
+
+    /// An acknowledgement moved the count on: the image's end, or the packets the new
+    /// limit allows; the deadline runs again from now while a written window awaits its
+    /// acknowledgement, so it measures the time without one.
+    fn acknowledged(&mut self, now: Millis) {
+        let total = self.total();
+        if self.cursor.acked >= total {
+            return self.end_image(now);
+        }
+        self.state = if self.cursor.next < self.cursor.limit(total, self.options.max_unacked) {
+            State::Sending
+        } else {
+            State::ExpectPacketResponse
+        };
+        if self.cursor.awaits_ack(total) {
+            self.arm(now, self.options.timeouts.packet_response, WAIT_PACKET);
+        } else {
+            self.deadline = None;
+        }
     }
 
     fn end_image(&mut self, now: Millis) {
@@ -771,6 +894,25 @@ impl DfuUpdate {
     fn rewind(&mut self, held: u32, rsp: u16) {
         self.cursor.acked = held;
         self.cursor.rsp = u8::try_from(rsp).unwrap_or(u8::MAX).max(1);
+        self.cursor.unconfirmed = false;
+    }
+
+    /// LINK_LOSE_CHECK_REQ: answered, then, unless it asks for nothing the flow can do, a
+    /// recovery that pauses and resends from the device's count.
+    fn link_lose_check(&mut self, now: Millis, new_num_of_rsp: u16, current_index: u32) {
+        self.tx = None;
+        self.outbox.clear();
+        self.send(&Message::LinkLoseCheckRsp { result: 0 });
+        // The iOS remote ignores a check that asks for nothing it can do (§8).
+        if new_num_of_rsp == 0 || current_index >= self.total() || !self.retry() {
+            return;
+        }
+        self.rewind(current_index, new_num_of_rsp);
+        // Packets written after the one this answers may still reach the device, and in
+        // order they move it past `current_index`.
+        self.cursor.unconfirmed = true;
+        self.state = State::Paused;
+        self.arm(now, self.options.timeouts.link_lose_pause, WAIT_PACKET);
     }
 
     fn image_index(&self, id: ImageId) -> Option<usize> {
@@ -868,16 +1010,21 @@ impl DfuUpdate {
                 }
                 self.next_window(now);
             }
-            // Only a closed window is acknowledged; one in Sending is left over from before a
-            // rewind.
-            (State::ExpectPacketResponse, Message::ImageSendPacketResponse { result }) => {
+            // The answer carries no count: it is the next boundary's, once the window up to
+            // there is written. One before that is left over from before a rewind.
+            (
+                State::Sending | State::ExpectPacketResponse,
+                Message::ImageSendPacketResponse { result },
+            ) if self.awaits_ack() => {
                 if result != DfuErrorCode::NoErr.code() {
                     return self.image_refused(now, result);
                 }
                 self.retries = 0;
-                self.cursor.acked = self.cursor.window_end;
+                let total = self.total();
+                self.cursor.acked = self.cursor.boundary(total);
+                self.cursor.unconfirmed = false;
                 self.progress_event();
-                self.next_window(now);
+                self.acknowledged(now);
             }
             (
                 State::Sending
@@ -889,18 +1036,20 @@ impl DfuUpdate {
                     current_index,
                     ..
                 },
-            ) => {
-                self.tx = None;
-                self.outbox.clear();
-                self.send(&Message::LinkLoseCheckRsp { result: 0 });
-                let total = self.file().map_or(0, TransferFile::total_pkt_num);
-                // The iOS remote ignores a check that asks for nothing it can do (§8).
-                if new_num_of_rsp == 0 || current_index >= total || !self.retry() {
-                    return;
-                }
-                self.rewind(current_index, new_num_of_rsp);
-                self.state = State::Paused;
-                self.arm(now, self.options.timeouts.link_lose_pause, WAIT_PACKET);
+            ) => self.link_lose_check(now, new_num_of_rsp, current_index),
+            // The end went out on a count the device does not hold (a repeated notification
+            // taken for the next acknowledgement, then a packet lost): the check it sent
+            // before its answer to the end says where it is. Its answer, which follows,
+            // finds the flow paused and is ignored.
+            (
+                State::ExpectEndResponse,
+                Message::LinkLoseCheckReq {
+                    new_num_of_rsp,
+                    current_index,
+                    ..
+                },
+            ) if new_num_of_rsp != 0 && current_index < self.total() => {
+                self.link_lose_check(now, new_num_of_rsp, current_index);
             }
             (
                 State::ExpectRetransmissionResponse,
@@ -917,6 +1066,14 @@ impl DfuUpdate {
                 self.next_window(now);
             }
             (State::ExpectEndResponse, Message::ImageSendEndResponse { result }) => {
+                // GENERAL_ERR is also the device's answer to an end before its last packet: a
+                // repeated notification taken for an acknowledgement, then the last packets
+                // lost. Once per image the flow asks for the count and resends from there;
+                // an end refused again stands.
+                if result == DfuErrorCode::GeneralErr.code() && !self.end_rechecked {
+                    self.end_rechecked = true;
+                    return self.request_retransmission(now);
+                }
                 if result != DfuErrorCode::NoErr.code() {
                     return self.image_refused(now, result);
                 }
@@ -937,31 +1094,36 @@ impl DfuUpdate {
         }
     }
 
-    /// Builds the next image packet while the window is open; closing the window arms its
-    /// acknowledgement deadline from the latest time the edge reported.
+    /// Builds the next image packet while [`Cursor::limit`] allows; the packet that completes
+    /// the window the count is in arms its acknowledgement deadline from the latest time
+    /// the edge reported (later windows' run on from there, re-armed by each
+    /// acknowledgement).
     fn next_packet(&mut self) -> Option<Vec<u8>> {
         let now = self.now;
         if self.state != State::Sending {
             return None;
         }
-        let c = self.cursor;
-        if c.next >= c.window_end {
+        let total = self.total();
+        let limit = self.cursor.limit(total, self.options.max_unacked);
+        let next = self.cursor.next;
+        if next >= limit {
             self.state = State::ExpectPacketResponse;
-            self.arm(now, self.options.timeouts.packet_response, WAIT_PACKET);
             return None;
         }
         let file = self.file()?;
-        let record = file.record(c.next)?;
+        let record = file.record(next)?;
         let message = Message::ImageSendPacket {
             img_id: ImageId(file.img_id()),
-            pkt_idx: u16::try_from(c.next + 1).ok()?,
+            pkt_idx: u16::try_from(next + 1).ok()?,
             data: record,
         };
         let bytes = message.to_vec().ok()?;
         self.cursor.next += 1;
-        if self.cursor.next >= c.window_end {
-            self.state = State::ExpectPacketResponse;
+        if self.cursor.next == self.cursor.boundary(total) {
             self.arm(now, self.options.timeouts.packet_response, WAIT_PACKET);
+        }
+        if self.cursor.next >= limit {
+            self.state = State::ExpectPacketResponse;
         }
         Some(bytes)
     }
@@ -1036,7 +1198,7 @@ impl Flow for DfuUpdate {
         }
         self.deadline = None;
         match self.state {
-            State::ExpectPacketResponse | State::ExpectRetransmissionResponse => {
+            State::Sending | State::ExpectPacketResponse | State::ExpectRetransmissionResponse => {
                 self.request_retransmission(now);
             }
             State::Paused => self.next_window(now),
@@ -1054,10 +1216,11 @@ impl Flow for DfuUpdate {
 
     fn handle_transmitted(&mut self, now: Millis) {
         self.now = now;
-        // The window's deadline counts from its last packet leaving, not from when it was
+        // The deadline counts from the last write leaving, not from when its packet was
         // built: on a slow link the writes themselves take time.
         let sent = self.tx.as_ref().is_none_or(Fragmenter::is_done);
-        if self.state == State::ExpectPacketResponse && sent {
+        let transfer = matches!(self.state, State::Sending | State::ExpectPacketResponse);
+        if transfer && sent && self.awaits_ack() {
             if let Some((at, _)) = &mut self.deadline {
                 *at = (*at).max(now + self.options.timeouts.packet_response);
             }
@@ -1124,9 +1287,12 @@ mod tests {
         DfuPackage::new(vec![0xC7; 400], vec![file(3, 5), file(0, 7)]).unwrap()
     }
 
+    /// Stop-and-wait (a depth below every rate), as the scripts of the windows expect; the
+    /// pipelined tests set their own depth.
     fn options() -> DfuOptions {
         DfuOptions {
             num_of_rsp: 3,
+            max_unacked: 1,
             ..DfuOptions::default()
         }
     }
@@ -1282,6 +1448,22 @@ mod tests {
 
     fn idx(img: u8, range: core::ops::RangeInclusive<u16>) -> Vec<(u8, u16)> {
         range.map(|i| (img, i)).collect()
+    }
+
+    #[test]
+    fn options_for_a_dropping_queue_keep_two_windows_within_it() {
+        let held = DfuOptions::default().for_os_queue(0);
+        assert_eq!(held, DfuOptions::default());
+        // 20 values, 17 usable, records of 3 values at 244 bytes: 5 packets, windows of 3.
+        let mac = DfuOptions::default().for_os_queue(20);
+        assert_eq!((mac.max_unacked, mac.num_of_rsp), (5, 3));
+        // At ATT MTU 23 a record is 29 values: one packet at a time.
+        let small = DfuOptions {
+            max_value_size: 20,
+            ..DfuOptions::default()
+        }
+        .for_os_queue(20);
+        assert_eq!((small.max_unacked, small.num_of_rsp), (1, 1));
     }
 
     #[test]
@@ -1497,6 +1679,216 @@ mod tests {
             matches!(&e, Error::PeerRefused(r) if r.name == "DFU_ERR_CONTROL_PACKET_INVALID" && r.code == 9),
             "{e:?}"
         );
+    }
+
+    /// Rate 3 and room for two windows past the acknowledged count.
+    fn pipelined() -> DfuOptions {
+        DfuOptions {
+            max_unacked: 6,
+            ..options()
+        }
+    }
+
+    /// The updater reached and image 0 (7 packets) started.
+    fn started(options: DfuOptions) -> Script {
+        let mut s = Script::new(options);
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        s
+    }
+
+    #[test]
+    fn a_pipeline_writes_the_next_window_before_the_acknowledgement_and_no_further() {
+        let mut s = started(pipelined());
+        // Windows 1 and 2 before window 1's acknowledgement, then nothing: 6 ahead of 0.
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        assert!(s.sent().is_empty());
+        let first = s.flow.poll_timeout().unwrap();
+        assert_eq!(first, s.now + Span::from_secs(10));
+        // Window 1's answer, 4 s on: 3 acknowledged, so up to 9, the image's 7.
+        s.now += Span::from_secs(4);
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        // Window 2 still awaits its answer: the deadline runs again from that one.
+        assert_eq!(s.flow.poll_timeout(), Some(s.now + Span::from_secs(10)));
+        s.ack();
+        s.ack();
+        s.expect_end(0, true);
+        // Image 3 (5 packets) fits the depth whole.
+        assert_eq!(s.expect_start(3, 3), (500, 5));
+        s.start_ok();
+        assert_eq!(s.packets(), idx(3, 1..=5));
+        s.ack();
+        assert!(s.sent().is_empty());
+        s.ack();
+        s.expect_end(3, false);
+        let m = s.expect_one();
+        assert_eq!(Message::decode(&m).unwrap(), Message::TransmissionEnd);
+        s.send(Message::EndInd { result: 0 });
+        let ev = s.events();
+        assert_eq!(ev.last(), Some(&DfuEvent::Done));
+        let progress: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DfuEvent::Progress { confirmed, .. } => Some(*confirmed),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, [300, 600, 700, 1000, 1200]);
+
+        // Whatever the depth, never more than it past the acknowledged count, and never
+        // less than the window: a device answering each boundary as late as it can.
+        for depth in 1..=8u16 {
+            let mut s = started(DfuOptions {
+                max_unacked: depth,
+                ..options()
+            });
+            let mut acked = 0u16;
+            let mut written = 0u16;
+            while !s.flow.is_finished() && acked < 7 {
+                let sent = s.packets();
+                if let Some(&(_, last)) = sent.last() {
+                    written = last;
+                }
+                let ahead = written - acked;
+                let window = (acked / 3 + 1) * 3 - acked;
+                assert!(
+                    ahead <= depth.max(window) && ahead >= window.min(7 - acked),
+                    "depth {depth}: {written} written, {acked} acknowledged"
+                );
+                s.ack();
+                acked = ((acked / 3 + 1) * 3).min(7);
+            }
+            s.expect_end(0, true);
+        }
+    }
+
+    #[test]
+    fn a_retransmission_mid_pipeline_resumes_at_the_devices_count() {
+        let mut s = started(pipelined());
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        // Window 2's answer is lost: 10 s after window 1's.
+        let at = s.flow.poll_timeout().unwrap();
+        assert_eq!(at, s.now + Span::from_secs(10));
+        s.now = at;
+        s.flow.handle_timeout(at);
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::RetransmissionRequest
+        );
+        // A late answer before the device's is not the flow's to count.
+        s.ack();
+        assert!(s.sent().is_empty());
+        // The device holds 4 (between its boundaries) at a rate of 2: from packet 5, the
+        // window to 6 and the depth's room past 4, the image's end.
+        s.send(Message::RetransmissionResponse {
+            result: 0,
+            new_num_of_rsp: 2,
+            retransmission_packet_num: 4,
+        });
+        assert_eq!(s.packets(), idx(0, 5..=7));
+        s.ack();
+        s.ack();
+        s.expect_end(0, true);
+        assert!(!s.flow.is_finished());
+    }
+
+    #[test]
+    fn a_link_lose_check_mid_pipeline_sends_one_window_until_an_acknowledgement() {
+        let mut s = started(pipelined());
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        // Packet 2 was lost; the device holds 1 and halves its rate.
+        s.send(Message::LinkLoseCheckReq {
+            result: 0,
+            new_num_of_rsp: 2,
+            current_index: 1,
+        });
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::LinkLoseCheckRsp { result: 0 }
+        );
+        let at = s.flow.poll_timeout().unwrap();
+        s.now = at;
+        s.flow.handle_timeout(at);
+        // Packets 3 to 6 written before may still move the device on: one window first.
+        assert_eq!(s.packets(), idx(0, 2..=2));
+        assert!(s.sent().is_empty());
+        s.ack();
+        // The count is the device's again: the depth's room from 2.
+        assert_eq!(s.packets(), idx(0, 3..=7));
+        for _ in 0..3 {
+            s.ack();
+        }
+        s.expect_end(0, true);
+    }
+
+    #[test]
+    fn an_end_before_the_devices_last_packet_resends_from_its_count() {
+        // A repeated acknowledgement counted: the flow ends image 0 the device lacks 7 of.
+        let mut s = started(pipelined());
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack();
+        s.ack();
+        let end = Message::ImageSendEnd {
+            img_id: ImageId(0),
+            is_more_image: true,
+        };
+        assert_eq!(Message::decode(&s.expect_one()).unwrap(), end);
+        // Packet 7 lost, none after it: the end is refused as incomplete; the count asked.
+        let general = DfuErrorCode::GeneralErr.code();
+        s.send(Message::ImageSendEndResponse { result: general });
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::RetransmissionRequest
+        );
+        s.send(Message::RetransmissionResponse {
+            result: 0,
+            new_num_of_rsp: 3,
+            retransmission_packet_num: 6,
+        });
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack();
+        assert_eq!(Message::decode(&s.expect_one()).unwrap(), end);
+        // Refused again, the refusal stands.
+        s.send(Message::ImageSendEndResponse { result: general });
+        assert!(matches!(s.failed(), Error::PeerRefused(r) if r.code == i64::from(general)));
+
+        // A packet lost before others: the device's check comes before its answer.
+        let mut s = started(pipelined());
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack();
+        s.ack();
+        assert_eq!(Message::decode(&s.expect_one()).unwrap(), end);
+        s.send(Message::LinkLoseCheckReq {
+            result: 0,
+            new_num_of_rsp: 3,
+            current_index: 5,
+        });
+        assert_eq!(
+            Message::decode(&s.expect_one()).unwrap(),
+            Message::LinkLoseCheckRsp { result: 0 }
+        );
+        s.send(Message::ImageSendEndResponse { result: general });
+        assert!(
+            !s.flow.is_finished(),
+            "the answer to the early end is ignored"
+        );
+        let at = s.flow.poll_timeout().unwrap();
+        s.now = at;
+        s.flow.handle_timeout(at);
+        assert_eq!(s.packets(), idx(0, 6..=6));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s.ack();
+        s.expect_end(0, true);
+        assert_eq!(s.expect_start(3, 3), (500, 5));
     }
 
     #[test]
@@ -1770,6 +2162,10 @@ mod tests {
             },
             DfuOptions {
                 max_retries: 0,
+                ..options()
+            },
+            DfuOptions {
+                max_unacked: 0,
                 ..options()
             },
         ] {

@@ -72,7 +72,8 @@
 //!   UpdateComponentSegment with the ACK flag on every packet (\[REC\] §3.5).
 //!   With [`GadgetOptions::ota_window`] set, each OTA transaction also asks for an ACK and
 //!   the flow keeps at most that many bytes unacknowledged (pacing for OS queues that drop
-//!   writes); the transactions still go one after another, never interleaved.
+//!   writes; [`GadgetOptions::os_queue_depth`] sizes the window from the queue's depth and
+//!   the link's packet size); the transactions still go one after another, never interleaved.
 //! - [`GadgetOptions::check_only`] runs the handshake and Discover and finishes with
 //!   [`GadgetEvent::UpdateAvailable`] or [`GadgetEvent::UpToDate`]: how an application shows
 //!   the device's version before the person decides to update.
@@ -84,6 +85,14 @@
 //!   the same offset at half its size, down to [`GadgetOptions::min_segment_size`]; each
 //!   success doubles it back towards [`GadgetOptions::segment_size`] (a whole segment is
 //!   lost with any one packet, so the segment size follows the link's loss rate). At the
+//!   segment size, a success sizes the next segment to what the link carries in a quarter
+//!   of [`GadgetTimeouts::segment`] at the rate the confirmed one was sent (its Response
+//!   minus its announcement's ACK), up to [`GadgetOptions::max_segment_size`] and an eighth
+//!   of the image (progress counts confirmed segments, so it moves at least eight times): each segment
+//!   costs two round trips, so a clean fast link gets few large segments and a slow one stays
+//!   well inside the deadline. A grown segment that fails falls back to the segment size, and
+//!   from then on growth only doubles, below half the smallest size that failed: a lossy link
+//!   pays for one optimistic segment, then keeps sizes that get through. At the
 //!   smallest size, after [`GadgetOptions::max_attempts`] attempts the flow fails with
 //!   [`LinkLost::RetriesExhausted`], or with the gadget's own refusal
 //!   ([`Error::PeerRefused`], e.g. `NACK_UNSUPPORTED`) when its NACK of the last announcement
@@ -177,6 +186,16 @@ pub const DEFAULT_SEGMENT_SIZE: u32 = 0x4000;
 /// `segment_size` field is a `uint32`). The companion gadget takes any segment within its
 /// slot, writing one larger than its 64 KiB buffer in pieces.
 pub const MAX_SEGMENT_SIZE: u32 = 0x100_0000;
+/// The default largest grown segment: 1 MiB, a few seconds on a fast link, so a segment lost
+/// to a deadline or a disconnect costs little, while its two round trips are a fraction of a
+/// percent of its time.
+pub const DEFAULT_MAX_SEGMENT_SIZE: u32 = 0x10_0000;
+/// The OTA bytes a packet's header leaves out of its size, at most (a continuation packet
+/// has 2 or 3; the first of a transaction 5, once per transaction).
+const OTA_PACKET_HEADER: u32 = 3;
+/// Grown segments stay within this fraction of the image, so progress (confirmed segments)
+/// moves at least this many times in an update.
+const PROGRESS_STEPS: u32 = 8;
 /// The default smallest segment: 1 KiB, the EMB sample's segment size (§5).
 pub const DEFAULT_MIN_SEGMENT_SIZE: u32 = 0x400;
 /// The default number of attempts per request, and per segment at its smallest size.
@@ -239,10 +258,14 @@ impl Default for GadgetTimeouts {
 /// How a [`GadgetUpdate`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GadgetOptions {
-    /// Bytes per segment, 1 to [`MAX_SEGMENT_SIZE`]; the last segment is shorter (default
-    /// 16 384). Each segment costs two round trips (its announcement's ACK, its Response),
-    /// so on a clean link larger segments keep the link busier.
+    /// The first segment's size, 1 to [`MAX_SEGMENT_SIZE`]; the last segment is shorter
+    /// (default 16 384). Each segment costs two round trips (its announcement's ACK, its
+    /// Response), so on a clean link larger segments keep the link busier.
     pub segment_size: u32,
+    /// The largest segment confirmed segments grow to from `segment_size`, by the rate they
+    /// were sent at (see the module docs); at most `segment_size` turns growth off
+    /// (default 1 MiB, [`DEFAULT_MAX_SEGMENT_SIZE`]).
+    pub max_segment_size: u32,
     /// The smallest segment, 1 to `segment_size` (default 1024). A failed segment is sent
     /// again at half its size, down to this one; each confirmed segment doubles the size
     /// again, up to `segment_size`. One lost packet costs a whole segment, so on a lossy
@@ -267,16 +290,22 @@ pub struct GadgetOptions {
     /// OTA-stream bytes the flow keeps written but unacknowledged; 0 (the default) sends a
     /// segment's transactions back to back without asking for ACKs. With a window, every
     /// OTA transaction carries the ACK flag (\[REC\] §3.5 lets any transaction ask) and at
-    /// most half the window, and the next one waits until the bytes unacknowledged and its
+    /// most a third of the window, and the next one waits until the bytes unacknowledged and its
     /// own fit: pacing for OS queues that drop writes they cannot hold (macOS, Windows),
     /// where the edge's writes resolve at once and only the gadget's ACKs show what arrived.
     pub ota_window: u32,
+    /// The depth, in values, of an OS write queue that drops what overflows it (about 20 on
+    /// macOS and Windows); 0 (the default) for one that holds writes back (BlueZ, Android).
+    /// Without an `ota_window`, a depth paces the OTA stream with a window of 7/8 of the
+    /// queue in packets of the link's size.
+    pub os_queue_depth: u16,
 }
 
 impl Default for GadgetOptions {
     fn default() -> Self {
         GadgetOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
+            max_segment_size: DEFAULT_MAX_SEGMENT_SIZE,
             min_segment_size: DEFAULT_MIN_SEGMENT_SIZE,
             stage_only: false,
             check_only: false,
@@ -285,6 +314,7 @@ impl Default for GadgetOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeouts: GadgetTimeouts::default(),
             ota_window: 0,
+            os_queue_depth: 0,
         }
     }
 }
@@ -502,6 +532,10 @@ pub struct GadgetUpdate {
     readings: u32,
     /// The segment size now: halved by failures, doubled by successes (see the module docs).
     window: u32,
+    /// When the current segment's announcement was acknowledged: the start of its rate.
+    segment_started: Millis,
+    /// The smallest segment size that failed in this update: growth stays below its half.
+    failed_size: Option<u32>,
     /// PV waits on this run of connections that timed out; reset by a PV packet.
     pv_timeouts: u32,
     /// With [`GadgetOptions::ota_window`]: the current segment's OTA transactions written
@@ -570,6 +604,8 @@ impl GadgetUpdate {
         .encode();
         Ok(GadgetUpdate {
             window: options.segment_size,
+            segment_started: Millis::ZERO,
+            failed_size: None,
             options,
             name: image.name,
             offered,
@@ -1013,7 +1049,7 @@ impl GadgetUpdate {
         let len = self.next_ota_len(limits, size - sent.min(size));
         let payload = self.segment_bytes(offset + sent, len).to_vec();
         let id = self.take_id();
-        let paced = self.options.ota_window > 0;
+        let paced = self.ota_window(limits) > 0;
         if paced {
             self.unacked.push_back((id, len));
         }
@@ -1028,23 +1064,43 @@ impl GadgetUpdate {
         }
     }
 
+    /// The OTA window in bytes: the option, or else one that fits a dropping OS queue of
+    /// [`GadgetOptions::os_queue_depth`] values (7/8 of it, in packets of the link's size
+    /// less their header); 0 sends unpaced.
+    fn ota_window(&self, limits: Limits) -> u32 {
+        if self.options.ota_window > 0 {
+            return self.options.ota_window;
+        }
+        let depth = u32::from(self.options.os_queue_depth);
+        if depth == 0 {
+            return 0;
+        }
+        let payload = u32::from(limits.packet_size).saturating_sub(OTA_PACKET_HEADER);
+        (depth * 7 / 8).max(1) * payload.max(1)
+    }
+
     /// The payload of the next OTA transaction when `left` bytes of the segment remain.
     fn next_ota_len(&self, limits: Limits, left: u32) -> u32 {
         let mut len = left.min(u32::from(limits.max_transaction_size));
-        if self.options.ota_window > 0 {
-            len = len.min((self.options.ota_window / 2).max(1));
+        let window = self.ota_window(limits);
+        if window > 0 {
+            // A third of the window: an ACK frees room while two transactions still fill
+            // the queue, so the radio seldom waits for the round trip (halves measured 0.84
+            // of the link at 1M PHY, thirds 0.93).
+            len = len.min((window / 3).max(1));
         }
         len
     }
 
     /// Whether the OTA window has room for a transaction of `len` bytes (always, unpaced).
     fn window_has_room(&self, len: u32) -> bool {
-        let window = self.options.ota_window;
+        let window = self.limits.map_or(0, |l| self.ota_window(l));
         let unacked: u32 = self.unacked.iter().map(|(_, n)| n).sum();
         window == 0 || unacked + len <= window
     }
 
     fn start_sending(&mut self, now: Millis, attempt: u32) {
+        self.segment_started = now;
         self.unacked.clear();
         self.resuming = false;
         self.segment_refused = None;
@@ -1056,10 +1112,40 @@ impl GadgetUpdate {
         }
     }
 
+    /// The next segment's size after one of `size` bytes was confirmed at `now` (see the
+    /// module docs): back towards the segment size after failures, beyond it by the rate.
+    fn grow_window(&mut self, now: Millis, size: u32) {
+        let base = self.options.segment_size;
+        if self.window < base {
+            self.window = self.window.saturating_mul(2).min(base);
+            return;
+        }
+        let elapsed = now.since(self.segment_started).as_millis().max(1);
+        let budget = self.options.timeouts.segment.as_millis() / 4;
+        let by_rate = u64::from(size).saturating_mul(budget) / elapsed;
+        let mut ceiling = u32::try_from(by_rate)
+            .unwrap_or(u32::MAX)
+            .min(self.options.max_segment_size)
+            .min(MAX_SEGMENT_SIZE)
+            .min(self.total() / PROGRESS_STEPS);
+        let mut step = u32::MAX;
+        if let Some(failed) = self.failed_size {
+            ceiling = ceiling.min(failed / 2);
+            step = 2;
+        }
+        self.window = self.window.saturating_mul(step).min(ceiling).max(base);
+    }
+
     /// The current segment failed (NACK, a retryable error code or a deadline): resend it
     /// smaller while it can shrink, then at the smallest size until the attempts run out.
     fn segment_failed(&mut self, now: Millis, attempt: u32) {
-        if self.window > self.options.min_segment_size {
+        let (_, size) = self.segment();
+        self.failed_size = Some(self.failed_size.map_or(size, |f| f.min(size)));
+        if self.window > self.options.segment_size {
+            self.window = self.options.segment_size;
+            self.tx = None;
+            self.announce(now, attempt);
+        } else if self.window > self.options.min_segment_size {
             self.window = (self.window / 2).max(self.options.min_segment_size);
             self.tx = None;
             self.announce(now, attempt);
@@ -1266,7 +1352,7 @@ impl GadgetUpdate {
             State::SendingSegment { .. } | State::ExpectSegmentResponse { .. } if ok => {
                 let (_, size) = self.segment();
                 self.confirmed = self.confirmed.saturating_add(size);
-                self.window = self.window.saturating_mul(2).min(self.options.segment_size);
+                self.grow_window(now, size);
                 self.tx = None;
                 self.request = None;
                 self.events.push_back(GadgetEvent::Progress {
@@ -1665,6 +1751,7 @@ mod tests {
         GadgetOptions {
             segment_size: SEG,
             min_segment_size: SEG,
+            max_segment_size: SEG,
             max_attempts: 3,
             ..GadgetOptions::default()
         }
@@ -1883,8 +1970,12 @@ mod tests {
 
         /// The announcement of the segment at `offset`; returns its transaction ID.
         fn expect_announcement(&mut self, offset: u32) -> TransactionId {
+            self.expect_announcement_of(offset, Self::segment_size(offset))
+        }
+
+        /// The announcement of a segment of `size` bytes at `offset`; returns its ID.
+        fn expect_announcement_of(&mut self, offset: u32, size: u32) -> TransactionId {
             let (id, payload) = self.expect_request(StreamId::Control, true);
-            let size = Self::segment_size(offset);
             let bytes = &self.image[offset as usize..(offset + size) as usize];
             let expected = ControlEnvelope::update_component_segment(
                 "app",
@@ -1899,6 +1990,11 @@ mod tests {
         /// The raw segment bytes on the OTA stream: packets ≤ P without the ACK flag,
         /// transactions ≤ T, together exactly the segment.
         fn expect_segment_data(&mut self, offset: u32) -> Vec<TransactionId> {
+            self.expect_segment_data_of(offset, Self::segment_size(offset))
+        }
+
+        /// The raw bytes of a segment of `size` bytes at `offset` (see above).
+        fn expect_segment_data_of(&mut self, offset: u32, size: u32) -> Vec<TransactionId> {
             let packets = self.sent();
             let mut data = Vec::new();
             let mut ids = Vec::new();
@@ -1915,7 +2011,6 @@ mod tests {
                 ids.push(t.transaction_id);
                 data.extend_from_slice(&t.payload);
             }
-            let size = Self::segment_size(offset);
             assert_eq!(data, self.image[offset as usize..(offset + size) as usize]);
             ids
         }
@@ -2154,6 +2249,77 @@ mod tests {
         );
         assert_eq!(s.flow.progress(), (u64::from(SEG), u64::from(SIZE)));
         s.expect_announcement(SEG);
+    }
+
+    #[test]
+    fn confirmed_segments_grow_by_the_rate_and_stay_below_a_failed_size() {
+        let mut s = Script::new(GadgetOptions {
+            segment_size: 512,
+            min_segment_size: 256,
+            max_segment_size: 4096,
+            ..options()
+        });
+        s.handshake("0");
+        // 512 bytes in 500 ms: 15,360 bytes in a quarter of the 60 s deadline; the cap
+        // (4096, below an eighth of the 40 KiB image) holds.
+        let id = s.expect_announcement_of(0, 512);
+        s.ack(StreamId::Control, id);
+        s.expect_segment_data_of(0, 512);
+        s.step(500);
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        // 4096 bytes in 16 s: the next is 3840 bytes.
+        let id = s.expect_announcement_of(512, 4096);
+        s.ack(StreamId::Control, id);
+        s.expect_segment_data_of(512, 4096);
+        s.step(16_000);
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        // That grown segment fails: back to 512, then doubling below 1920 bytes.
+        let id = s.expect_announcement_of(4608, 3840);
+        s.nack(StreamId::Control, id, 0x01);
+        for (offset, size) in [(4608, 512), (5120, 1024), (6144, 1920)] {
+            let id = s.expect_announcement_of(offset, size);
+            s.ack(StreamId::Control, id);
+            s.expect_segment_data_of(offset, size);
+            s.step(100);
+            s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        }
+        s.expect_announcement_of(8064, 1920);
+    }
+
+    #[test]
+    fn an_os_queue_depth_paces_by_a_window_that_fits_it() {
+        // A queue of 8 values: 7 packets of P − 3 bytes may be unacknowledged, each
+        // transaction at most a third of that.
+        let window = 7 * (u32::from(P) - OTA_PACKET_HEADER) as usize;
+        let mut s = Script::new(GadgetOptions {
+            os_queue_depth: 8,
+            ..options()
+        });
+        s.handshake("0");
+        let id = s.expect_announcement(0);
+        s.ack(StreamId::Control, id);
+        let mut data = Vec::new();
+        let mut pending = VecDeque::new();
+        while data.len() < SEG as usize {
+            let packets = s.sent();
+            assert!(
+                !packets.is_empty(),
+                "the flow waits for an ACK it was not sent"
+            );
+            for r in s.decode(&packets) {
+                let Received::Transaction(t) = r else {
+                    panic!("OTA transactions only")
+                };
+                assert!(t.ack_requested && t.payload.len() <= window / 3);
+                data.extend_from_slice(&t.payload);
+                pending.push_back((t.transaction_id, t.payload.len()));
+            }
+            let unacked: usize = pending.iter().map(|(_, n)| n).sum();
+            assert!(unacked <= window, "{unacked} bytes unacknowledged");
+            let (id, _) = pending.pop_front().unwrap();
+            s.ack(StreamId::Ota, id);
+        }
+        assert_eq!(data, s.image[..SEG as usize]);
     }
 
     #[test]

@@ -109,6 +109,11 @@ export interface ConnectOptions {
   bluetooth?: BluetoothLike;
   /** Narrows the browser's device chooser to names starting with this. */
   namePrefix?: string;
+  /**
+   * Depth in values of an OS write queue that drops what overflows it (0: it holds writes
+   * back). Default 20 on macOS and Windows through `navigator.bluetooth`, else 0.
+   */
+  osQueueDepth?: number;
 }
 
 /** `updater.update(image, options)` options. */
@@ -119,8 +124,12 @@ export interface UpdateOptions {
   stageOnly?: boolean;
   /** Gadget: only switch to the copy the device already holds (`NOT_STAGED` if none). */
   applyStaged?: boolean;
-  /** Gadget: bytes per UpdateComponentSegment, 1 to 16,777,216 (16 MiB). */
+  /** Gadget: the first UpdateComponentSegment's bytes, 1 to 16,777,216 (16 MiB). */
   segmentSize?: number;
+  /** Gadget: the largest segment they grow to by the measured rate (default 1 MiB). */
+  maxSegmentSize?: number;
+  /** Gadget: OTA bytes kept unacknowledged (default: sized from `osQueueDepth`, or none). */
+  otaWindow?: number;
   /** Gadget: how often a segment is tried before the update fails. */
   maxAttempts?: number;
   /** DFU: start an interrupted update over instead of resuming it. */

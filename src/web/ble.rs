@@ -252,9 +252,60 @@ impl GattLink {
     }
 }
 
+/// The depth of a dropping OS write queue in values: how many writes without response
+/// CoreBluetooth (macOS) and WinRT (Windows) take before they drop the rest silently
+/// (radar 20394802, overflow at about 20; trezor-suite PR #20704); BlueZ and Android hold
+/// writes back instead, 0.
+pub const DROPPING_QUEUE_DEPTH: u16 = 20;
+
+/// The OS write queue under `navigator.bluetooth` on this platform: [`DROPPING_QUEUE_DEPTH`]
+/// where it drops, 0 where it holds writes back.
+pub fn os_queue_depth() -> u16 {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok();
+    let read = |object: Option<JsValue>, key: &str| {
+        object.and_then(|o| js_sys::Reflect::get(&o, &key.into()).ok()?.as_string())
+    };
+    // userAgentData (Chromium) names the OS; navigator.platform is the older spelling.
+    let user_agent_data = navigator
+        .clone()
+        .and_then(|n| js_sys::Reflect::get(&n, &"userAgentData".into()).ok());
+    let platform = read(user_agent_data, "platform")
+        .filter(|p| !p.is_empty())
+        .or_else(|| read(navigator, "platform"))
+        .unwrap_or_default();
+    queue_depth_of(&platform)
+}
+
+/// [`os_queue_depth`] for a platform name as `userAgentData.platform` ("macOS",
+/// "Windows") or `navigator.platform` ("MacIntel", "Win32") spell it.
+fn queue_depth_of(platform: &str) -> u16 {
+    let p = platform.to_ascii_lowercase();
+    if p.starts_with("mac") || p.starts_with("win") {
+        DROPPING_QUEUE_DEPTH
+    } else {
+        0
+    }
+}
+
 /// `navigator.bluetooth`, if this browser has it.
 pub fn navigator_bluetooth() -> Option<Bluetooth> {
     let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
     let bluetooth = js_sys::Reflect::get(&navigator, &"bluetooth".into()).ok()?;
     (!bluetooth.is_undefined() && !bluetooth.is_null()).then(|| bluetooth.unchecked_into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{queue_depth_of, DROPPING_QUEUE_DEPTH};
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn only_macos_and_windows_drop_queued_writes() {
+        for dropping in ["macOS", "MacIntel", "Windows", "Win32", "win64"] {
+            assert_eq!(queue_depth_of(dropping), DROPPING_QUEUE_DEPTH, "{dropping}");
+        }
+        for holding in ["Linux", "Linux x86_64", "Android", "Chrome OS", "CrOS", ""] {
+            assert_eq!(queue_depth_of(holding), 0, "{holding}");
+        }
+    }
 }

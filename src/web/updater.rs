@@ -45,7 +45,8 @@ use crate::flow::dfu::{DfuOptions, DfuUpdate, OnOngoing};
 use crate::flow::gadget::{GadgetOptions, GadgetUpdate};
 use crate::time::Millis;
 use crate::web::ble::{
-    navigator_bluetooth, request_device, GattLink, GattProfile, DFU_PROFILE, GADGET_PROFILE,
+    navigator_bluetooth, os_queue_depth, request_device, GattLink, GattProfile, DFU_PROFILE,
+    GADGET_PROFILE,
 };
 use crate::web::clock::{now, sleep, Timeout};
 use crate::web::running::{Note, Running};
@@ -93,6 +94,8 @@ struct Driver {
     buf: Vec<u8>,
     /// Rust code that follows the flow (the EnOS agent), called with no borrow held.
     observer: Option<Observer>,
+    /// The depth of a dropping OS write queue under the link, 0 if it holds writes back.
+    os_queue: u16,
 }
 
 type Shared = Rc<RefCell<Driver>>;
@@ -119,7 +122,11 @@ impl Updater {
     /// Asks the user to pick an Alexa gadget (service 0xFE03) and connects to it.
     ///
     /// `options.bluetooth` replaces `navigator.bluetooth` (e.g. the demo device's stand-in);
-    /// `options.namePrefix` narrows the chooser.
+    /// `options.namePrefix` narrows the chooser. `options.osQueueDepth` is the depth in
+    /// values of an OS write queue that drops what overflows it, 0 for one that holds writes
+    /// back; by default 20 on macOS and Windows through `navigator.bluetooth` (their stacks
+    /// drop writes without response past about 20), else 0. Updates pace their writes by
+    /// the device's acknowledgements to fit it.
     #[wasm_bindgen(js_name = connectGadget)]
     pub async fn connect_gadget(
         #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
@@ -164,7 +171,9 @@ impl Updater {
     /// `"update-available"` or `"up-to-date"`); `options.stageOnly` stops before
     /// ApplyFirmware (call `apply()` later); `options.applyStaged` only switches to the copy
     /// the device already holds from an earlier stage (error `NOT_STAGED` if it has none);
-    /// `options.segmentSize` (1–16 MiB) and `options.maxAttempts` tune the transfer. DFU:
+    /// `options.segmentSize` (1–16 MiB, the first segment), `options.maxSegmentSize` (what
+    /// segments grow to, default 1 MiB), `options.otaWindow` (bytes kept unacknowledged) and
+    /// `options.maxAttempts` tune the transfer. DFU:
     /// `options.restart` starts an interrupted update over instead of resuming it;
     /// `options.valueSize` is the largest write (default 244: ATT MTU 247).
     #[wasm_bindgen(unchecked_return_type = "Promise<UpdateResult>")]
@@ -301,14 +310,17 @@ impl Updater {
     pub(crate) fn install(&self, payload: Payload, options: JsValue) -> Promise {
         let shared = self.shared.clone();
         let started = (|| {
-            let kind = shared.borrow().kind;
+            let (kind, os_queue) = {
+                let d = shared.borrow();
+                (d.kind, d.os_queue)
+            };
             let flow = match (kind, payload) {
                 (Kind::Gadget, Payload::Image(verified)) => Running::Gadget(
-                    GadgetUpdate::new(verified, gadget_options(&options)?)
+                    GadgetUpdate::new(verified, gadget_options(&options, os_queue)?)
                         .map_err(|m| misuse_error("invalid-argument", m))?,
                 ),
                 (Kind::Dfu, Payload::Dfu(package)) => Running::Dfu(
-                    DfuUpdate::new(package, dfu_options(&options)?)
+                    DfuUpdate::new(package, dfu_options(&options, os_queue)?)
                         .map_err(|m| misuse_error("invalid-argument", m))?,
                 ),
                 _ => {
@@ -395,11 +407,26 @@ impl Updater {
                 )
             })?,
         };
+        let os_queue = match get(&options, "osQueueDepth").filter(|v| !v.is_undefined()) {
+            Some(v) => v
+                .as_f64()
+                .filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(n))
+                .map(|n| n as u16)
+                .ok_or_else(|| {
+                    misuse_error(
+                        "invalid-argument",
+                        Misuse::InvalidArgument("osQueueDepth must be a whole number of values"),
+                    )
+                })?,
+            None if get(&options, "bluetooth").is_some_and(|v| !v.is_undefined()) => 0,
+            None => os_queue_depth(),
+        };
         let prefix = get(&options, "namePrefix").and_then(|v| v.as_string());
         let device = request_device(&bluetooth, profile, prefix.as_deref())
             .await
             .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
         let updater = Updater::bind(bluetooth, device, kind, profile)?;
+        updater.shared.borrow_mut().os_queue = os_queue;
         let link = updater.shared.borrow().link.clone();
         link.open()
             .await
@@ -434,6 +461,7 @@ impl Updater {
                 rate: None,
                 buf: Vec::new(),
                 observer: None,
+                os_queue: 0,
             })
         });
         Ok(Updater { shared })
@@ -809,9 +837,12 @@ fn get(object: &JsValue, key: &str) -> Option<JsValue> {
     Reflect::get(object, &key.into()).ok()
 }
 
-/// The options object of `update()` as [`GadgetOptions`].
-fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
-    let mut out = GadgetOptions::default();
+/// The options object of `update()` as [`GadgetOptions`], over an OS queue of `os_queue`.
+fn gadget_options(options: &JsValue, os_queue: u16) -> Result<GadgetOptions, JsValue> {
+    let mut out = GadgetOptions {
+        os_queue_depth: os_queue,
+        ..GadgetOptions::default()
+    };
     if let Some(v) = get(options, "stageOnly").filter(|v| !v.is_undefined()) {
         out.stage_only = v.is_truthy();
     }
@@ -838,14 +869,24 @@ fn gadget_options(options: &JsValue) -> Result<GadgetOptions, JsValue> {
     if let Some(n) = number("segmentSize", "segmentSize must be a whole number of bytes")? {
         out.segment_size = n;
     }
+    if let Some(n) = number(
+        "maxSegmentSize",
+        "maxSegmentSize must be a whole number of bytes",
+    )? {
+        out.max_segment_size = n;
+    }
+    if let Some(n) = number("otaWindow", "otaWindow must be a whole number of bytes")? {
+        out.ota_window = n;
+    }
     if let Some(n) = number("maxAttempts", "maxAttempts must be a whole number")? {
         out.max_attempts = n;
     }
     Ok(out)
 }
 
-/// The options object of `update()` for a SiFli device as [`DfuOptions`].
-fn dfu_options(options: &JsValue) -> Result<DfuOptions, JsValue> {
+/// The options object of `update()` for a SiFli device as [`DfuOptions`], over an OS queue
+/// of `os_queue` values.
+fn dfu_options(options: &JsValue, os_queue: u16) -> Result<DfuOptions, JsValue> {
     let mut out = DfuOptions::default();
     if get(options, "restart").is_some_and(|v| v.is_truthy()) {
         out.on_ongoing = OnOngoing::Restart;
@@ -864,7 +905,7 @@ fn dfu_options(options: &JsValue) -> Result<DfuOptions, JsValue> {
                 )
             })?;
     }
-    Ok(out)
+    Ok(out.for_os_queue(os_queue))
 }
 
 /// A failed Web Bluetooth call as an `OtawebError` that keeps the browser's message.

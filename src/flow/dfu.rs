@@ -105,7 +105,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::error::{Error, LinkLost, Malformed, Misuse};
-use crate::flow::{Delivery, Flow, Transmit};
+use crate::flow::{queue_budget, Delivery, Flow, Transmit};
 use crate::image::dfu_bundle;
 use crate::image::sifli::TransferFile;
 use crate::image::VerifyError;
@@ -240,7 +240,7 @@ impl DfuOptions {
             return self;
         }
         let per_packet = TYPICAL_PACKET.div_ceil(self.max_value_size.max(1)).max(1);
-        let packets = (usize::from(depth) * 7 / 8 / per_packet).max(1);
+        let packets = (queue_budget(depth) as usize / per_packet).max(1);
         DfuOptions {
             max_unacked: u16::try_from(packets).unwrap_or(u16::MAX),
             num_of_rsp: u8::try_from(packets.div_ceil(2)).unwrap_or(u8::MAX),
@@ -1681,12 +1681,23 @@ mod tests {
         );
     }
 
-    /// Rate 3 and room for two windows past the acknowledged count.
-    fn pipelined() -> DfuOptions {
-        DfuOptions {
+    /// Image 0 started with rate 3 and room for two windows past the acknowledged count:
+    /// windows 1 and 2 written before window 1's acknowledgement.
+    fn pipelining() -> Script {
+        let mut s = started(DfuOptions {
             max_unacked: 6,
             ..options()
-        }
+        });
+        assert_eq!(s.packets(), idx(0, 1..=6));
+        s
+    }
+
+    /// [`pipelining`] after window 1's acknowledgement: every packet of image 0 written.
+    fn pipelined_to_the_end() -> Script {
+        let mut s = pipelining();
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 7..=7));
+        s
     }
 
     /// The updater reached and image 0 (7 packets) started.
@@ -1700,9 +1711,8 @@ mod tests {
 
     #[test]
     fn a_pipeline_writes_the_next_window_before_the_acknowledgement_and_no_further() {
-        let mut s = started(pipelined());
         // Windows 1 and 2 before window 1's acknowledgement, then nothing: 6 ahead of 0.
-        assert_eq!(s.packets(), idx(0, 1..=6));
+        let mut s = pipelining();
         assert!(s.sent().is_empty());
         let first = s.flow.poll_timeout().unwrap();
         assert_eq!(first, s.now + Span::from_secs(10));
@@ -1766,10 +1776,7 @@ mod tests {
 
     #[test]
     fn a_retransmission_mid_pipeline_resumes_at_the_devices_count() {
-        let mut s = started(pipelined());
-        assert_eq!(s.packets(), idx(0, 1..=6));
-        s.ack();
-        assert_eq!(s.packets(), idx(0, 7..=7));
+        let mut s = pipelined_to_the_end();
         // Window 2's answer is lost: 10 s after window 1's.
         let at = s.flow.poll_timeout().unwrap();
         assert_eq!(at, s.now + Span::from_secs(10));
@@ -1798,8 +1805,7 @@ mod tests {
 
     #[test]
     fn a_link_lose_check_mid_pipeline_sends_one_window_until_an_acknowledgement() {
-        let mut s = started(pipelined());
-        assert_eq!(s.packets(), idx(0, 1..=6));
+        let mut s = pipelining();
         // Packet 2 was lost; the device holds 1 and halves its rate.
         s.send(Message::LinkLoseCheckReq {
             result: 0,
@@ -1828,10 +1834,7 @@ mod tests {
     #[test]
     fn an_end_before_the_devices_last_packet_resends_from_its_count() {
         // A repeated acknowledgement counted: the flow ends image 0 the device lacks 7 of.
-        let mut s = started(pipelined());
-        assert_eq!(s.packets(), idx(0, 1..=6));
-        s.ack();
-        assert_eq!(s.packets(), idx(0, 7..=7));
+        let mut s = pipelined_to_the_end();
         s.ack();
         s.ack();
         let end = Message::ImageSendEnd {
@@ -1859,10 +1862,7 @@ mod tests {
         assert!(matches!(s.failed(), Error::PeerRefused(r) if r.code == i64::from(general)));
 
         // A packet lost before others: the device's check comes before its answer.
-        let mut s = started(pipelined());
-        assert_eq!(s.packets(), idx(0, 1..=6));
-        s.ack();
-        assert_eq!(s.packets(), idx(0, 7..=7));
+        let mut s = pipelined_to_the_end();
         s.ack();
         s.ack();
         assert_eq!(Message::decode(&s.expect_one()).unwrap(), end);

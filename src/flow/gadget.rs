@@ -162,7 +162,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::error::{DecodeError, Error, LinkLost, Malformed, Misuse, Refusal, Vendor};
-use crate::flow::{Delivery, Flow, Transmit};
+use crate::flow::{queue_budget, Delivery, Flow, Transmit};
 use crate::image::manifest::FlowKind;
 use crate::image::verify::{Image, Verified};
 use crate::image::version::AlexaVersion;
@@ -1071,12 +1071,11 @@ impl GadgetUpdate {
         if self.options.ota_window > 0 {
             return self.options.ota_window;
         }
-        let depth = u32::from(self.options.os_queue_depth);
-        if depth == 0 {
+        if self.options.os_queue_depth == 0 {
             return 0;
         }
         let payload = u32::from(limits.packet_size).saturating_sub(OTA_PACKET_HEADER);
-        (depth * 7 / 8).max(1) * payload.max(1)
+        queue_budget(self.options.os_queue_depth) * payload.max(1)
     }
 
     /// The payload of the next OTA transaction when `left` bytes of the segment remain.

@@ -77,6 +77,13 @@ use alloc::vec::Vec;
 
 use crate::time::Millis;
 
+/// The values a flow keeps in flight through an OS write queue that drops what overflows
+/// its `depth` values (macOS, Windows): 7/8 of it, at least one, a margin for a depth known
+/// only roughly ("about 20").
+pub(crate) fn queue_budget(depth: u16) -> u32 {
+    (u32::from(depth) * 7 / 8).max(1)
+}
+
 /// The driving contract of a sans-IO flow. See the module docs for the poll order.
 pub trait Flow {
     /// Where a datagram goes or came from: a GATT characteristic, an MQTT topic, or `()`.

@@ -261,7 +261,7 @@ pub const DROPPING_QUEUE_DEPTH: u16 = 20;
 /// The OS write queue under `navigator.bluetooth` on this platform: [`DROPPING_QUEUE_DEPTH`]
 /// where it drops, 0 where it holds writes back.
 pub fn os_queue_depth() -> u16 {
-    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok();
+    let navigator = navigator();
     let read = |object: Option<JsValue>, key: &str| {
         object.and_then(|o| js_sys::Reflect::get(&o, &key.into()).ok()?.as_string())
     };
@@ -287,10 +287,14 @@ fn queue_depth_of(platform: &str) -> u16 {
     }
 }
 
+/// The global `navigator`, where there is one.
+fn navigator() -> Option<JsValue> {
+    js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()
+}
+
 /// `navigator.bluetooth`, if this browser has it.
 pub fn navigator_bluetooth() -> Option<Bluetooth> {
-    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
-    let bluetooth = js_sys::Reflect::get(&navigator, &"bluetooth".into()).ok()?;
+    let bluetooth = js_sys::Reflect::get(&navigator()?, &"bluetooth".into()).ok()?;
     (!bluetooth.is_undefined() && !bluetooth.is_null()).then(|| bluetooth.unchecked_into())
 }
 

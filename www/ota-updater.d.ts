@@ -15,9 +15,11 @@ export type OtaUpdaterPhase =
   | "up-to-date"
   | "error";
 
-/** Bytes the device confirmed, as the updater's `progress` event reports them. */
+/** Bytes the device confirmed and bytes written, as the updater's `progress` event reports them. */
 export interface OtaUpdaterProgress {
   readonly confirmed: number;
+  /** Bytes written to the link, at least `confirmed`: what the bar shows. */
+  readonly sent: number;
   readonly total: number;
   readonly bytesPerSecond: number;
   /** `null` until the rate is known. */

@@ -417,9 +417,9 @@ export class OtaUpdater extends HTMLElement {
       }
     });
     on("version", ({ current }) => this.#set({ version: String(current) }));
-    on("progress", ({ confirmed, total, bytesPerSecond, secondsLeft }) => {
+    on("progress", ({ confirmed, sent, total, bytesPerSecond, secondsLeft }) => {
       const phase = this.#state.phase === "applying" ? "applying" : "transferring";
-      this.#set({ phase, progress: { confirmed, total, bytesPerSecond, secondsLeft: secondsLeft ?? null } });
+      this.#set({ phase, progress: { confirmed, sent, total, bytesPerSecond, secondsLeft: secondsLeft ?? null } });
     });
     on("reconnecting", ({ attempt }) => {
       // While the person is asked to pick the device again, that instruction stays in view.
@@ -556,11 +556,11 @@ export class OtaUpdater extends HTMLElement {
     ui["progress-box"].hidden = !progress || phase === "error";
     if (progress) {
       ui.progress.max = progress.total || 1;
-      ui.progress.value = progress.confirmed;
-      const percent = progress.total ? Math.floor((100 * progress.confirmed) / progress.total) : 0;
+      ui.progress.value = progress.sent;
+      const percent = progress.total ? Math.floor((100 * progress.sent) / progress.total) : 0;
       const rate = progress.bytesPerSecond > 0 ? ` · ${kib(progress.bytesPerSecond)}/s` : "";
-      const left = progress.secondsLeft !== null && progress.confirmed < progress.total ? ` · ${timeLeft(progress.secondsLeft)}` : "";
-      ui["progress-text"].textContent = `${percent} % · ${kib(progress.confirmed)} of ${kib(progress.total)}${rate}${left}`;
+      const left = progress.secondsLeft !== null && progress.sent < progress.total ? ` · ${timeLeft(progress.secondsLeft)}` : "";
+      ui["progress-text"].textContent = `${percent} % · ${kib(progress.sent)} of ${kib(progress.total)}${rate}${left}`;
     }
     // A keyboard user whose button just disappeared lands on the one that replaced it.
     if (focused?.hidden) [ui.apply, ui.cancel, ui["pick-again"], ui.activate].find((b) => !b.hidden)?.focus();

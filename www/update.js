@@ -265,18 +265,20 @@ function listen(updater) {
     ui.deviceVersion.textContent = `version ${current} (offered: ${offered})`;
     document.dispatchEvent(new CustomEvent("device-version", { detail: { version: String(current) } }));
   });
-  on("progress", ({ confirmed, total, bytesPerSecond, secondsLeft }) => {
+  on("progress", ({ confirmed, sent, total, bytesPerSecond, secondsLeft }) => {
     ui.progress.max = total;
-    ui.progress.value = confirmed;
-    const percent = total ? Math.floor((100 * confirmed) / total) : 0;
+    ui.progress.value = sent;
+    const percent = total ? Math.floor((100 * sent) / total) : 0;
     const rate = bytesPerSecond > 0 ? ` · ${kib(bytesPerSecond)}/s` : "";
-    const left = secondsLeft !== null && confirmed < total ? ` · about ${Math.ceil(secondsLeft)} s left` : "";
-    ui.progressText.textContent = `${percent} % · ${kib(confirmed)} of ${kib(total)}${rate}${left}`;
-    // Every tenth is enough to see where a transfer stalled, without a line per packet.
-    const tenth = Math.floor(percent / 10) * 10;
+    const left = secondsLeft !== null && sent < total ? ` · about ${Math.ceil(secondsLeft)} s left` : "";
+    ui.progressText.textContent = `${percent} % · ${kib(sent)} of ${kib(total)}${rate}${left}`;
+    // The log counts what the device confirmed, every tenth: enough to see where a transfer
+    // stalled, without a line per packet.
+    const held = total ? Math.floor((100 * confirmed) / total) : 0;
+    const tenth = Math.floor(held / 10) * 10;
     if (tenth > state.logged) {
       state.logged = tenth;
-      log(`progress: ${percent} % (${kib(confirmed)} of ${kib(total)})`);
+      log(`progress: ${held} % (${kib(confirmed)} of ${kib(total)})`);
     }
   });
   on("reconnecting", ({ attempt }) => {

@@ -87,9 +87,9 @@
 //!   lost with any one packet, so the segment size follows the link's loss rate). At the
 //!   segment size, a success sizes the next segment to what the link carries in a quarter
 //!   of [`GadgetTimeouts::segment`] at the rate the confirmed one was sent (its Response
-//!   minus its announcement's ACK), up to [`GadgetOptions::max_segment_size`] and an eighth
-//!   of the image (progress counts confirmed segments, so it moves at least eight times): each segment
-//!   costs two round trips, so a clean fast link gets few large segments and a slow one stays
+//!   minus its announcement's ACK), up to [`GadgetOptions::max_segment_size`] (progress
+//!   between confirmations comes from [`GadgetEvent::Sent`]), and taking in a tail of the
+//!   image of less than half that: each segment costs two round trips, so a clean fast link gets few large segments and a slow one stays
 //!   well inside the deadline. A grown segment that fails falls back to the segment size, and
 //!   from then on growth only doubles, below half the smallest size that failed: a lossy link
 //!   pays for one optimistic segment, then keeps sizes that get through. At the
@@ -193,9 +193,8 @@ pub const DEFAULT_MAX_SEGMENT_SIZE: u32 = 0x10_0000;
 /// The OTA bytes a packet's header leaves out of its size, at most (a continuation packet
 /// has 2 or 3; the first of a transaction 5, once per transaction).
 const OTA_PACKET_HEADER: u32 = 3;
-/// Grown segments stay within this fraction of the image, so progress (confirmed segments)
-/// moves at least this many times in an update.
-const PROGRESS_STEPS: u32 = 8;
+/// [`GadgetEvent::Sent`] reports every this fraction of the image.
+const SENT_STEPS: u32 = 100;
 /// The default smallest segment: 1 KiB, the EMB sample's segment size (§5).
 pub const DEFAULT_MIN_SEGMENT_SIZE: u32 = 0x400;
 /// The default number of attempts per request, and per segment at its smallest size.
@@ -352,6 +351,15 @@ pub enum GadgetEvent {
     Progress {
         /// Confirmed bytes.
         confirmed: u64,
+        /// The image size.
+        total: u64,
+    },
+    /// Bytes handed to the link (the confirmed ones and the segment on its way), out of the
+    /// image size: every hundredth of the image between confirmations, and at once when a
+    /// resent segment takes it back.
+    Sent {
+        /// Bytes written so far.
+        sent: u64,
         /// The image size.
         total: u64,
     },
@@ -541,6 +549,8 @@ pub struct GadgetUpdate {
     /// With [`GadgetOptions::ota_window`]: the current segment's OTA transactions written
     /// and not yet ACKed, oldest first, with their payload sizes.
     unacked: VecDeque<(TransactionId, u32)>,
+    /// The bytes the last [`GadgetEvent::Sent`] reported.
+    reported_sent: u32,
 }
 
 impl GadgetUpdate {
@@ -639,6 +649,7 @@ impl GadgetUpdate {
             garbled: 0,
             pv_timeouts: 0,
             unacked: VecDeque::new(),
+            reported_sent: 0,
         })
     }
 
@@ -1098,7 +1109,20 @@ impl GadgetUpdate {
         window == 0 || unacked + len <= window
     }
 
+    /// Emits [`GadgetEvent::Sent`] when `sent` moved a hundredth of the image on, or back.
+    fn report_sent(&mut self, sent: u32) {
+        let step = (self.total() / SENT_STEPS).max(1);
+        if sent < self.reported_sent || sent >= self.reported_sent.saturating_add(step) {
+            self.reported_sent = sent;
+            self.events.push_back(GadgetEvent::Sent {
+                sent: u64::from(sent),
+                total: self.total_u64(),
+            });
+        }
+    }
+
     fn start_sending(&mut self, now: Millis, attempt: u32) {
+        self.report_sent(self.confirmed);
         self.segment_started = now;
         self.unacked.clear();
         self.resuming = false;
@@ -1125,12 +1149,19 @@ impl GadgetUpdate {
         let mut ceiling = u32::try_from(by_rate)
             .unwrap_or(u32::MAX)
             .min(self.options.max_segment_size)
-            .min(MAX_SEGMENT_SIZE)
-            .min(self.total() / PROGRESS_STEPS);
+            .min(MAX_SEGMENT_SIZE);
         let mut step = u32::MAX;
         if let Some(failed) = self.failed_size {
             ceiling = ceiling.min(failed / 2);
             step = 2;
+        } else {
+            // A tail under half a segment would cost its own two round trips for little:
+            // the segment takes it, at most 3/8 of the deadline at the measured rate.
+            let rest = self.total().saturating_sub(self.confirmed);
+            let largest = self.options.max_segment_size.min(MAX_SEGMENT_SIZE);
+            if rest <= ceiling.saturating_add(ceiling / 2) && rest <= largest {
+                ceiling = ceiling.max(rest);
+            }
         }
         self.window = self.window.saturating_mul(step).min(ceiling).max(base);
     }
@@ -1418,6 +1449,7 @@ impl GadgetUpdate {
             if !self.window_has_room(next) {
                 return None;
             }
+            self.report_sent(self.confirmed + sent);
             let (ota, len) = self.ota_transaction(sent)?;
             self.state = State::SendingSegment {
                 attempt,
@@ -2240,11 +2272,11 @@ mod tests {
         assert_eq!(ids, expected);
         s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
         assert_eq!(
-            s.events(),
-            [GadgetEvent::Progress {
+            s.events().last(),
+            Some(&GadgetEvent::Progress {
                 confirmed: u64::from(SEG),
                 total: u64::from(SIZE)
-            }]
+            })
         );
         assert_eq!(s.flow.progress(), (u64::from(SEG), u64::from(SIZE)));
         s.expect_announcement(SEG);
@@ -2260,7 +2292,7 @@ mod tests {
         });
         s.handshake("0");
         // 512 bytes in 500 ms: 15,360 bytes in a quarter of the 60 s deadline; the cap
-        // (4096, below an eighth of the 40 KiB image) holds.
+        // (4096) holds.
         let id = s.expect_announcement_of(0, 512);
         s.ack(StreamId::Control, id);
         s.expect_segment_data_of(0, 512);
@@ -2283,6 +2315,73 @@ mod tests {
             s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
         }
         s.expect_announcement_of(8064, 1920);
+    }
+
+    #[test]
+    fn a_short_tail_rides_with_the_last_grown_segment() {
+        let mut s = Script::new(GadgetOptions {
+            segment_size: 512,
+            min_segment_size: 256,
+            max_segment_size: MAX_SEGMENT_SIZE,
+            ..options()
+        });
+        s.handshake("0");
+        let segment = |s: &mut Script, offset: u32, size: u32, ms: u64| {
+            let id = s.expect_announcement_of(offset, size);
+            s.ack(StreamId::Control, id);
+            s.expect_segment_data_of(offset, size);
+            s.step(ms);
+            s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        };
+        // 512 bytes in 500 ms: 15,360 next; the 25,088 after those are more than half again.
+        segment(&mut s, 0, 512, 500);
+        segment(&mut s, 512, 15_360, 12_000);
+        // 19,200 by the rate would leave 5,888 for a segment of their own: one takes all.
+        segment(&mut s, 15_872, 25_088, 100);
+        assert_eq!(s.flow.progress(), (u64::from(SIZE), u64::from(SIZE)));
+    }
+
+    /// The bytes each [`GadgetEvent::Sent`] in `events` reports.
+    fn sent_reports(events: &[GadgetEvent]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                GadgetEvent::Sent { sent, total } => {
+                    assert_eq!(*total, u64::from(SIZE));
+                    Some(*sent)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sent_moves_between_confirmations_and_back_when_a_segment_is_resent() {
+        let mut s = Script::new(options());
+        s.handshake("0");
+        let id = s.expect_announcement(0);
+        s.ack(StreamId::Control, id);
+        s.expect_segment_data(0);
+        // A hundredth of 40 KiB is 409 bytes, less than a 512-byte transaction: one report
+        // as each transaction after the first starts.
+        let events = s.events();
+        let want: Vec<u64> = (1..32).map(|n| n * 512).collect();
+        assert_eq!(sent_reports(&events), want);
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, GadgetEvent::Progress { confirmed, .. } if *confirmed > 0)));
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Success);
+        let id = s.expect_announcement(SEG);
+        s.ack(StreamId::Control, id);
+        s.expect_segment_data(SEG);
+        let events = s.events();
+        assert_eq!(sent_reports(&events)[..2], [16_384, 16_896]);
+        // BUSY: the segment goes again from its start, and so does the count.
+        s.respond(Command::UpdateComponentSegment, ErrorCode::Busy);
+        let id = s.expect_announcement(SEG);
+        s.ack(StreamId::Control, id);
+        s.expect_segment_data(SEG);
+        assert_eq!(sent_reports(&s.events())[..2], [16_384, 16_896]);
     }
 
     #[test]

@@ -183,6 +183,8 @@ export interface UpdaterEventMap {
   progress: {
     /** Bytes the device confirmed. */
     confirmed: number;
+    /** Bytes written to the link, at least `confirmed`; back to it when a segment is resent. */
+    sent: number;
     total: number;
     bytesPerSecond: number;
     /** `null` until a rate is known. */

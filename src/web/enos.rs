@@ -583,7 +583,9 @@ fn on_note(shared: &Shared, note: &Note) {
         let at = now();
         let _ = match note {
             Note::Stage("transfer") => a.flow.install_started(at),
-            Note::Progress { confirmed, total } => a.flow.install_progress(at, *confirmed, *total),
+            Note::Progress {
+                confirmed, total, ..
+            } => a.flow.install_progress(at, *confirmed, *total),
             Note::Done { version } => {
                 let version = version
                     .map(|v| v.to_string())

@@ -31,10 +31,12 @@ pub enum Note {
         /// The image's version.
         offered: u32,
     },
-    /// Bytes the device confirmed.
+    /// Bytes the device confirmed and bytes written so far.
     Progress {
         /// Confirmed bytes.
         confirmed: u64,
+        /// Bytes handed to the link, at least the confirmed ones.
+        sent: u64,
         /// All bytes.
         total: u64,
     },
@@ -166,7 +168,20 @@ fn gadget_note(event: GadgetEvent, flow: &GadgetUpdate) -> Note {
     match event {
         GadgetEvent::Stage(s) => Note::Stage(gadget_stage(s)),
         GadgetEvent::VersionFound { current, offered } => Note::Version { current, offered },
-        GadgetEvent::Progress { confirmed, total } => Note::Progress { confirmed, total },
+        GadgetEvent::Progress { confirmed, total } => Note::Progress {
+            confirmed,
+            sent: confirmed,
+            total,
+        },
+        GadgetEvent::Sent { sent, total } => {
+            // A confirmation may have been handled since this was queued.
+            let confirmed = flow.progress().0;
+            Note::Progress {
+                confirmed,
+                sent: sent.max(confirmed),
+                total,
+            }
+        }
         GadgetEvent::NeedsReconnect => Note::NeedsReconnect,
         GadgetEvent::UpToDate { current, offered } => Note::UpToDate { current, offered },
         GadgetEvent::UpdateAvailable { current, offered } => {
@@ -191,7 +206,11 @@ fn dfu_note(event: DfuEvent) -> Note {
             image: image.0,
             packets,
         },
-        DfuEvent::Progress { confirmed, total } => Note::Progress { confirmed, total },
+        DfuEvent::Progress { confirmed, total } => Note::Progress {
+            confirmed,
+            sent: confirmed,
+            total,
+        },
         DfuEvent::NeedsReconnect => Note::NeedsReconnect,
         DfuEvent::Done => Note::Done { version: None },
         DfuEvent::Cancelled => Note::Cancelled,

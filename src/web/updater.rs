@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `stage` | `{stage}`: `"handshake"`, `"discover"`, `"transfer"`, `"apply"`, `"restart"`, `"confirm"` |
 //! | `version` | `{current, offered}`: the device's firmware version, on every connection |
-//! | `progress` | `{confirmed, total, bytesPerSecond, secondsLeft}`: bytes the device confirmed |
+//! | `progress` | `{confirmed, sent, total, bytesPerSecond, secondsLeft}`: bytes the device confirmed and bytes written (the rate and time left follow these) |
 //! | `reconnecting` | `{attempt, delayMs}`: the link dropped and the updater is reconnecting |
 //! | `device-lost` | `{}`: reconnecting has failed for a while; offer `pickDevice()` on a click |
 //! | `connected` / `disconnected` | `{}` |
@@ -689,23 +689,29 @@ fn translate(note: Note, rate: &mut Option<Rate>, waiter: &mut Option<Waiter>, o
             put("offered", offered.to_string().into());
             out.push(Out::Event("version", detail));
         }
-        Note::Progress { confirmed, total } => {
+        Note::Progress {
+            confirmed,
+            sent,
+            total,
+        } => {
+            // The rate follows the bytes written: confirmations come a segment at a time.
             let at = now();
             let r = *rate.get_or_insert(Rate {
                 since: at,
-                from: confirmed,
+                from: sent,
             });
             let secs = at.0.saturating_sub(r.since.0) as f64 / 1000.0;
             let per_sec = if secs > 0.0 {
-                (confirmed.saturating_sub(r.from)) as f64 / secs
+                (sent.saturating_sub(r.from)) as f64 / secs
             } else {
                 0.0
             };
             put("confirmed", (confirmed as f64).into());
+            put("sent", (sent as f64).into());
             put("total", (total as f64).into());
             put("bytesPerSecond", per_sec.into());
             let left = if per_sec > 0.0 {
-                JsValue::from_f64(total.saturating_sub(confirmed) as f64 / per_sec)
+                JsValue::from_f64(total.saturating_sub(sent) as f64 / per_sec)
             } else {
                 JsValue::NULL
             };

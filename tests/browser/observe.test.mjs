@@ -26,7 +26,7 @@ async function compile(name, records) {
   }
 }
 
-const progress = { confirmed: 4096, total: 98304, bytesPerSecond: 51200, secondsLeft: 1.84 };
+const progress = { confirmed: 4096, sent: 8192, total: 98304, bytesPerSecond: 51200, secondsLeft: 1.84 };
 const refused = {
   __error: { name: "OtawebError", message: "the image was refused", code: "digest-mismatch", kind: "verification-failed", retryable: false },
 };
@@ -34,7 +34,7 @@ const refused = {
 test("declared shapes compile, one example per shape", async () => {
   const records = [
     { type: "progress", detail: progress },
-    { type: "progress", detail: { ...progress, confirmed: 8192 } },
+    { type: "progress", detail: { ...progress, confirmed: 8192, sent: 12288 } },
     { type: "progress", detail: { ...progress, secondsLeft: null } },
     { type: "error", detail: refused },
     { type: "message", detail: { topic: "a/b", payload: { __bytes: 3 }, text: "abc" } },
@@ -48,7 +48,7 @@ test("an undeclared event, an extra key, a missing key and a wrong type are each
   const cases = {
     name: [{ type: "progres", detail: progress }, /never/],
     extra: [{ type: "progress", detail: { ...progress, percent: 4 } }, /percent/],
-    missing: [{ type: "progress", detail: { confirmed: 1, total: 2, bytesPerSecond: 0 } }, /secondsLeft/],
+    missing: [{ type: "progress", detail: { confirmed: 1, sent: 1, total: 2, bytesPerSecond: 0 } }, /secondsLeft/],
     type: [{ type: "version", detail: { current: 0, offered: "2" } }, /number.*string/],
     kind: [{ type: "error", detail: { __error: { ...refused.__error, kind: "oops" } } }, /oops/],
   };

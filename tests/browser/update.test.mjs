@@ -119,7 +119,7 @@ test("the event log lists the update's steps with times, and Copy log puts it on
     "stage: handshake",
     "version: the device runs 0, offered 2",
     "stage: transfer",
-    "progress: 50 % (48 KiB of 96 KiB)",
+    "progress: 16 % (16 KiB of 96 KiB)",
     "progress: 100 % (96 KiB of 96 KiB)",
     "stage: apply",
     "stage: restart",

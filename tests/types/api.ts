@@ -36,7 +36,7 @@ export async function portal(bytes: Uint8Array, manifestText: string, pem: strin
   const updater = await Updater.connectGadget();
   updater.addEventListener("progress", (e) => {
     const left: number | null = e.detail.secondsLeft;
-    console.log(e.detail.confirmed / e.detail.total, e.detail.bytesPerSecond, left);
+    console.log(e.detail.confirmed / e.detail.total, e.detail.sent, e.detail.bytesPerSecond, left);
   });
   updater.addEventListener("version", (e) => console.log(e.detail.current, e.detail.offered));
   updater.addEventListener("error", (e) => console.log(e.detail.code, e.detail.retryable));

@@ -480,7 +480,8 @@ fn main() {
     println!("#### Gadget (AGT OTA)\n");
     println!("| configuration | image | capacity kB/s | AGT bound, tuned segments, kB/s | AGT bound, one segment, T 65535, kB/s | before kB/s | after kB/s | efficiency (after / capacity) | after / bound | target | met |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut worst: Option<(f64, String)> = None;
+    // The lowest efficiency overall and at MTU 247: (efficiency, bound / capacity, key).
+    let mut worst: [Option<(f64, f64, String)>; 2] = [None, None];
     for (len, name) in sizes {
         let image = image_bytes(len, 7);
         for link in grid() {
@@ -509,8 +510,11 @@ fn main() {
                 if met { "yes" } else { "no" }
             );
             let key = format!("{} {name}", link.label());
-            if worst.as_ref().is_none_or(|(w, _)| eff < *w) {
-                worst = Some((eff, key.clone()));
+            for (i, slot) in worst.iter_mut().enumerate() {
+                let counts = i == 0 || link.mtu == 247;
+                if counts && slot.as_ref().is_none_or(|(w, _, _)| eff < *w) {
+                    *slot = Some((eff, bound / cap, key.clone()));
+                }
             }
             let main = link.is_headline();
             if main && len == 7 * MIB {
@@ -521,9 +525,11 @@ fn main() {
             }
         }
     }
-    if let Some((eff, key)) = worst {
+    for (eff, of_cap, key) in worst.into_iter().flatten() {
+        // At MTU 23 AGT's own header (3 of every 20 bytes) caps the protocol below 0.95.
         summary.push(format!(
-            "SUMMARY| gadget worst configuration, {key} | {eff:.2} of capacity | — | — | ≥ 0.95 | {} |",
+            "SUMMARY| gadget worst configuration, {key} | {eff:.3} of capacity | AGT's own bound there {of_cap:.3} of capacity | {:.3} of the AGT bound | ≥ 0.95 | {} |",
+            eff / of_cap,
             if eff >= 0.95 { "yes" } else { "no" }
         ));
     }

@@ -22,7 +22,7 @@ scripts/build-wasm.sh >/dev/null 2>&1 || scripts/build-wasm.sh
 named=target/bench/size
 mkdir -p "$named"
 wasm-bindgen --target web --out-dir "$named" target/wasm32-unknown-unknown/release/otaweb.wasm
-wasm-opt -Oz -g --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+wasm-opt -Oz -g --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd \
   "$named/otaweb_bg.wasm" -o "$named/named.wasm"
 
 out=$(mktemp -d)

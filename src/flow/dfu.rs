@@ -39,8 +39,10 @@
 //! device's side, after the 1 s pause the iOS remote makes (§8); packets written after the one
 //! it answers may still reach the device and, in order, move it past the count it gave (it
 //! takes a packet only at its count + 1, §5, §7), so after a check the flow sends one window
-//! at a time until an acknowledgement confirms the count. [`DfuOptions::max_retries`]
-//! recoveries in a row without a new acknowledgement fail the flow.
+//! at a time until an acknowledgement confirms the count; more checks for that same count
+//! while it pauses (one per packet past the gap) extend the pause as one recovery.
+//! [`DfuOptions::max_retries`] recoveries in a row without a new acknowledgement fail the
+//! flow.
 //!
 //! Resume (§9). A link lost during the transfer emits [`DfuEvent::NeedsReconnect`]; after the
 //! next connection the flow sends INIT_REQUEST again and expects OTA_ONGOING, answering
@@ -903,8 +905,14 @@ impl DfuUpdate {
         self.tx = None;
         self.outbox.clear();
         self.send(&Message::LinkLoseCheckRsp { result: 0 });
+        // A device may send a check for every packet that arrives past the gap (CTRL checks
+        // each out-of-order packet, §5): those repeat the one the flow pauses for, so they
+        // extend that recovery instead of counting as more.
+        let repeat = self.state == State::Paused
+            && self.cursor.unconfirmed
+            && current_index == self.cursor.acked;
         // The iOS remote ignores a check that asks for nothing it can do (§8).
-        if new_num_of_rsp == 0 || current_index >= self.total() || !self.retry() {
+        if new_num_of_rsp == 0 || current_index >= self.total() || !(repeat || self.retry()) {
             return;
         }
         self.rewind(current_index, new_num_of_rsp);
@@ -1996,6 +2004,43 @@ mod tests {
         assert_eq!(s.packets(), idx(0, 2..=2));
         s.ack();
         assert_eq!(s.packets(), idx(0, 3..=4));
+    }
+
+    #[test]
+    fn a_burst_of_checks_for_one_gap_is_one_recovery() {
+        let mut s = Script::new(DfuOptions {
+            max_retries: 1,
+            ..options()
+        });
+        s.enter_updater();
+        s.expect_start(0, 3);
+        s.start_ok();
+        let _ = s.packets();
+        // One check for each packet that arrived past a lost one, the rate halving as the
+        // device's retry rule goes: a single recovery within one retry, resuming once the
+        // last of them has paused the flow a second.
+        let mut last = s.now;
+        for rsp in [2, 1, 1, 1] {
+            last = s.now;
+            s.send(Message::LinkLoseCheckReq {
+                result: 0,
+                new_num_of_rsp: rsp,
+                current_index: 1,
+            });
+            assert_eq!(
+                Message::decode(&s.expect_one()).unwrap(),
+                Message::LinkLoseCheckRsp { result: 0 }
+            );
+            s.now += Span::from_millis(100);
+        }
+        assert!(!s.flow.is_finished());
+        let at = s.flow.poll_timeout().unwrap();
+        assert_eq!(at, last + Span::from_secs(1));
+        s.now = at;
+        s.flow.handle_timeout(at);
+        assert_eq!(s.packets(), idx(0, 2..=2));
+        s.ack();
+        assert_eq!(s.packets(), idx(0, 3..=3));
     }
 
     #[test]

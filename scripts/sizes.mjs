@@ -24,6 +24,20 @@ const named = namedAt > 0 ? process.argv[namedAt + 1] : null;
 /** MQTT.js 5.16.0 `dist/mqtt.min.js`, gzip -9 (shared/PEERS.md §3, measured there). */
 const MQTTJS_GZIP = 105_039;
 
+/** Purposes, by the contributor keys of `group` (first match wins). */
+const AREAS = [
+  ["MQTT 3.1.1 client: wire, session, WebSocket edge", /^otaweb::(wire::mqtt|flow::mqtt|web::(mqtt|socket|ws))$/],
+  ["EnOS: topics, JSON, signing, the agent", /^(otaweb::(wire::enos|flow::enos|web::enos)|sha1|hmac)$/],
+  ["Alexa Gadgets: transport, protobuf, flow", /^(otaweb::(wire::agt\w*|flow::gadget)|prost)$/],
+  ["SiFli DFU: messages, package, flow", /^(otaweb::(wire::(dfu|sifli)|flow::dfu|image::(sifli|dfu_bundle))|tar_no_std)$/],
+  ["signatures: ECDSA P-256, RSA-2048, keys", /^(otaweb::image::signature|p256|primeorder|elliptic_curve|ecdsa|crypto_bigint|rsa|spki|der|pkcs1|pkcs8|sec1|base64ct|pem_rfc7468|subtle|signature|const_oid|hybrid_array|wnaf|ctutils)$/],
+  ["hashes and ciphers: SHA-256, MD5, AES-CTR", /^(sha2|md5|md_5|aes|ctr|cipher|digest|block_buffer)$/],
+  ["zlib inflate", /^(otaweb::image::zlib|miniz_oxide|adler2)$/],
+  ["manifests, image checks, the update service, JSON", /^(otaweb::(image::(manifest|verify|version|digest|chunk)|flow::service|error)|serde_json|serde|serde_core|base64|zmij|itoa)$/],
+  ["the web edge: updater, BLE, service, exports", /^(otaweb::web(::\w+)?|exported functions \(otaweb API shims\)|js_sys|wasm_bindgen|wasm_bindgen_futures|web_sys|__wbg_\w+_free|__externref_\w+)$/],
+  ["Rust runtime: core, alloc, formatting, allocator", /^(core|alloc|dlmalloc|f64|T|D|F|std|compiler_builtins|char|str|[ui](8|16|32|64|128|size)|__rustc|__\w+ti\d|__floatuntidf|\(unnamed\))$/],
+];
+
 // The page's own files: index.html, style.css and every www/*.js (ota-updater.js is the
 // element's, which index.html does not load; demo-bluetooth.js is the demo device's).
 const wwwJs = readdirSync(join(root, "www"))
@@ -114,6 +128,7 @@ function contributors(wasm) {
   const text = (len) => new TextDecoder().decode(wasm.subarray(at, (at += len)));
   let imported = 0;
   let bodies = [];
+  const starts = [];
   let data = 0;
   const names = new Map();
   while (at < wasm.length) {
@@ -135,6 +150,7 @@ function contributors(wasm) {
       for (let i = leb(); i > 0; i--) {
         const len = leb();
         bodies.push(len);
+        starts.push(at);
         at += len;
       }
     } else if (id === 11) {
@@ -150,9 +166,14 @@ function contributors(wasm) {
     at = end;
   }
   const groups = new Map();
+  const areas = new Map();
   const code = bodies.reduce((a, b) => a + b, 0);
   bodies.forEach((len, i) => {
     const key = group(names.get(imported + i) ?? "");
+    const area = AREAS.find(([, re]) => re.test(key))?.[0] ?? "everything else";
+    const parts = areas.get(area) ?? [];
+    parts.push(wasm.subarray(starts[i], starts[i] + len));
+    areas.set(area, parts);
     const g = groups.get(key) ?? { bytes: 0, count: 0 };
     g.bytes += len;
     g.count += 1;
@@ -182,7 +203,30 @@ function contributors(wasm) {
     `otaweb's own code (flows, wire formats, image checks, the web edge, its exports): ${n(oursBytes)} B, ` +
       `${((100 * oursBytes) / code).toFixed(1)} % of the code.`,
   );
+  console.log();
+  console.log("#### By what it does");
+  console.log();
+  console.log(
+    "The same code bytes grouped by purpose; gzip -9 of each group's function bodies on their own, so the " +
+      "column sums to more than the module's gzip (each group loses the others' context) and the data section is not in it.",
+  );
+  console.log();
+  console.log("| area | code bytes | gzip -9 alone | share of code |");
+  console.log("|---|---:|---:|---:|");
+  const byArea = [...areas].map(([area, parts]) => {
+    const bytes = Buffer.concat(parts);
+    return [area, bytes.length, gzipSync(bytes, { level: 9 }).length];
+  });
+  for (const [area, bytes, gz] of byArea.sort((a, b) => b[1] - a[1]))
+    console.log(`| ${area} | ${n(bytes)} | ${n(gz)} | ${((100 * bytes) / code).toFixed(1)} % |`);
+  const mqtt = byArea.find(([a]) => a === AREAS[0][0]);
+  console.log();
+  console.log(
+    `The MQTT client alone (${AREAS[0][0]}) is ${n(mqtt[2])} B of gzipped code; MQTT.js alone is ${n(MQTTJS_GZIP)} B ` +
+      `(${(MQTTJS_GZIP / mqtt[2]).toFixed(1)}×). The element is larger than MQTT.js because of everything else it carries.`,
+  );
 }
+
 
 /** The crate (or otaweb module) a demangled function name belongs to. */
 function group(name) {

@@ -384,6 +384,21 @@ pub struct Limits {
     pub max_transaction_size: u16,
 }
 
+impl Limits {
+    /// The most payload a transaction of `packets` packets carries, as [`Fragmenter`] cuts
+    /// it: the first packet's room and `packets − 1` continuations' (0 for no packets).
+    #[must_use]
+    pub fn payload_of_packets(&self, packets: usize) -> usize {
+        if packets == 0 {
+            return 0;
+        }
+        let (_, first) = header_layout(TransactionType::First, false);
+        let (_, next) = header_layout(TransactionType::Continuation, false);
+        payload_capacity(self.packet_size, first)
+            .saturating_add(payload_capacity(self.packet_size, next).saturating_mul(packets - 1))
+    }
+}
+
 /// A decoded PV packet (§2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PvRepr {
@@ -1536,6 +1551,24 @@ mod tests {
         Limits {
             packet_size,
             max_transaction_size: 0xFFFF,
+        }
+    }
+
+    #[test]
+    fn payload_of_packets_is_what_that_many_packets_carry() {
+        // P 20: the first packet leaves 14 bytes (6 of header), each continuation 17; P 300
+        // needs two-byte lengths, a byte less each (293, then 296).
+        for (p, counts) in [(20, [0, 14, 31, 48]), (300, [0, 293, 589, 885])] {
+            let l = limits(p);
+            for (n, want) in counts.into_iter().enumerate() {
+                assert_eq!(l.payload_of_packets(n), want, "P {p}, {n} packets");
+                if n > 0 {
+                    let fits = fragment(StreamId::Ota, txn(1), &vec![7; want], false, l);
+                    assert_eq!(fits.len(), n);
+                    let over = fragment(StreamId::Ota, txn(1), &vec![7; want + 1], false, l);
+                    assert_eq!(over.len(), n + 1);
+                }
+            }
         }
     }
 

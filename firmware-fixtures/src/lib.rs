@@ -20,7 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use base64::Engine as _;
+use base64ct::Encoding as _;
 use md5::{Digest as _, Md5};
 use otaweb::image::digest::{sha256, to_hex};
 use otaweb::image::sifli::{
@@ -623,7 +623,7 @@ impl Key {
         let signature: Signature = signing
             .sign_prehash(&sha256(image))
             .expect("signing a 32-byte digest");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+        let b64 = base64ct::Base64::encode_string(&signature.to_bytes());
         assert_eq!(b64.len(), 88, "raw r||s is 64 bytes");
         b64
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use base64::Engine as _;
+use base64ct::Encoding as _;
 use otaweb::image::digest::{sha256, to_hex};
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::ecdsa::signature::Verifier as _;
@@ -114,9 +114,7 @@ fn key(path: &str) -> VerifyingKey {
 }
 
 fn signature(b64: &str) -> Signature {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim_end())
-        .expect("base64");
+    let raw = base64ct::Base64::decode_vec(b64.trim_end()).expect("base64");
     Signature::from_slice(&raw).expect("64-byte r||s")
 }
 

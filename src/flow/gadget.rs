@@ -2565,8 +2565,7 @@ mod tests {
     #[test]
     fn a_signed_image_sends_its_digest_then_its_signature_in_apply_firmware() {
         use crate::wire::agt_proto::ControlPayload;
-        use base64::engine::general_purpose::STANDARD;
-        use base64::Engine as _;
+        use base64ct::{Base64, Encoding as _};
 
         let image = signed_image();
         let signature = image.get().signature.expect("verified with a trusted key");
@@ -2585,7 +2584,7 @@ mod tests {
         assert_eq!((info.version, info.components[0].size), (2, SIZE));
         let text = &info.components[0].signature;
         assert_eq!(text.len(), 128);
-        let raw = STANDARD.decode(text).unwrap();
+        let raw = Base64::decode_vec(text).unwrap();
         assert_eq!(raw[..32], sha256(&s.image));
         assert_eq!(raw[32..], signature.to_bytes());
         assert_eq!(

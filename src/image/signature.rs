@@ -15,8 +15,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
-use base64::Engine as _;
+use base64ct::{Base64, Base64Unpadded, Encoding as _};
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
@@ -139,7 +138,7 @@ impl PublicKey {
     /// The key as PEM `PUBLIC KEY` text with 64-column lines, as OpenSSL writes it.
     #[must_use]
     pub fn to_pem(&self) -> String {
-        let body = STANDARD.encode(self.to_spki_der());
+        let body = Base64::encode_string(&self.to_spki_der());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         // Base64 text is ASCII, so every 64-byte chunk is whole characters.
         for line in body.as_bytes().chunks(64) {
@@ -182,8 +181,9 @@ impl ImageSignature {
     /// Parses base64 text of the 64 raw bytes: the standard alphabet, with or without `=`
     /// padding, whitespace allowed only before and after.
     pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
-        let raw = STANDARD_PAD_INDIFFERENT
-            .decode(text.trim())
+        let text = text.trim();
+        let raw = Base64::decode_vec(text)
+            .or_else(|_| Base64Unpadded::decode_vec(text))
             .map_err(|_| SignatureError::SignatureMalformed(SignatureFormat::NotBase64))?;
         Self::from_bytes(&raw)
     }
@@ -209,7 +209,7 @@ impl ImageSignature {
     /// Padded standard base64 of the raw bytes (88 characters), as manifests carry it.
     #[must_use]
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.to_bytes())
+        Base64::encode_string(&self.to_bytes())
     }
 }
 
@@ -330,7 +330,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEF6cYmIU2VC0Cnj54R18JR7uELhnb
     #[test]
     fn wrong_lengths_are_malformed() {
         let raw = signature().to_bytes();
-        let short = STANDARD.encode(&raw[..63]);
+        let short = Base64::encode_string(&raw[..63]);
         assert_eq!(
             ImageSignature::from_base64(&short),
             Err(SignatureError::SignatureMalformed(

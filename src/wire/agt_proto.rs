@@ -58,8 +58,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use prost::Message as _;
 
 use crate::error::{DecodeError, Malformed};
@@ -861,7 +860,7 @@ fn decode<M: prost::Message + Default>(bytes: &[u8], what: &'static str) -> Resu
 /// segment and component signatures.
 #[must_use]
 pub fn segment_signature(bytes: &[u8]) -> String {
-    STANDARD.encode(sha256(bytes))
+    Base64::encode_string(&sha256(bytes))
 }
 
 /// The SHA-256 a signature text names: 44 characters of padded standard Base64 or 64 hex
@@ -874,8 +873,7 @@ pub fn parse_segment_signature(text: &str) -> Result<[u8; 32], Malformed> {
     match text.len() {
         // Base64 of 32 bytes is 43 characters plus one `=`; a 44-character text ending in
         // `==` decodes to 31 bytes and fails the conversion below.
-        44 => STANDARD
-            .decode(text)
+        44 => Base64::decode_vec(text)
             .ok()
             .and_then(|v| <[u8; 32]>::try_from(v).ok())
             .ok_or(bad),
@@ -909,12 +907,12 @@ impl ComponentSignature {
     #[must_use]
     pub fn encode(&self) -> String {
         match &self.ecdsa {
-            None => STANDARD.encode(self.sha256),
+            None => Base64::encode_string(&self.sha256),
             Some(signature) => {
                 let mut raw = [0u8; SIGNED_COMPONENT_LEN];
                 raw[..32].copy_from_slice(&self.sha256);
                 raw[32..].copy_from_slice(&signature.to_bytes());
-                STANDARD.encode(raw)
+                Base64::encode_string(&raw)
             }
         }
     }
@@ -934,7 +932,7 @@ impl ComponentSignature {
                 ecdsa: None,
             });
         }
-        let raw = STANDARD.decode(text).map_err(|_| bad)?;
+        let raw = Base64::decode_vec(text).map_err(|_| bad)?;
         if raw.len() != SIGNED_COMPONENT_LEN {
             return Err(bad);
         }
@@ -1401,7 +1399,7 @@ mod tests {
         assert_eq!(signed.encode(), SIGNED_COMPONENT);
         assert_eq!(ComponentSignature::parse(SIGNED_COMPONENT), Ok(signed));
         assert_eq!(
-            STANDARD.decode(SIGNED_COMPONENT).unwrap(),
+            Base64::decode_vec(SIGNED_COMPONENT).unwrap(),
             raw,
             "digest first, then r, then s"
         );
@@ -1428,7 +1426,7 @@ mod tests {
         zero_r[32..64].fill(0);
         let mut high_s = raw.clone();
         high_s[64..].fill(0xFF);
-        let signature_alone = STANDARD.encode(&raw[32..]);
+        let signature_alone = Base64::encode_string(&raw[32..]);
         let hex_96: String = raw.iter().map(|b| alloc::format!("{b:02x}")).collect();
         let short = [&SIGNED_COMPONENT[..124], "AA=="].concat(); // 94 bytes in 128 characters
         let url_safe = SIGNED_COMPONENT.replace('+', "-").replace('/', "_");
@@ -1440,8 +1438,8 @@ mod tests {
             short,
             url_safe,
             hex_96,
-            STANDARD.encode(&zero_r),
-            STANDARD.encode(&high_s), // s above the curve order
+            Base64::encode_string(&zero_r),
+            Base64::encode_string(&high_s), // s above the curve order
         ] {
             let err = ComponentSignature::parse(&bad).unwrap_err();
             assert_eq!(err.what, "component signature", "{bad:?}");

@@ -98,7 +98,7 @@ test("portal page: one click takes the demo gadget from version 0 to 2, the wasm
   assert.equal(done.version, "2");
   assert.equal(done.device, "otaweb demo gadget");
   assert.equal(done.error, null);
-  assert.deepEqual([done.progress.confirmed, done.progress.total], [98304, 98304]);
+  assert.deepEqual([done.progress.confirmed, done.progress.sent, done.progress.total], [98304, 98304, 98304]);
   const order = await phases();
   const at = (p) => order.indexOf(p);
   assert.ok(at("connecting") >= 0 && at("connecting") < at("transferring") && at("transferring") < at("done"), order.join(" → "));
@@ -133,6 +133,8 @@ test("Cancel mid-transfer keeps the old firmware; the next click finishes the up
   await openPortal();
   await activate().click();
   await page.waitForFunction(() => (document.querySelector("ota-updater").state.progress?.confirmed ?? 0) > 0);
+  const mid = await page.evaluate(() => document.querySelector("ota-updater").state.progress);
+  assert.ok(mid.sent >= mid.confirmed && mid.sent <= mid.total, JSON.stringify(mid));
   await updater().getByRole("button", { name: "Cancel" }).click();
   const cancelled = await until("error");
   assert.equal(cancelled.error.code, "cancelled");
@@ -215,7 +217,7 @@ test('flow="dfu" demo: one click installs the signed DFU bundle on the demo SiFl
   assert.equal(done.version, "1.1.1");
   assert.equal(done.device, "otaweb demo SiFli");
   assert.equal(done.error, null);
-  assert.deepEqual([done.progress.confirmed, done.progress.total], [DFU_TOTAL, DFU_TOTAL]);
+  assert.deepEqual([done.progress.confirmed, done.progress.sent, done.progress.total], [DFU_TOTAL, DFU_TOTAL, DFU_TOTAL]);
   const order = await phases();
   const at = (p) => order.indexOf(p);
   assert.ok(

@@ -75,7 +75,6 @@ use aes::cipher::{
     Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit, KeyIvInit, StreamCipher,
 };
 use aes::Aes256;
-use base64ct::{Base64, Encoding as _};
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::pkcs1v15::{Signature, SigningKey as RsaSigningKey, VerifyingKey};
 use rsa::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
@@ -393,15 +392,7 @@ impl PublicKey {
     /// The key as PEM `PUBLIC KEY` text with 64-column lines, as OpenSSL writes it.
     #[must_use]
     pub fn to_pem(&self) -> String {
-        let body = Base64::encode_string(&self.der);
-        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-        // Base64 text is ASCII, so every 64-byte chunk is whole characters.
-        for line in body.as_bytes().chunks(64) {
-            pem.extend(line.iter().map(|&b| char::from(b)));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PUBLIC KEY-----\n");
-        pem
+        crate::image::signature::spki_pem(&self.der)
     }
 
     /// SHA-256 of [`PublicKey::to_spki_der`]: the efuse SIG_HASH (SDK `sig_hash.bin`).

@@ -138,15 +138,7 @@ impl PublicKey {
     /// The key as PEM `PUBLIC KEY` text with 64-column lines, as OpenSSL writes it.
     #[must_use]
     pub fn to_pem(&self) -> String {
-        let body = Base64::encode_string(&self.to_spki_der());
-        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-        // Base64 text is ASCII, so every 64-byte chunk is whole characters.
-        for line in body.as_bytes().chunks(64) {
-            pem.extend(line.iter().map(|&b| char::from(b)));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PUBLIC KEY-----\n");
-        pem
+        spki_pem(&self.to_spki_der())
     }
 
     /// SHA-256 of [`PublicKey::to_spki_der`]: a short, stable name for the key, equal to
@@ -176,6 +168,20 @@ impl PublicKey {
 /// An ECDSA P-256 signature in raw `r‖s` form, with `r` and `s` in range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageSignature(Signature);
+
+/// DER SubjectPublicKeyInfo as PEM `PUBLIC KEY` text with 64-column lines, as OpenSSL
+/// writes it (the ECDSA keys here and SiFli's RSA keys).
+pub(crate) fn spki_pem(der: &[u8]) -> String {
+    let body = Base64::encode_string(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    // Base64 text is ASCII, so every 64-byte chunk is whole characters.
+    for line in body.as_bytes().chunks(64) {
+        pem.extend(line.iter().map(|&b| char::from(b)));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
 
 impl ImageSignature {
     /// Parses base64 text of the 64 raw bytes: the standard alphabet, with or without `=`

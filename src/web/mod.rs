@@ -20,6 +20,7 @@ mod clock;
 mod enos;
 mod http;
 mod mqtt;
+mod options;
 mod running;
 mod service;
 mod socket;

@@ -25,6 +25,7 @@ use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
 use crate::flow::Flow;
 use crate::time::Span;
 use crate::web::clock::now;
+use crate::web::options::{invalid, number, text};
 use crate::web::socket::{self, Owner, Socket, Waiter};
 use crate::web::ws::check_url;
 use crate::web::{flow_error, misuse_error, set, throwable};
@@ -57,25 +58,16 @@ impl MqttClient {
         #[wasm_bindgen(unchecked_param_type = "MqttOptions")] options: JsValue,
     ) -> Result<MqttClient, JsValue> {
         check_url(&url).map_err(|why| misuse_error("invalid-url", Misuse::InvalidArgument(why)))?;
-        let text = |key: &str| {
-            js_sys::Reflect::get(&options, &key.into())
-                .ok()
-                .and_then(|v| v.as_string())
-        };
-        let client_id = text("clientId").ok_or_else(|| {
-            misuse_error(
-                "invalid-argument",
-                Misuse::InvalidArgument("clientId is required"),
-            )
-        })?;
+        let client_id =
+            text(&options, "clientId").ok_or_else(|| invalid("clientId is required"))?;
         let mut connect = ConnectOptions::new(client_id);
-        if let Some(user) = text("username") {
-            connect = connect.with_login(user, text("password").unwrap_or_default().into_bytes());
+        if let Some(user) = text(&options, "username") {
+            connect = connect.with_login(
+                user,
+                text(&options, "password").unwrap_or_default().into_bytes(),
+            );
         }
-        if let Some(k) = js_sys::Reflect::get(&options, &"keepAlive".into())
-            .ok()
-            .and_then(|v| v.as_f64())
-        {
+        if let Some(k) = number(&options, "keepAlive") {
             connect.keep_alive = k.clamp(0.0, f64::from(u16::MAX)) as u16;
         }
         let session = MqttSession::new(connect, SessionConfig::default())

@@ -41,6 +41,7 @@ use crate::image::verify::verify_image_cow;
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::get;
+use crate::web::options::{flag, invalid};
 use crate::web::updater::Updater;
 use crate::web::{entry_js, flow_error, misuse_error, set, throwable, Payload};
 
@@ -180,17 +181,6 @@ pub fn newest_image(
         Pick::Install(entry) => entry_js(entry),
         Pick::UpToDate | Pick::NothingForFlow => Ok(JsValue::UNDEFINED),
     }
-}
-
-fn invalid(what: &'static str) -> JsValue {
-    misuse_error("invalid-argument", Misuse::InvalidArgument(what))
-}
-
-fn flag(object: &JsValue, key: &str) -> Option<bool> {
-    Reflect::get(object, &key.into())
-        .ok()
-        .filter(|v| !v.is_undefined())
-        .map(|v| v.is_truthy())
 }
 
 fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue> {

@@ -49,6 +49,7 @@ use crate::web::ble::{
     GADGET_PROFILE,
 };
 use crate::web::clock::{now, sleep, Timeout};
+use crate::web::options::{flag, text, value};
 use crate::web::running::{Note, Running};
 use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
 
@@ -395,7 +396,7 @@ impl Updater {
         kind: Kind,
         profile: GattProfile,
     ) -> Result<Updater, JsValue> {
-        let bluetooth = match get(&options, "bluetooth").filter(|v| !v.is_undefined()) {
+        let bluetooth = match value(&options, "bluetooth") {
             Some(b) => b.unchecked_into::<Bluetooth>(),
             None => navigator_bluetooth().ok_or_else(|| {
                 misuse_error(
@@ -407,7 +408,7 @@ impl Updater {
                 )
             })?,
         };
-        let os_queue = match get(&options, "osQueueDepth").filter(|v| !v.is_undefined()) {
+        let os_queue = match value(&options, "osQueueDepth") {
             Some(v) => v
                 .as_f64()
                 .filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(n))
@@ -418,10 +419,10 @@ impl Updater {
                         Misuse::InvalidArgument("osQueueDepth must be a whole number of values"),
                     )
                 })?,
-            None if get(&options, "bluetooth").is_some_and(|v| !v.is_undefined()) => 0,
+            None if value(&options, "bluetooth").is_some() => 0,
             None => os_queue_depth(),
         };
-        let prefix = get(&options, "namePrefix").and_then(|v| v.as_string());
+        let prefix = text(&options, "namePrefix");
         let device = request_device(&bluetooth, profile, prefix.as_deref())
             .await
             .map_err(|e| link_error("no-device", "no device was chosen or found", &e))?;
@@ -836,30 +837,23 @@ fn emit(shared: &Shared, kind: &str, detail: Object) {
     }
 }
 
-fn get(object: &JsValue, key: &str) -> Option<JsValue> {
-    if !object.is_object() {
-        return None;
-    }
-    Reflect::get(object, &key.into()).ok()
-}
-
 /// The options object of `update()` as [`GadgetOptions`], over an OS queue of `os_queue`.
 fn gadget_options(options: &JsValue, os_queue: u16) -> Result<GadgetOptions, JsValue> {
     let mut out = GadgetOptions {
         os_queue_depth: os_queue,
         ..GadgetOptions::default()
     };
-    if let Some(v) = get(options, "stageOnly").filter(|v| !v.is_undefined()) {
-        out.stage_only = v.is_truthy();
+    if let Some(on) = flag(options, "stageOnly") {
+        out.stage_only = on;
     }
-    if let Some(v) = get(options, "checkOnly").filter(|v| !v.is_undefined()) {
-        out.check_only = v.is_truthy();
+    if let Some(on) = flag(options, "checkOnly") {
+        out.check_only = on;
     }
-    if let Some(v) = get(options, "applyStaged").filter(|v| !v.is_undefined()) {
-        out.apply_staged = v.is_truthy();
+    if let Some(on) = flag(options, "applyStaged") {
+        out.apply_staged = on;
     }
     let number = |key: &str, what: &'static str| -> Result<Option<u32>, JsValue> {
-        match get(options, key).filter(|v| !v.is_undefined()) {
+        match value(options, key) {
             None => Ok(None),
             Some(v) => match v.as_f64() {
                 Some(n) if n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n) => {
@@ -894,10 +888,10 @@ fn gadget_options(options: &JsValue, os_queue: u16) -> Result<GadgetOptions, JsV
 /// of `os_queue` values.
 fn dfu_options(options: &JsValue, os_queue: u16) -> Result<DfuOptions, JsValue> {
     let mut out = DfuOptions::default();
-    if get(options, "restart").is_some_and(|v| v.is_truthy()) {
+    if flag(options, "restart") == Some(true) {
         out.on_ongoing = OnOngoing::Restart;
     }
-    if let Some(v) = get(options, "valueSize").filter(|v| !v.is_undefined()) {
+    if let Some(v) = value(options, "valueSize") {
         out.max_value_size = v
             .as_f64()
             .filter(|n| n.fract() == 0.0 && (1.0..=512.0).contains(n))

@@ -675,13 +675,9 @@ impl EnosFlow {
         Ok(())
     }
 
-    /// The device confirmed `confirmed` of `total` bytes (the install flow's `progress()`).
-    pub fn install_progress(
-        &mut self,
-        now: Millis,
-        confirmed: u64,
-        total: u64,
-    ) -> Result<(), Misuse> {
+    /// The install has moved `done` of `total` bytes to the device (written or confirmed;
+    /// only rises reach the cloud).
+    pub fn install_progress(&mut self, now: Millis, done: u64, total: u64) -> Result<(), Misuse> {
         let stall = self.options.stall_timeout;
         let Task::Installing {
             deadline, started, ..
@@ -690,8 +686,8 @@ impl EnosFlow {
             return Err(self.wrong_state("report install progress"));
         };
         *deadline = now + stall;
-        *started |= confirmed > 0;
-        self.progress(now, scale(confirmed, total, DOWNLOAD_END, INSTALL_END)?);
+        *started |= done > 0;
+        self.progress(now, scale(done, total, DOWNLOAD_END, INSTALL_END)?);
         self.pump(now);
         Ok(())
     }
@@ -1995,6 +1991,29 @@ mod tests {
         c.answer(PROGRESS, "77", 200);
         assert!(c.events().is_empty());
         assert_eq!(c.f.current_version(), "1.0.0");
+    }
+
+    #[test]
+    fn install_progress_made_while_the_broker_is_away_reaches_it_after_reconnecting() {
+        let mut c = downloading();
+        c.at(1_000);
+        c.f.downloaded(c.now, &file()).unwrap();
+        c.events();
+        c.sent();
+        c.f.handle_disconnected(c.now);
+        c.events();
+        c.at(4_000);
+        c.f.install_progress(c.now, 500, 1000).unwrap();
+        c.at(7_000);
+        c.f.handle_connected(c.now);
+        c.recv(&[0x20, 0x02, 0x00, 0x00]);
+        let steps: Vec<i32> = c
+            .sent()
+            .into_iter()
+            .filter(|(t, _)| t == PROGRESS)
+            .map(|(_, json)| step_in(&json))
+            .collect();
+        assert!(steps.contains(&54), "{steps:?}");
     }
 
     #[test]

@@ -363,8 +363,8 @@ pub enum GadgetEvent {
         total: u64,
     },
     /// Bytes handed to the link (the confirmed ones and the segment on its way), out of the
-    /// image size: every hundredth of the image between confirmations, and at once when a
-    /// resent segment takes it back.
+    /// image size: as the packet that crosses each hundredth of the image goes out, and at
+    /// once when a resent segment takes it back.
     Sent {
         /// Bytes written so far.
         sent: u64,
@@ -1464,12 +1464,16 @@ impl GadgetUpdate {
             };
             let (attempt, sent) = (*attempt, *sent);
             if let Some(len) = ota.emit_next(buf) {
+                // `sent` counts this transaction whole; its packets so far carried less.
+                let pending = ota.payload_len() - ota.payload_written();
+                let written = sent.saturating_sub(u32::try_from(pending).unwrap_or(u32::MAX));
                 if ota.is_done() && sent >= size {
                     self.state = State::ExpectSegmentResponse {
                         attempt,
                         rearmed: false,
                     };
                 }
+                self.report_sent(self.confirmed + written);
                 return Some(len);
             }
             if sent >= size {
@@ -1483,7 +1487,6 @@ impl GadgetUpdate {
             if !self.window_has_room(next) {
                 return None;
             }
-            self.report_sent(self.confirmed + sent);
             let (ota, len) = self.ota_transaction(sent)?;
             self.state = State::SendingSegment {
                 attempt,
@@ -2391,16 +2394,25 @@ mod tests {
 
     #[test]
     fn sent_moves_between_confirmations_and_back_when_a_segment_is_resent() {
+        // A hundredth of 40 KiB is 409 bytes; packets carry 58 (the first of a transaction)
+        // or 61 payload bytes, so a report comes with the packet that crosses each step.
+        let step = u64::from(SIZE / 100);
+        let crossed = |reports: &[u64], from: u64| {
+            let mut last = from;
+            for &r in reports {
+                assert!(r >= last + step && r < last + step + 61, "{last} then {r}");
+                last = r;
+            }
+        };
         let mut s = Script::new(options());
         s.handshake("0");
         let id = s.expect_announcement(0);
         s.ack(StreamId::Control, id);
         s.expect_segment_data(0);
-        // A hundredth of 40 KiB is 409 bytes, less than a 512-byte transaction: one report
-        // as each transaction after the first starts.
         let events = s.events();
-        let want: Vec<u64> = (1..32).map(|n| n * 512).collect();
-        assert_eq!(sent_reports(&events), want);
+        let first = sent_reports(&events);
+        crossed(&first, 0);
+        assert!(first.last().unwrap() + step > u64::from(SEG), "{first:?}");
         assert!(!events
             .iter()
             .any(|e| matches!(e, GadgetEvent::Progress { confirmed, .. } if *confirmed > 0)));
@@ -2408,14 +2420,22 @@ mod tests {
         let id = s.expect_announcement(SEG);
         s.ack(StreamId::Control, id);
         s.expect_segment_data(SEG);
-        let events = s.events();
-        assert_eq!(sent_reports(&events)[..2], [16_384, 16_896]);
+        let second = sent_reports(&s.events());
+        crossed(&second, *first.last().unwrap());
         // BUSY: the segment goes again from its start, and so does the count.
         s.respond(Command::UpdateComponentSegment, ErrorCode::Busy);
         let id = s.expect_announcement(SEG);
         s.ack(StreamId::Control, id);
         s.expect_segment_data(SEG);
-        assert_eq!(sent_reports(&s.events())[..2], [16_384, 16_896]);
+        let again = sent_reports(&s.events());
+        assert_eq!(again[0], u64::from(SEG));
+        crossed(&again[1..], u64::from(SEG));
+        for reports in [&second, &again] {
+            assert!(
+                reports.last().unwrap() + step > u64::from(2 * SEG),
+                "{reports:?}"
+            );
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::{fetch, read_capped, Capped};
 use crate::web::mqtt::{broker_error, dispatch, message_detail};
+use crate::web::options::{invalid, number, text};
 use crate::web::running::Note;
 use crate::web::service::Watch;
 use crate::web::socket::{self, Owner, Socket, Waiter};
@@ -236,22 +237,6 @@ impl EnosAgent {
         socket::settle(&self.shared);
         result.map_err(|m| misuse_error("wrong-state", m))
     }
-}
-
-fn text(options: &JsValue, key: &str) -> Option<String> {
-    Reflect::get(options, &key.into())
-        .ok()
-        .and_then(|v| v.as_string())
-}
-
-fn number(options: &JsValue, key: &str) -> Option<f64> {
-    Reflect::get(options, &key.into())
-        .ok()
-        .and_then(|v| v.as_f64())
-}
-
-fn invalid(what: &'static str) -> JsValue {
-    misuse_error("invalid-argument", Misuse::InvalidArgument(what))
 }
 
 /// Builds the agent from the options and opens the socket.
@@ -583,9 +568,9 @@ fn on_note(shared: &Shared, note: &Note) {
         let at = now();
         let _ = match note {
             Note::Stage("transfer") => a.flow.install_started(at),
-            Note::Progress {
-                confirmed, total, ..
-            } => a.flow.install_progress(at, *confirmed, *total),
+            // Bytes written, not confirmed: a gadget confirms a segment of up to 1 MiB at a
+            // time, and the cloud should see the install move in between.
+            Note::Progress { sent, total, .. } => a.flow.install_progress(at, *sent, *total),
             Note::Done { version } => {
                 let version = version
                     .map(|v| v.to_string())

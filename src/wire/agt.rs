@@ -1159,6 +1159,21 @@ impl<P: AsRef<[u8]>> Fragmenter<P> {
         self.next_index >= self.packet_count
     }
 
+    /// The transaction's payload length.
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        usize::from(self.total_length)
+    }
+
+    /// How much of the payload the packets written so far carried.
+    #[must_use]
+    pub fn payload_written(&self) -> usize {
+        match self.next_index.checked_sub(1) {
+            Some(last) if self.total_length > 0 => self.chunker.get(last).map_or(0, |r| r.end),
+            _ => 0,
+        }
+    }
+
     /// Appends the next packet to `buf` and returns its length, or `None` once all are out.
     #[must_use]
     pub fn emit_next(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
@@ -1552,6 +1567,23 @@ mod tests {
             packet_size,
             max_transaction_size: 0xFFFF,
         }
+    }
+
+    #[test]
+    fn payload_written_follows_the_packets_out() {
+        let mut f =
+            Fragmenter::new(StreamId::Ota, txn(1), vec![7u8; 40], false, limits(20)).unwrap();
+        assert_eq!((f.payload_len(), f.payload_written()), (40, 0));
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        while f.emit_next(&mut buf).is_some() {
+            seen.push(f.payload_written());
+        }
+        assert_eq!(seen, [14, 31, 40]);
+        let mut empty =
+            Fragmenter::new(StreamId::Ota, txn(1), Vec::new(), false, limits(20)).unwrap();
+        assert!(empty.emit_next(&mut buf).is_some());
+        assert_eq!((empty.payload_len(), empty.payload_written()), (0, 0));
     }
 
     #[test]

@@ -325,8 +325,9 @@ test("a bundle the device rejects is step -4 (burning failed) and the device kee
 });
 
 test("the broker restarts mid-task: the agent reconnects, re-subscribes and finishes", async () => {
-  // A slow demo link (about 16 KB/s): the install outlasts the restart.
-  const query = "?demoPacketsPerEvent=1";
+  // A slow demo link (about 8 KB/s): the install outlasts the restart and the agent's
+  // reconnection, backing off, with steps still to report after it.
+  const query = "?demoPacketsPerEvent=1&demoIntervalMs=30";
   const page = await openDevice({ kind: "gadget", deviceKey: "g-restart", version: "0", query });
   const task = await sim.createTask({ productKey: GADGET, deviceKey: "g-restart", version: "2", policy: "push" });
   // Restart once the install is under way: the cloud has heard a step past the download.

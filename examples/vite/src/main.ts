@@ -10,7 +10,7 @@ button.disabled = false;
 button.addEventListener("click", async () => {
   try {
     const updater = await Updater.connectGadget(); // first: the device chooser needs the click
-    updater.addEventListener("progress", (e) => { bar.max = e.detail.total; bar.value = e.detail.confirmed; });
+    updater.addEventListener("progress", (e) => { bar.max = e.detail.total; bar.value = e.detail.sent; });
     const pem = await (await fetch("/fixtures/keys/test-signing-key.pub.pem")).text();
     const result = await updater.run("/fixtures/manifest.json", { policy: { trustedKeys: [pem] } });
     status.textContent = result.outcome === "done" ? `done: version ${result.version}` : result.outcome;

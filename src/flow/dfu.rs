@@ -1358,6 +1358,19 @@ mod tests {
             sent.remove(0)
         }
 
+        /// The device's LINK_LOSE_CHECK_REQ, and the flow's answer to it, alone.
+        fn link_lose_check(&mut self, new_num_of_rsp: u16, current_index: u32) {
+            self.send(Message::LinkLoseCheckReq {
+                result: 0,
+                new_num_of_rsp,
+                current_index,
+            });
+            assert_eq!(
+                Message::decode(&self.expect_one()).unwrap(),
+                Message::LinkLoseCheckRsp { result: 0 }
+            );
+        }
+
         /// Connects and takes INIT_REQUEST; returns its ctrl packet.
         fn init(&mut self) -> Vec<u8> {
             self.flow.handle_connected(self.now);
@@ -1815,15 +1828,7 @@ mod tests {
     fn a_link_lose_check_mid_pipeline_sends_one_window_until_an_acknowledgement() {
         let mut s = pipelining();
         // Packet 2 was lost; the device holds 1 and halves its rate.
-        s.send(Message::LinkLoseCheckReq {
-            result: 0,
-            new_num_of_rsp: 2,
-            current_index: 1,
-        });
-        assert_eq!(
-            Message::decode(&s.expect_one()).unwrap(),
-            Message::LinkLoseCheckRsp { result: 0 }
-        );
+        s.link_lose_check(2, 1);
         let at = s.flow.poll_timeout().unwrap();
         s.now = at;
         s.flow.handle_timeout(at);
@@ -1874,15 +1879,7 @@ mod tests {
         s.ack();
         s.ack();
         assert_eq!(Message::decode(&s.expect_one()).unwrap(), end);
-        s.send(Message::LinkLoseCheckReq {
-            result: 0,
-            new_num_of_rsp: 3,
-            current_index: 5,
-        });
-        assert_eq!(
-            Message::decode(&s.expect_one()).unwrap(),
-            Message::LinkLoseCheckRsp { result: 0 }
-        );
+        s.link_lose_check(3, 5);
         s.send(Message::ImageSendEndResponse { result: general });
         assert!(
             !s.flow.is_finished(),
@@ -1986,15 +1983,7 @@ mod tests {
         s.expect_start(0, 3);
         s.start_ok();
         let _ = s.packets();
-        s.send(Message::LinkLoseCheckReq {
-            result: 0,
-            new_num_of_rsp: 2,
-            current_index: 1,
-        });
-        assert_eq!(
-            Message::decode(&s.expect_one()).unwrap(),
-            Message::LinkLoseCheckRsp { result: 0 }
-        );
+        s.link_lose_check(2, 1);
         assert!(s.sent().is_empty(), "paused");
         let at = s.flow.poll_timeout().unwrap();
         assert_eq!(at, s.now + Span::from_secs(1));
@@ -2022,15 +2011,7 @@ mod tests {
         let mut last = s.now;
         for rsp in [2, 1, 1, 1] {
             last = s.now;
-            s.send(Message::LinkLoseCheckReq {
-                result: 0,
-                new_num_of_rsp: rsp,
-                current_index: 1,
-            });
-            assert_eq!(
-                Message::decode(&s.expect_one()).unwrap(),
-                Message::LinkLoseCheckRsp { result: 0 }
-            );
+            s.link_lose_check(rsp, 1);
             s.now += Span::from_millis(100);
         }
         assert!(!s.flow.is_finished());

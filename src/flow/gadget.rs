@@ -1123,15 +1123,9 @@ impl GadgetUpdate {
             // trip, and no transaction ends in a short packet, which costs an exchange of the
             // event for a fraction of its bytes (a third of the window in bytes, 5⅔ packets,
             // measured 0.93 of the link; whole packets 0.97–0.98 at 1M and 2M PHY).
-            let quarter = (window / 4).max(1);
-            let limits = self.ota_limits(limits);
-            let first = limits.payload_of_packets(1) as u32;
-            let next = limits.payload_of_packets(2) as u32 - first;
-            let whole = match quarter.checked_sub(first) {
-                Some(more) => first + more / next * next,
-                None => quarter,
-            };
-            len = len.min(whole);
+            let quarter = (window / 4).max(1) as usize;
+            let whole = self.ota_limits(limits).whole_packets_within(quarter);
+            len = len.min(u32::try_from(whole).unwrap_or(u32::MAX));
         }
         len
     }

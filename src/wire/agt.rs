@@ -397,6 +397,18 @@ impl Limits {
         payload_capacity(self.packet_size, first)
             .saturating_add(payload_capacity(self.packet_size, next).saturating_mul(packets - 1))
     }
+
+    /// The most payload a transaction of whole packets carries within `bytes` (no packet of
+    /// it short), or `bytes` itself when that is less than a first packet's room.
+    #[must_use]
+    pub fn whole_packets_within(&self, bytes: usize) -> usize {
+        let first = self.payload_of_packets(1);
+        let next = self.payload_of_packets(2) - first;
+        match bytes.checked_sub(first) {
+            Some(more) => more.checked_div(next).map_or(bytes, |n| first + n * next),
+            None => bytes,
+        }
+    }
 }
 
 /// A decoded PV packet (§2).
@@ -1567,6 +1579,17 @@ mod tests {
             packet_size,
             max_transaction_size: 0xFFFF,
         }
+    }
+
+    #[test]
+    fn whole_packets_within_rounds_down_to_a_packet_boundary() {
+        // P 20: 14 bytes in the first packet, 17 in each after it.
+        let l = limits(20);
+        let got: Vec<usize> = [0, 13, 14, 30, 31, 47, 48, 1001]
+            .into_iter()
+            .map(|b| l.whole_packets_within(b))
+            .collect();
+        assert_eq!(got, [0, 13, 14, 14, 31, 31, 48, 1000]);
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn agt_values(stream: StreamId, payload: Vec<u8>, ack: bool, limits: Limits) -> 
 }
 
 /// The AGT bound for an image of `image` bytes in segments of `segment`, transactions of
-/// at most `t`, packets of ATT MTU − 3: per segment two stop-and-wait phases
+/// whole packets within `t` (a segment's last takes what is left), packets of ATT MTU − 3: per segment two stop-and-wait phases
 /// ([`phases_us`]), the announcement (answered by its ACK) and the OTA bytes (answered by
 /// the Response), kB/s.
 fn gadget_bound(radio: &Radio, image: usize, segment: usize, t: usize) -> f64 {
@@ -251,10 +251,12 @@ fn gadget_bound(radio: &Radio, image: usize, segment: usize, t: usize) -> f64 {
             ControlEnvelope::update_component_segment("app", off as u32, seg as u32, &signature)
                 .to_bytes();
         let announce = agt_values(StreamId::Control, announce, true, limits);
+        let whole = limits.whole_packets_within(t);
         let mut data = Vec::new();
         let mut sent = 0;
         while sent < seg {
-            let len = t.min(seg - sent);
+            let left = seg - sent;
+            let len = if left > t { whole } else { left };
             data.extend(agt_values(StreamId::Ota, vec![0; len], false, limits));
             sent += len;
         }

@@ -22,7 +22,7 @@ use otaweb::wire::agt::{Fragmenter as AgtFragmenter, Limits, StreamId, Transacti
 use otaweb::wire::agt_proto::ControlEnvelope;
 use otaweb::wire::dfu::Message;
 use otaweb::wire::sifli::{Category, Fragmenter};
-use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuLayout};
+use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuLayout, Region};
 use otaweb_firmware::gadget::GadgetConfig;
 use otaweb_firmware::slots::Layout;
 use sim::gadget::{image_bytes, verified, Device as GadgetDevice};
@@ -332,10 +332,6 @@ fn dfu_package(image: &[u8]) -> (Vec<u8>, TransferFile) {
 fn dfu_config(image: usize, mtu: usize) -> DfuConfig {
     let (root, uid) = dfu_keys();
     let key = sifli::SigningKey::from_pem(DFU_SIGNING_KEY_PEM).unwrap();
-    let r = |base_kib: usize, size_kib: usize| otaweb_firmware::dfu::Region {
-        base: (base_kib * KIB) as u32,
-        size: (size_kib * KIB) as u32,
-    };
     let font_kib = image.div_ceil(KIB) + 64;
     DfuConfig {
         root_key: root,
@@ -344,15 +340,8 @@ fn dfu_config(image: usize, mtu: usize) -> DfuConfig {
         sdk_version: 2_003_000,
         max_value_size: mtu - 3,
         layout: DfuLayout {
-            erase_size: 4096,
-            write_size: 4,
-            ota_manager: r(0, 8),
-            progress: r(8, 8),
-            ctrl: r(16, 4),
-            download: r(20, 16),
-            hcpu: r(36, 48),
-            res: r(84, 24),
-            font: r(108, font_kib),
+            font: Region::kib(108, font_kib as u32),
+            ..DfuLayout::SMALL
         },
     }
 }

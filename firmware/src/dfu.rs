@@ -182,6 +182,15 @@ pub struct Region {
 }
 
 impl Region {
+    /// The region `size_kib` KiB long starting `base_kib` KiB into the flash.
+    #[must_use]
+    pub const fn kib(base_kib: u32, size_kib: u32) -> Region {
+        Region {
+            base: base_kib * 1024,
+            size: size_kib * 1024,
+        }
+    }
+
     fn end(&self) -> u64 {
         u64::from(self.base) + u64::from(self.size)
     }
@@ -211,6 +220,20 @@ pub struct DfuLayout {
 }
 
 impl DfuLayout {
+    /// dfu.md §10 scaled to a 128 KiB part with 4 KiB sectors and 4-byte writes: the demo
+    /// device's layout, and the tests'.
+    pub const SMALL: DfuLayout = DfuLayout {
+        erase_size: 4096,
+        write_size: 4,
+        ota_manager: Region::kib(0, 8),
+        progress: Region::kib(8, 8),
+        ctrl: Region::kib(16, 4),
+        download: Region::kib(20, 16),
+        hcpu: Region::kib(36, 48),
+        res: Region::kib(84, 24),
+        font: Region::kib(108, 16),
+    };
+
     fn regions(&self) -> [Region; 7] {
         [
             self.ota_manager,

@@ -39,7 +39,7 @@ use otaweb::wire::dfu::{self, Message, MessageId};
 use otaweb::wire::enos::{self, DeviceId, DeviceRequest, MqttCredentials, OtaTopic};
 use otaweb::wire::mqtt::{self, PacketRepr, PublishRepr, QoS, QosPid, SubackCode, SubackRepr};
 use otaweb::wire::sifli;
-use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
+use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode};
 use otaweb_firmware::flash::{Fixed, Geometry, SimFlash};
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent as DeviceEvent};
 use otaweb_firmware::record::RecordLog;
@@ -1240,13 +1240,6 @@ const DFU_PUB_DER: &[u8] =
     include_bytes!("../../firmware-fixtures/files/keys/dfu-test-signing-key.pub.der");
 
 /// A region of `size` KiB at `base` KiB.
-fn kib(base: u32, size: u32) -> Region {
-    Region {
-        base: base * 1024,
-        size: size * 1024,
-    }
-}
-
 /// The device configuration of tests/sim/dfu.rs: §10 scaled to a 128 KiB part.
 fn dfu_config() -> DfuConfig {
     // Built once: parsing the RSA key per input would dominate the run.
@@ -1261,17 +1254,7 @@ fn dfu_config_uncached() -> DfuConfig {
         uid: DFU_UID.try_into().expect("16 bytes"),
         sdk_version: 2_003_000,
         max_value_size: 244,
-        layout: DfuLayout {
-            erase_size: 4096,
-            write_size: 4,
-            ota_manager: kib(0, 8),
-            progress: kib(8, 8),
-            ctrl: kib(16, 4),
-            download: kib(20, 16),
-            hcpu: kib(36, 48),
-            res: kib(84, 24),
-            font: kib(108, 16),
-        },
+        layout: DfuLayout::SMALL,
     }
 }
 

@@ -5,7 +5,7 @@
 use otaweb::flow::dfu::{DfuEvent, DfuUpdate};
 use otaweb::image::sifli::{ImageId, PublicKey};
 use otaweb::time::Millis;
-use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Region};
+use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout};
 use otaweb_firmware::flash::Fixed;
 
 use super::{Peripheral, Update};
@@ -46,14 +46,7 @@ pub const PUB_DER: &[u8] =
 pub const KIB: u32 = 1024;
 
 /// A region of `size_kib` KiB at `base_kib` KiB.
-pub fn region(base_kib: u32, size_kib: u32) -> Region {
-    Region {
-        base: base_kib * KIB,
-        size: size_kib * KIB,
-    }
-}
-
-/// §10 scaled down to a 128 KiB part with 4 KiB sectors.
+/// The test device: §10 scaled down ([`DfuLayout::SMALL`]), the test keys.
 pub fn config() -> DfuConfig {
     DfuConfig {
         root_key: ROOT_KEY.try_into().unwrap(),
@@ -61,17 +54,7 @@ pub fn config() -> DfuConfig {
         uid: UID.try_into().unwrap(),
         sdk_version: 2_003_000,
         max_value_size: 244,
-        layout: DfuLayout {
-            erase_size: 4096,
-            write_size: 4,
-            ota_manager: region(0, 8),
-            progress: region(8, 8),
-            ctrl: region(16, 4),
-            download: region(20, 16),
-            hcpu: region(36, 48),
-            res: region(84, 24),
-            font: region(108, 16),
-        },
+        layout: DfuLayout::SMALL,
     }
 }
 

@@ -27,7 +27,7 @@
 use otaweb::image::digest::to_hex;
 use otaweb::image::sifli::{ImageId, PublicKey};
 use otaweb::time::Millis;
-use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode, Region};
+use otaweb_firmware::dfu::{DfuConfig, DfuDevice, DfuDeviceEvent, DfuLayout, Mode};
 use otaweb_firmware::flash::{Fixed, Geometry, SimFlash};
 use otaweb_firmware::gadget::{Gadget, GadgetConfig, GadgetEvent};
 use otaweb_firmware::slots::{DbConfig, Layout, Slots, DEFAULT_SLOTS};
@@ -318,13 +318,6 @@ const DFU_FLASH_SIZE: usize = 128 * 1024;
 /// What the OTA manager advertises (§1: `SIFLI_APP-` and the address bytes).
 const OTA_MANAGER_NAME: &str = "SIFLI_APP-0-1-2-3-4-5";
 
-fn region(base_kib: u32, size_kib: u32) -> Region {
-    Region {
-        base: base_kib * 1024,
-        size: size_kib * 1024,
-    }
-}
-
 fn dfu_config() -> Result<DfuConfig, JsError> {
     Ok(DfuConfig {
         root_key: *DFU_ROOT_KEY,
@@ -333,18 +326,7 @@ fn dfu_config() -> Result<DfuConfig, JsError> {
         uid: *DFU_UID,
         sdk_version: DFU_SDK_VERSION,
         max_value_size: 244,
-        // The dfu.md §10 layout, scaled to 128 KiB with 4 KiB sectors.
-        layout: DfuLayout {
-            erase_size: 4096,
-            write_size: 4,
-            ota_manager: region(0, 8),
-            progress: region(8, 8),
-            ctrl: region(16, 4),
-            download: region(20, 16),
-            hcpu: region(36, 48),
-            res: region(84, 24),
-            font: region(108, 16),
-        },
+        layout: DfuLayout::SMALL,
     })
 }
 

@@ -266,10 +266,11 @@ pub enum Running {
 pub enum Note {
     /// The transfer began: the device now holds some of the new image.
     Started,
-    /// Confirmed bytes of the total.
+    /// Bytes of the total written to the device, as the web edge tells the agent (the
+    /// gadget's `Sent`, the DFU flow's acknowledged bytes).
     Progress {
-        /// Confirmed bytes.
-        confirmed: u64,
+        /// Written bytes.
+        done: u64,
         /// The total.
         total: u64,
     },
@@ -377,8 +378,8 @@ impl Install {
                         GadgetEvent::Stage(otaweb::flow::gadget::GadgetStage::Transfer) => {
                             Some(Note::Started)
                         }
-                        GadgetEvent::Progress { confirmed, total } => Some(Note::Progress {
-                            confirmed: *confirmed,
+                        GadgetEvent::Sent { sent, total } => Some(Note::Progress {
+                            done: *sent,
                             total: *total,
                         }),
                         GadgetEvent::Done { version } => Some(Note::Done(version.to_string())),
@@ -397,6 +398,10 @@ impl Install {
                         DfuEvent::Done => Some(Note::Done("2".to_string())),
                         DfuEvent::Failed(e) => Some(Note::Failed(e.clone())),
                         DfuEvent::RebootingIntoUpdater => Some(Note::Started),
+                        DfuEvent::Progress { confirmed, total } => Some(Note::Progress {
+                            done: *confirmed,
+                            total: *total,
+                        }),
                         _ => None,
                     });
                 }

@@ -351,9 +351,7 @@ impl World {
         for note in notes {
             let _ = match note {
                 Note::Started => self.agent.install_started(now),
-                Note::Progress { confirmed, total } => {
-                    self.agent.install_progress(now, confirmed, total)
-                }
+                Note::Progress { done, total } => self.agent.install_progress(now, done, total),
                 Note::Done(version) => {
                     let version = match self.target {
                         Target::Gadget => version,

@@ -6,7 +6,7 @@
 //! [`Sim::stop`] (or drop): the MQTT thread owns one [`edge::MqttEdge`] with a cloud-side
 //! [`otaweb::flow::mqtt::MqttSession`] subscribed at QoS 1 to
 //! `/sys/+/+/ota/device/{inform,progress,getversion,upgrade_reply}` (it reconnects on its
-//! own, with the session's backoff), and answers every device request through the
+//! own within 200 ms, before any device is back), and answers every device request through the
 //! [`registry::Registry`]; the HTTP thread hands each request to [`http`] on a thread of
 //! its own; the relay thread accepts on the public HTTP port ([`relay`]) and passes each
 //! connection on to the HTTP server. [`Sim::is_ready`] turns true once the broker granted every subscription, so a
@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use otaweb::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
+use otaweb::time::Span;
 use otaweb::wire::mqtt::QoS;
 
 use crate::config::{Config, TaskRequest};
@@ -143,7 +144,14 @@ impl Sim {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
-        let session_config = SessionConfig::default();
+        // The cloud stands in for EnOS's own side of the broker, which never misses what a
+        // device publishes: after a broker restart it must be subscribed again before any
+        // device is back (devices wait at least 1 s), so it retries every 50–200 ms.
+        let session_config = SessionConfig {
+            min_reconnect_delay: Span(50),
+            max_reconnect_delay: Span(200),
+            ..SessionConfig::default()
+        };
         let session = MqttSession::new(ConnectOptions::new(client_id), session_config)
             .map_err(|e| e.to_string())?;
         let mut edge = MqttEdge::new(mqtt_addr.clone(), session);

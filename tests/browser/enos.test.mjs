@@ -337,7 +337,14 @@ test("the broker restarts mid-task: the agent reconnects, re-subscribes and fini
   const done = await assertSucceeded(task, GADGET, "2");
   const middle = steps(done).filter((s) => s > 10 && s < 100);
   assert.ok(middle.length >= 2, `install progress before and after the restart: ${steps(done)}`);
-  assert.match(await page.getByTestId("enos-log").textContent(), /broker:/, "the page saw the link drop");
+  const log = await page.getByTestId("enos-log").textContent();
+  assert.match(log, /broker:/, "the page saw the link drop");
+  // Every step the agent reported, also those made while the broker was away, reached the
+  // cloud and was answered.
+  const reported = [...log.matchAll(/progress (\d+) %: (not )?acknowledged/g)];
+  assert.ok(reported.length >= 3, log);
+  assert.ok(reported.every((m) => !m[2]), log);
+  for (const [, step] of reported) assert.ok(steps(done).includes(Number(step)), `${step} in ${steps(done)}`);
   await page.close();
 });
 

@@ -103,7 +103,7 @@ use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::error::{Error, LinkLost, Misuse, Refusal, Vendor};
+use crate::error::{DecodeError, Error, LinkLost, Malformed, Misuse, Refusal, Vendor};
 use crate::flow::mqtt::{ConnectOptions, MqttEvent, MqttSession, SessionConfig};
 use crate::flow::service::{check_transport, Refused};
 use crate::flow::{Flow, Transmit};
@@ -129,6 +129,9 @@ pub const VERSION_NOT_INSTALLED: Refusal = Refusal {
               newer one or refused the image; check the version the device reports",
     retryable: false,
 };
+
+/// The largest file a task may announce by default: EnOS allows 100 MB.
+pub const MAX_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// The last step of the download range: downloading is 0–10 %.
 pub const DOWNLOAD_END: u8 = 10;
@@ -269,11 +272,15 @@ pub struct EnosOptions {
     pub verify: VerifyPolicy,
     /// The MQTT session's timers and bounds.
     pub session: SessionConfig,
+    /// The largest file a task may announce ([`MAX_FILE_SIZE`]); a larger one fails the task
+    /// with −2 before anything is downloaded.
+    pub max_file_size: u64,
 }
 
 impl EnosOptions {
     /// Defaults for installing with `install_flow`: ask before a push, pick the highest
-    /// version, 10 % / 2 s throttle, 10 s replies, 300 s stall limit, digest-only checks.
+    /// version, 10 % / 2 s throttle, 10 s replies, 300 s stall limit, digest-only checks,
+    /// files up to 128 MiB.
     #[must_use]
     pub fn new(install_flow: FlowKind) -> Self {
         EnosOptions {
@@ -285,6 +292,7 @@ impl EnosOptions {
             stall_timeout: Span::from_secs(300),
             verify: VerifyPolicy::trusting(Vec::new()),
             session: SessionConfig::default(),
+            max_file_size: MAX_FILE_SIZE,
         }
     }
 }
@@ -848,8 +856,21 @@ impl EnosFlow {
         self.events.push_back(EnosEvent::Failed(error));
     }
 
-    /// Reads the task's sign; an unreadable one fails the task with −3.
+    /// Reads the task's sign; an unreadable one fails the task with −3, a file larger than
+    /// [`EnosOptions::max_file_size`] with −2.
     fn offer(&mut self, now: Millis, firmware: Firmware, pushed: bool) -> Option<Offer> {
+        let limit = self.options.max_file_size;
+        if firmware.file_size > limit {
+            let reason = DecodeError::TooLarge {
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            };
+            let error = Error::PeerMalformed(Malformed {
+                what: "the task's fileSize",
+                reason,
+            });
+            self.fail(now, Step::DOWNLOAD_FAILED, error);
+            return None;
+        }
         match firmware.expected_digest() {
             Ok(sign) => Some(Offer {
                 firmware,
@@ -1633,6 +1654,37 @@ mod tests {
                     actual: 999
                 }
             ))]
+        ));
+    }
+
+    #[test]
+    fn a_file_larger_than_accepted_fails_with_minus_2_before_any_download() {
+        let mut c = Cloud::new(AcceptPolicy::Auto);
+        c.connect();
+        let mut fw = firmware("2.0.0", &file());
+        fw.file_size = MAX_FILE_SIZE + 1;
+        let progress: Vec<String> = c
+            .push(&fw)
+            .into_iter()
+            .filter(|(t, _)| t == PROGRESS)
+            .map(|(_, json)| json)
+            .collect();
+        assert_eq!(progress.len(), 1, "{progress:?}");
+        assert_eq!(step_in(&progress[0]), -2);
+        assert!(progress[0].contains("fileSize"), "{}", progress[0]);
+        assert!(matches!(
+            &c.events()[..],
+            [EnosEvent::Failed(Error::PeerMalformed(Malformed {
+                reason: DecodeError::TooLarge { limit: 134_217_728 },
+                ..
+            }))]
+        ));
+        assert!(!c.f.is_busy());
+        fw.file_size = 1000;
+        c.push(&fw);
+        assert!(matches!(
+            &c.events()[..],
+            [EnosEvent::Download { size: 1000, .. }]
         ));
     }
 

@@ -45,7 +45,7 @@ use crate::error::{DecodeError, Error, LinkLost, Malformed, Misuse};
 use crate::flow::dfu::DfuPackage;
 use crate::flow::enos::{
     check_file_service, check_file_url, http_refusal, AcceptPolicy, EnosEvent, EnosFlow,
-    EnosOptions, PickPolicy,
+    EnosOptions, PickPolicy, MAX_FILE_SIZE,
 };
 use crate::flow::mqtt::MqttEvent;
 use crate::flow::Flow;
@@ -71,8 +71,6 @@ use crate::wire::enos::{
 pub const MAX_RESUMES: u32 = 5;
 /// The first pause before a resume; it doubles each time.
 const RESUME_FIRST: Duration = Duration::from_millis(500);
-/// The largest file kept, whatever a task announces: EnOS allows 100 MB.
-const MAX_FILE: u64 = 128 * 1024 * 1024;
 /// The largest EnOS file-service login answer read.
 const MAX_LOGIN_ANSWER: usize = 16 * 1024;
 /// The most reserved before the first byte arrives, whatever size a task announces.
@@ -634,7 +632,9 @@ async fn fetch_file(
 ) -> Result<Vec<u8>, Error> {
     let url = file_url(weak, &firmware.file_url).await?;
     let size = firmware.file_size;
-    let keep = size.saturating_add(1).min(MAX_FILE);
+    // The flow refused a task announcing more than this; a body longer than announced is cut
+    // one byte over, so the size check fails without buffering it all.
+    let keep = size.saturating_add(1).min(MAX_FILE_SIZE);
     // The announced size is only the cloud's word: reserve no more than a typical image up
     // front, and let a file that really is larger grow the buffer as it arrives.
     let mut bytes: Vec<u8> = Vec::with_capacity(size.min(PREALLOCATE) as usize);

@@ -8,7 +8,7 @@
 // a missing required key or a wrong value type fails the suite that saw it.
 import { execFile } from "node:child_process";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, join, relative } from "node:path";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
@@ -90,6 +90,28 @@ export function typedSource(records, pkgPath) {
 }
 
 /**
+ * Compiles `records` as `dir/name.ts` against pkg/otaweb.d.ts with tsc --strict (the project's
+ * tests/types/tsconfig.json); resolves to tsc's complaints, "" when there are none.
+ */
+export async function compileObserved(records, root, dir, name) {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}.ts`);
+  const { source } = typedSource(records, relative(dir, join(root, "pkg", "otaweb.js")));
+  // Written whole, then renamed: another suite's tsc never reads half a file.
+  writeFileSync(`${file}.tmp`, source);
+  renameSync(`${file}.tmp`, file);
+  const config = join(dir, `${name}.tsconfig.json`);
+  const base = relative(dir, join(root, "tests", "types", "tsconfig.json"));
+  writeFileSync(config, JSON.stringify({ extends: base, include: [], files: [`${name}.ts`] }));
+  try {
+    await run(join(root, "node_modules", ".bin", "tsc"), ["-p", config], { cwd: root });
+    return "";
+  } catch (e) {
+    return `${e.stdout}${e.stderr}`;
+  }
+}
+
+/**
  * Starts recording in `context` (a Playwright browser context). `check()` compiles what was
  * seen against pkg/otaweb.d.ts and throws tsc's complaints; it is a no-op when the suite
  * dispatched nothing.
@@ -103,23 +125,10 @@ export async function observeApiEvents(context, root) {
   const check = async () => {
     if (records.length === 0) return;
     const dir = join(root, "target", "types-observed");
-    mkdirSync(dir, { recursive: true });
     const name = `${basename(process.argv[1] ?? "suite", ".mjs").replace(/\W/g, "-")}-${process.pid}`;
-    const file = join(dir, `${name}.ts`);
-    const { source } = typedSource(records, "../../pkg/otaweb.js");
-    // Written whole, then renamed: another suite's tsc never reads half a file.
-    writeFileSync(`${file}.tmp`, source);
-    renameSync(`${file}.tmp`, file);
-    const config = join(dir, `${name}.tsconfig.json`);
-    writeFileSync(
-      config,
-      JSON.stringify({ extends: "../../tests/types/tsconfig.json", include: [], files: [`${name}.ts`] }),
-    );
-    try {
-      await run(join(root, "node_modules", ".bin", "tsc"), ["-p", config], { cwd: root });
-    } catch (e) {
-      throw new Error(`events the API dispatched do not match pkg/otaweb.d.ts (${file}):\n${e.stdout}${e.stderr}`);
-    }
+    const complaints = await compileObserved(records, root, dir, name);
+    if (complaints)
+      throw new Error(`events the API dispatched do not match pkg/otaweb.d.ts (${join(dir, name)}.ts):\n${complaints}`);
   };
   return { check, records };
 }

@@ -2,29 +2,14 @@
 // against pkg/otaweb.d.ts, and a wrong name, an undeclared key or a wrong value type does not.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { root } from "./helpers.mjs";
-import { typedSource } from "./observe.mjs";
+import { compileObserved, typedSource } from "./observe.mjs";
 
 const dir = join(root, "target", "types-observed", "self-test");
 
 /** Compiles `records` as observe.mjs does; resolves to tsc's complaints ("" when none). */
-async function compile(name, records) {
-  mkdirSync(dir, { recursive: true });
-  const { source } = typedSource(records, "../../../pkg/otaweb.js");
-  writeFileSync(join(dir, `${name}.ts`), source);
-  const config = join(dir, `${name}.tsconfig.json`);
-  writeFileSync(config, JSON.stringify({ extends: "../../../tests/types/tsconfig.json", include: [], files: [`${name}.ts`] }));
-  try {
-    await promisify(execFile)(join(root, "node_modules", ".bin", "tsc"), ["-p", config], { cwd: root });
-    return "";
-  } catch (e) {
-    return `${e.stdout}${e.stderr}`;
-  }
-}
+const compile = (name, records) => compileObserved(records, root, dir, name);
 
 const progress = { confirmed: 4096, sent: 8192, total: 98304, bytesPerSecond: 51200, secondsLeft: 1.84 };
 const refused = {

@@ -165,9 +165,9 @@ impl DeviceId {
 
 fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
-        && !key
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "/+#&|".contains(c))
+        && !key.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '/' | '+' | '#' | '&' | '|')
+        })
 }
 
 /// Which secret signs the CONNECT (A2).

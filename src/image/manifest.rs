@@ -677,7 +677,9 @@ fn parse_tree(text: &str) -> Result<Json, ManifestError> {
             found: text.len(),
         });
     }
-    serde_json::from_str(text).map_err(|e| ManifestError::NotJson {
+    // From the bytes: the other JSON readers take slices too, so the updater carries one
+    // serde_json reader (the text is UTF-8 already; line and column are the same).
+    serde_json::from_slice(text.as_bytes()).map_err(|e| ManifestError::NotJson {
         line: e.line(),
         column: e.column(),
     })

@@ -1264,10 +1264,20 @@ fn scale(part: u64, total: u64, from: u8, to: u8) -> Result<u8, Misuse> {
             "progress needs a total above zero and a part not above it",
         ));
     }
-    let span = u128::from(to.saturating_sub(from));
-    let scaled = u128::from(part) * span / u128::from(total);
-    // `scaled` is at most `span`, which fits a u8.
-    Ok(from.saturating_add(u8::try_from(scaled).unwrap_or(u8::MAX)))
+    // floor(part * span / total) without a 128-bit division (which would pull compiler-rt's
+    // __udivti3 into the wasm): add `part` to a remainder below `total` `span` times, counting
+    // each wrap past `total`. `span` is at most 255 and nothing overflows.
+    let mut scaled: u8 = 0;
+    let mut rem: u64 = 0;
+    for _ in 0..to.saturating_sub(from) {
+        if rem >= total - part {
+            rem -= total - part;
+            scaled += 1;
+        } else {
+            rem += part;
+        }
+    }
+    Ok(from.saturating_add(scaled))
 }
 
 #[cfg(test)]
@@ -2189,5 +2199,49 @@ mod tests {
             text.starts_with("the file server refused (HTTP_NOT_FOUND 404)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn scale_matches_the_128_bit_formula() {
+        let wide = |part: u64, total: u64, from: u8, to: u8| {
+            let span = u128::from(to.saturating_sub(from));
+            let scaled = u128::from(part) * span / u128::from(total);
+            from.saturating_add(u8::try_from(scaled).unwrap())
+        };
+        let mut rng = Rng(0x5CA1_E000);
+        let edges = [
+            1,
+            2,
+            3,
+            99,
+            100,
+            101,
+            u64::MAX / 255,
+            u64::MAX / 2,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for _ in 0..20_000 {
+            let total = match rng.below(3) {
+                0 => edges[rng.below(edges.len())],
+                1 => rng.next() >> rng.below(64),
+                _ => rng.next(),
+            }
+            .max(1);
+            let part = match rng.below(4) {
+                0 => total,
+                1 => total - 1,
+                2 => 0,
+                _ => rng.next() % (total.saturating_add(1)).max(1),
+            };
+            let (from, to) = (rng.next() as u8, rng.next() as u8);
+            assert_eq!(
+                scale(part, total, from, to).ok(),
+                Some(wide(part, total, from, to)),
+                "{part}/{total} onto {from}..={to}"
+            );
+        }
+        assert!(scale(1, 0, 0, 100).is_err());
+        assert!(scale(2, 1, 0, 100).is_err());
     }
 }

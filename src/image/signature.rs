@@ -15,7 +15,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use base64ct::{Base64, Base64Unpadded, Encoding as _};
+use base64ct::{Base64, Encoding as _};
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
@@ -183,13 +183,28 @@ pub(crate) fn spki_pem(der: &[u8]) -> String {
     pem
 }
 
+/// Standard base64, with or without `=` padding. Unpadded text is padded and decoded by the
+/// padded decoder, which accepts exactly what `Base64Unpadded` would (text holding a `=`
+/// was padded already and stays refused), so the wasm carries one decoder.
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64ct::Error> {
+    Base64::decode_vec(text).or_else(|e| {
+        if text.contains('=') {
+            return Err(e);
+        }
+        let mut padded = String::from(text);
+        while padded.len() % 4 != 0 {
+            padded.push('=');
+        }
+        Base64::decode_vec(&padded)
+    })
+}
+
 impl ImageSignature {
     /// Parses base64 text of the 64 raw bytes: the standard alphabet, with or without `=`
     /// padding, whitespace allowed only before and after.
     pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
         let text = text.trim();
-        let raw = Base64::decode_vec(text)
-            .or_else(|_| Base64Unpadded::decode_vec(text))
+        let raw = decode_base64(text)
             .map_err(|_| SignatureError::SignatureMalformed(SignatureFormat::NotBase64))?;
         Self::from_bytes(&raw)
     }
@@ -434,5 +449,33 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEF6cYmIU2VC0Cnj54R18JR7uELhnb
             .step_by(2)
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn decode_base64_accepts_what_the_padded_or_unpadded_decoder_accepts() {
+        use alloc::vec;
+        use base64ct::Base64Unpadded;
+        let reference = |t: &str| Base64::decode_vec(t).or_else(|_| Base64Unpadded::decode_vec(t));
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n.";
+        let mut rng = crate::test_rng::Rng(0xB64_0B64);
+        for _ in 0..50_000 {
+            let len = rng.below(20);
+            let text: String = (0..len)
+                .map(|_| {
+                    // Mostly the standard alphabet, so many strings decode.
+                    let n = if rng.below(8) == 0 {
+                        alphabet.len()
+                    } else {
+                        64
+                    };
+                    char::from(alphabet[rng.below(n)])
+                })
+                .collect();
+            assert_eq!(decode_base64(&text).ok(), reference(&text).ok(), "{text:?}");
+        }
+        for len in 0..=96 {
+            let text = Base64Unpadded::encode_string(&vec![0xA5; len]);
+            assert_eq!(decode_base64(&text).ok(), Some(vec![0xA5; len]), "{text:?}");
+        }
     }
 }

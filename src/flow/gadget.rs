@@ -1117,28 +1117,24 @@ impl GadgetUpdate {
     /// The payload of the next OTA transaction when `left` bytes of the segment remain.
     fn next_ota_len(&self, limits: Limits, left: u32) -> u32 {
         let t = u32::from(limits.max_transaction_size);
-        let mut len = left.min(t);
         let window = self.ota_window(limits);
-        if window == 0 && left > t {
+        let whole = |limits: Limits, bytes: u32| {
+            u32::try_from(limits.whole_packets_within(bytes as usize)).unwrap_or(bytes)
+        };
+        if window == 0 {
             // Whole packets, as paced below: a transaction of T bytes ends in a short packet,
             // which costs an exchange of the event for a fraction of its bytes (T 5000 in
             // packets of 244 is 21 packets where 20 carry 4817; benches/link measured 0.943 →
             // 0.952 of the link at 2M PHY / 247 / 30 ms for 1 MiB). The segment's last
             // transaction takes what is left.
-            let whole = limits.whole_packets_within(t as usize);
-            len = u32::try_from(whole).unwrap_or(t);
+            return if left > t { whole(limits, t) } else { left };
         }
-        if window > 0 {
-            // A quarter of the window, in whole packets: an ACK frees room while three
-            // transactions still fill the queue, so the radio seldom waits for the round
-            // trip, and no transaction ends in a short packet, which costs an exchange of the
-            // event for a fraction of its bytes (a third of the window in bytes, 5⅔ packets,
-            // measured 0.93 of the link; whole packets 0.97–0.98 at 1M and 2M PHY).
-            let quarter = (window / 4).max(1) as usize;
-            let whole = self.ota_limits(limits).whole_packets_within(quarter);
-            len = len.min(u32::try_from(whole).unwrap_or(u32::MAX));
-        }
-        len
+        // A quarter of the window, in whole packets: an ACK frees room while three
+        // transactions still fill the queue, so the radio seldom waits for the round trip,
+        // and no transaction ends in a short packet (a third of the window in bytes, 5⅔
+        // packets, measured 0.93 of the link; whole packets 0.97–0.98 at 1M and 2M PHY).
+        let quarter = (window / 4).max(1);
+        left.min(t).min(whole(self.ota_limits(limits), quarter))
     }
 
     /// Whether the OTA window has room for a transaction of `len` bytes (always, unpaced).

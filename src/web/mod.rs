@@ -46,6 +46,7 @@ use crate::image::manifest::{Manifest, ManifestEntry};
 use crate::image::sifli::DEFAULT_BLK_SIZE;
 use crate::image::signature::PublicKey;
 use crate::image::verify::{verify_image_cow, Detached, Image, Verified, VerifyPolicy};
+use crate::web::options::{invalid, whole};
 
 // The option, result, event and error types the generated declarations refer to.
 #[wasm_bindgen(typescript_custom_section)]
@@ -65,7 +66,7 @@ pub fn digest(
 ) -> Result<String, JsValue> {
     let alg: DigestAlg = alg
         .parse()
-        .map_err(|_| misuse("invalid-argument", "alg must be \"sha256\" or \"md5\""))?;
+        .map_err(|_| invalid("alg must be \"sha256\" or \"md5\""))?;
     let mut hasher = Hasher::new(alg);
     hasher.update(bytes);
     Ok(hasher.finalize().to_hex())
@@ -87,7 +88,7 @@ impl StreamHasher {
     ) -> Result<StreamHasher, JsValue> {
         let alg: DigestAlg = alg
             .parse()
-            .map_err(|_| misuse("invalid-argument", "alg must be \"sha256\" or \"md5\""))?;
+            .map_err(|_| invalid("alg must be \"sha256\" or \"md5\""))?;
         Ok(StreamHasher {
             hasher: Hasher::new(alg),
         })
@@ -230,18 +231,14 @@ impl VerifiedImage {
         #[wasm_bindgen(unchecked_param_type = "DfuFile[]")] images: Array,
         #[wasm_bindgen(js_name = blkSize)] blk_size: Option<u16>,
     ) -> Result<VerifiedImage, JsValue> {
-        let bad = |what: &'static str| misuse("invalid-argument", what);
         let mut files = Vec::new();
         for item in images.iter() {
-            let id = Reflect::get(&item, &"imgId".into())
-                .ok()
-                .and_then(|v| v.as_f64())
-                .filter(|n| n.fract() == 0.0 && (0.0..=255.0).contains(n))
-                .ok_or_else(|| bad("each image needs imgId, 0-255"))?;
+            let need = "each image needs imgId, 0-255";
+            let id = whole(&item, "imgId", 0..=255, need)?.ok_or_else(|| invalid(need))?;
             let bytes = Reflect::get(&item, &"bytes".into())
                 .ok()
                 .filter(|v| v.is_instance_of::<js_sys::Uint8Array>())
-                .ok_or_else(|| bad("each image needs bytes, a Uint8Array"))?
+                .ok_or_else(|| invalid("each image needs bytes, a Uint8Array"))?
                 .unchecked_into::<js_sys::Uint8Array>()
                 .to_vec();
             files.push((id as u8, bytes));
@@ -386,7 +383,7 @@ fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {
     let text = match entry.as_string() {
         Some(text) => text,
         None => JSON::stringify(entry)
-            .map_err(|_| misuse("invalid-argument", "entry must be an object or JSON text"))?
+            .map_err(|_| invalid("entry must be an object or JSON text"))?
             .into(),
     };
     ManifestEntry::parse_json(&text).map_err(|e| {
@@ -401,10 +398,6 @@ fn entry_from_js(entry: &JsValue) -> Result<ManifestEntry, JsValue> {
 
 pub(crate) fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
     Reflect::set(target, &key.into(), value).map(drop)
-}
-
-fn misuse(code: &'static str, what: &'static str) -> JsValue {
-    to_js_error(code, &Error::Misuse(Misuse::InvalidArgument(what)))
 }
 
 /// A [`Misuse`] as an `OtawebError` with the specific `code`.

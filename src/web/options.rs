@@ -6,6 +6,7 @@
 //! say so with [`invalid`].
 
 use alloc::string::String;
+use core::ops::RangeInclusive;
 
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
@@ -31,6 +32,24 @@ pub(crate) fn text(object: &JsValue, key: &str) -> Option<String> {
 /// The number under `key`.
 pub(crate) fn number(object: &JsValue, key: &str) -> Option<f64> {
     value(object, key).and_then(|v| v.as_f64())
+}
+
+/// The whole number under `key` when it lies in `range`; any other value present is the
+/// [`invalid`] error `what`.
+pub(crate) fn whole(
+    object: &JsValue,
+    key: &str,
+    range: RangeInclusive<u32>,
+    what: &'static str,
+) -> Result<Option<u32>, JsValue> {
+    let Some(v) = value(object, key) else {
+        return Ok(None);
+    };
+    let bounds = f64::from(*range.start())..=f64::from(*range.end());
+    match v.as_f64() {
+        Some(n) if n.fract() == 0.0 && bounds.contains(&n) => Ok(Some(n as u32)),
+        _ => Err(invalid(what)),
+    }
 }
 
 /// The truthiness of the value under `key`.

@@ -49,7 +49,7 @@ use crate::web::ble::{
     GADGET_PROFILE,
 };
 use crate::web::clock::{now, sleep, Timeout};
-use crate::web::options::{flag, text, value};
+use crate::web::options::{flag, text, value, whole};
 use crate::web::running::{Note, Running};
 use crate::web::{flow_error, misuse_error, set, throwable, Payload, VerifiedImage};
 
@@ -408,17 +408,9 @@ impl Updater {
                 )
             })?,
         };
-        let os_queue = match value(&options, "osQueueDepth") {
-            Some(v) => v
-                .as_f64()
-                .filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(n))
-                .map(|n| n as u16)
-                .ok_or_else(|| {
-                    misuse_error(
-                        "invalid-argument",
-                        Misuse::InvalidArgument("osQueueDepth must be a whole number of values"),
-                    )
-                })?,
+        let depth = "osQueueDepth must be a whole number of values";
+        let os_queue = match whole(&options, "osQueueDepth", 0..=u32::from(u16::MAX), depth)? {
+            Some(n) => n as u16,
             None if value(&options, "bluetooth").is_some() => 0,
             None => os_queue_depth(),
         };
@@ -852,20 +844,7 @@ fn gadget_options(options: &JsValue, os_queue: u16) -> Result<GadgetOptions, JsV
     if let Some(on) = flag(options, "applyStaged") {
         out.apply_staged = on;
     }
-    let number = |key: &str, what: &'static str| -> Result<Option<u32>, JsValue> {
-        match value(options, key) {
-            None => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(n) if n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n) => {
-                    Ok(Some(n as u32))
-                }
-                _ => Err(misuse_error(
-                    "invalid-argument",
-                    Misuse::InvalidArgument(what),
-                )),
-            },
-        }
-    };
+    let number = |key: &str, what| whole(options, key, 1..=u32::MAX, what);
     if let Some(n) = number("segmentSize", "segmentSize must be a whole number of bytes")? {
         out.segment_size = n;
     }
@@ -891,19 +870,9 @@ fn dfu_options(options: &JsValue, os_queue: u16) -> Result<DfuOptions, JsValue> 
     if flag(options, "restart") == Some(true) {
         out.on_ongoing = OnOngoing::Restart;
     }
-    if let Some(v) = value(options, "valueSize") {
-        out.max_value_size = v
-            .as_f64()
-            .filter(|n| n.fract() == 0.0 && (1.0..=512.0).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| {
-                misuse_error(
-                    "invalid-argument",
-                    Misuse::InvalidArgument(
-                        "valueSize must be a whole number of bytes, at most 512",
-                    ),
-                )
-            })?;
+    let size = "valueSize must be a whole number of bytes, at most 512";
+    if let Some(n) = whole(options, "valueSize", 1..=512, size)? {
+        out.max_value_size = n as usize;
     }
     Ok(out.for_os_queue(os_queue))
 }

@@ -55,7 +55,7 @@ use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::{fetch, read_capped, Capped};
 use crate::web::mqtt::{broker_error, dispatch, message_detail};
-use crate::web::options::{invalid, number, text};
+use crate::web::options::{invalid, number, text, value};
 use crate::web::running::Note;
 use crate::web::service::Watch;
 use crate::web::socket::{self, Owner, Socket, Waiter};
@@ -263,8 +263,7 @@ fn start(url: String, updater: Updater, options: &JsValue) -> Result<(Shared, Pr
             (Some(secret), signed)
         }
         None => {
-            let presigned = Reflect::get(options, &"credentials".into())
-                .ok()
+            let presigned = value(options, "credentials")
                 .filter(JsValue::is_object)
                 .ok_or_else(|| invalid("deviceSecret or presigned credentials are required"))?;
             let json: String = js_sys::JSON::stringify(&presigned)?.into();

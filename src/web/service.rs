@@ -41,7 +41,7 @@ use crate::image::verify::verify_image_cow;
 use crate::time::Span;
 use crate::web::clock::{now, sleep};
 use crate::web::http::get;
-use crate::web::options::{flag, invalid};
+use crate::web::options::{flag, invalid, number, text, value};
 use crate::web::updater::Updater;
 use crate::web::{entry_js, flow_error, misuse_error, set, throwable, Payload};
 
@@ -119,14 +119,9 @@ impl Updater {
         #[wasm_bindgen(unchecked_param_type = "WatchOptions")] options: JsValue,
     ) -> Result<Watch, JsValue> {
         let parsed = parse_options(&options, false)?;
-        let source = Reflect::get(&options, &"source".into())
-            .ok()
-            .and_then(|s| s.as_string())
+        let source = text(&options, "source")
             .ok_or_else(|| invalid("source (the manifest URL) is required"))?;
-        let minutes = Reflect::get(&options, &"everyMinutes".into())
-            .ok()
-            .and_then(|v| v.as_f64())
-            .unwrap_or(60.0);
+        let minutes = number(&options, "everyMinutes").unwrap_or(60.0);
         if !(minutes.is_finite() && minutes > 0.0) {
             return Err(invalid("everyMinutes must be a positive number"));
         }
@@ -185,8 +180,7 @@ pub fn newest_image(
 
 fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue> {
     let mut policy = UpdatePolicy::default();
-    let given = Reflect::get(options, &"policy".into()).unwrap_or(JsValue::UNDEFINED);
-    if given.is_object() {
+    if let Some(given) = value(options, "policy").filter(JsValue::is_object) {
         if let Some(v) = flag(&given, "requireSignature") {
             policy.require_signature = v;
         }
@@ -196,8 +190,8 @@ fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue
         if let Some(v) = flag(&given, "dangerAllowHttp") {
             policy.danger_allow_http = v;
         }
-        let keys = Reflect::get(&given, &"trustedKeys".into()).unwrap_or(JsValue::UNDEFINED);
-        if let Some(keys) = keys.dyn_ref::<js_sys::Array>() {
+        let keys = value(&given, "trustedKeys");
+        if let Some(keys) = keys.as_ref().and_then(|k| k.dyn_ref::<js_sys::Array>()) {
             for pem in keys.iter() {
                 let pem = pem
                     .as_string()
@@ -221,12 +215,8 @@ fn parse_options(options: &JsValue, auto_apply: bool) -> Result<Options, JsValue
     Ok(Options {
         policy,
         auto_apply: flag(options, "autoApply").unwrap_or(auto_apply),
-        current: Reflect::get(options, &"currentVersion".into())
-            .ok()
-            .and_then(|v| v.as_string()),
-        signal: Reflect::get(options, &"signal".into())
-            .ok()
-            .and_then(|v| v.dyn_into::<web_sys::AbortSignal>().ok()),
+        current: text(options, "currentVersion"),
+        signal: value(options, "signal").and_then(|v| v.dyn_into::<web_sys::AbortSignal>().ok()),
     })
 }
 

@@ -236,9 +236,9 @@ fn agt_values(stream: StreamId, payload: Vec<u8>, ack: bool, limits: Limits) -> 
 }
 
 /// The AGT bound for an image of `image` bytes in segments of `segment`, transactions of
-/// whole packets within `t` (a segment's last takes what is left), packets of ATT MTU − 3: per segment two stop-and-wait phases
-/// ([`phases_us`]), the announcement (answered by its ACK) and the OTA bytes (answered by
-/// the Response), kB/s.
+/// whole packets within `t` (a segment's last takes what is left), packets of ATT MTU − 3:
+/// per segment two stop-and-wait phases ([`phases_us`]), the announcement (answered by its
+/// ACK) and the OTA bytes (answered by the Response), kB/s.
 fn gadget_bound(radio: &Radio, image: usize, segment: usize, t: usize) -> f64 {
     let limits = Limits {
         packet_size: (radio.att_mtu - 3) as u16,
